@@ -1,0 +1,27 @@
+"""oblique — Norm Loss and every other way onto the oblique manifold, behind one interface.
+
+Public API::
+
+    oblique.get_method(name, strength=..., targets=..., **hyperparameters)
+    oblique.list_methods()
+    oblique.norm_loss(model_or_weights, targets="conv")
+    oblique.drift(weight), oblique.model_drift(model, targets=...), oblique.filter_matrix(weight)
+    oblique.train.RunConfig, oblique.train.train(config)
+"""
+
+from oblique.geometry import DRIFT_KEYS, drift, filter_matrix, model_drift, project_oblique
+from oblique.methods import get_method, list_methods, norm_loss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DRIFT_KEYS",
+    "__version__",
+    "drift",
+    "filter_matrix",
+    "get_method",
+    "list_methods",
+    "model_drift",
+    "norm_loss",
+    "project_oblique",
+]

@@ -1,0 +1,173 @@
+"""Filter matrices, the oblique manifold, and the drift metrics.
+
+A weight of shape ``(C_out, C_in, *kernel)`` (or ``(C_out, C_in)`` for a linear layer) is read as its
+*filter matrix* ``F = W.reshape(C_out, -1)``: one row per filter (neuron), ``p = C_in·prod(kernel)``
+columns. The oblique manifold is ``ddiag(F Fᵀ) = I``: every row of unit norm.
+
+The four drift metrics are the project's contract (DESIGN.md), computed on the weight the forward pass
+actually uses. With row norms ``r_i = ‖F_i‖``:
+
+- ``norm_dev_mean = mean_i |r_i − 1|``
+- ``norm_dev_max  = max_i |r_i − 1|``
+- ``ddiag_dev     = ‖ddiag(FFᵀ) − I‖_F / √n = sqrt(mean_i (r_i² − 1)²)``
+- ``offdiag_dev   = ‖FFᵀ − ddiag(FFᵀ)‖_F / √(n(n−1))`` (0 when n = 1)
+
+Cost: the three norm metrics need one pass over the weights. ``offdiag_dev`` needs the Gram matrix; it is
+computed exactly as ``‖FFᵀ‖²_F − Σ r_i⁴`` from the *smaller* Gram matrix (``FᵀF`` when the filter matrix
+is tall), so it costs ``min(n, p)²·max(n, p)`` — on a WRN-28-10 layer about as much as one forward pass of a
+batch of a few images. The trainer records drift every ``drift_every`` steps, not every step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+__all__ = [
+    "DRIFT_KEYS",
+    "EPS",
+    "TARGETS",
+    "drift",
+    "filter_matrix",
+    "mean_drift",
+    "model_drift",
+    "project_oblique",
+    "project_oblique_",
+    "targeted_modules",
+]
+
+#: The drift metric names, in the order of DESIGN.md. This tuple is the contract.
+DRIFT_KEYS = ("norm_dev_mean", "norm_dev_max", "ddiag_dev", "offdiag_dev")
+
+#: Valid values of the ``targets`` option: which layers a method acts on.
+TARGETS = ("conv", "conv+linear")
+
+#: Row norms below this are treated as zero by the projection (see Note [zero filter]).
+EPS = 1e-12
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def filter_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """Return the filter matrix ``(C_out, C_in·k…)`` of a conv or linear weight (a view when possible).
+
+    Args:
+        weight: a tensor with at least two dimensions, the first being the output channels.
+
+    Raises:
+        ValueError: if ``weight`` has fewer than two dimensions.
+
+    >>> filter_matrix(torch.zeros(8, 3, 5, 5)).shape
+    torch.Size([8, 75])
+    """
+    if weight.dim() < 2:
+        raise ValueError(
+            f"Expected a weight with at least 2 dimensions (C_out, C_in, *kernel). Got shape {tuple(weight.shape)}."
+        )
+    return weight.reshape(weight.shape[0], -1)  # (C_out, C_in·prod(kernel))
+
+
+def project_oblique(weight: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Project every filter of ``weight`` onto the unit sphere (out of place).
+
+    .. math:: F_i \\leftarrow F_i / \\max(\\|F_i\\|, \\epsilon)
+
+    Note [zero filter]: a filter whose norm is below ``eps`` has no direction. It is left as it is
+    (zero) instead of being divided by zero, which would give NaN as ``geoopt.Sphere.projx`` does. The
+    drift metrics then report it at distance 1 from the manifold, which is the truth.
+
+    >>> project_oblique(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+    tensor([[0.6000, 0.8000],
+            [0.0000, 0.0000]])
+    """
+    f = filter_matrix(weight)
+    norms = torch.linalg.vector_norm(f, dim=1, keepdim=True)  # (C_out, 1)
+    return (f / norms.clamp_min(eps)).view_as(weight)
+
+
+@torch.no_grad()
+def project_oblique_(weights: Iterable[torch.Tensor], eps: float = EPS) -> None:
+    """Project every filter of every tensor in ``weights`` onto the unit sphere, in place (``copy_``-free).
+
+    All tensors are handled with multi-tensor ops: one ``_foreach_norm`` call per distinct filter length
+    is avoided by viewing every weight as its filter matrix and scaling rows in place.
+    """
+    for w in weights:
+        f = filter_matrix(w)
+        norms = torch.linalg.vector_norm(f, dim=1, keepdim=True)
+        f.div_(norms.clamp_min(eps))  # f is a view of w for contiguous weights
+        if f.data_ptr() != w.data_ptr():  # pragma: no cover - non-contiguous weight
+            w.copy_(f.view_as(w))
+
+
+def drift(weight: torch.Tensor) -> dict[str, float]:
+    """The four drift metrics of one weight (see the module docstring), as Python floats.
+
+    Computed in float64 whatever the weight's dtype.
+
+    >>> d = drift(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+    >>> d["norm_dev_mean"], d["norm_dev_max"], round(d["ddiag_dev"], 4), d["offdiag_dev"]
+    (0.5, 1.0, 2.1213, 0.0)
+    """
+    f = filter_matrix(weight.detach()).to(torch.float64)  # (n, p)
+    n, p = f.shape
+    sq = (f * f).sum(dim=1)  # r_i², (n,)
+    r = sq.sqrt()
+    out = {
+        "norm_dev_mean": (r - 1).abs().mean().item(),
+        "norm_dev_max": (r - 1).abs().max().item(),
+        "ddiag_dev": (sq - 1).square().mean().sqrt().item(),
+    }
+    if n == 1:
+        out["offdiag_dev"] = 0.0
+    else:
+        # ‖FFᵀ‖²_F = ‖FᵀF‖²_F: use the smaller Gram matrix, (min(n,p), min(n,p)).
+        gram = f @ f.T if n <= p else f.T @ f
+        off_sq = (gram.square().sum() - sq.square().sum()).clamp_min(0.0)
+        out["offdiag_dev"] = math.sqrt(off_sq.item() / (n * (n - 1)))
+    return out
+
+
+def targeted_modules(model: nn.Module, targets: str = "conv") -> list[tuple[str, nn.Module]]:
+    """The layers a method acts on, as ``(qualified name, module)`` in model order.
+
+    ``"conv"`` selects every ``Conv1d/2d/3d``; ``"conv+linear"`` adds every ``nn.Linear``. Only the
+    ``weight`` of these layers is ever targeted: biases and normalization parameters never are.
+
+    Raises:
+        ValueError: on an unknown ``targets`` value.
+    """
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {', '.join(TARGETS)}; got {targets!r}")
+    kinds = _CONV + ((nn.Linear,) if targets == "conv+linear" else ())
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, kinds)]
+
+
+def mean_drift(per_layer: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Mean over layers of each drift metric (the aggregate of DESIGN.md)."""
+    if not per_layer:
+        return {k: float("nan") for k in DRIFT_KEYS}
+    return {k: sum(d[k] for d in per_layer.values()) / len(per_layer) for k in DRIFT_KEYS}
+
+
+def model_drift(
+    model: nn.Module,
+    targets: str = "conv",
+    weights: Mapping[str, torch.Tensor] | None = None,
+) -> dict:
+    """Drift of every targeted layer and their mean: ``{"layers": {name: dict}, "mean": dict}``.
+
+    Args:
+        model: the network.
+        targets: ``"conv"`` or ``"conv+linear"``.
+        weights: the effective weights by layer name (what ``Method.effective_weights`` returns). When
+            omitted, ``module.weight`` of every targeted layer is used, which already is the effective
+            weight for parametrized layers.
+    """
+    if weights is None:
+        weights = {name: m.weight for name, m in targeted_modules(model, targets)}
+    layers = {name: drift(w) for name, w in weights.items()}
+    return {"layers": layers, "mean": mean_drift(layers)}

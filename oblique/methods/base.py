@@ -1,0 +1,229 @@
+"""The one interface every method speaks (DESIGN.md, "One interface").
+
+A method is built by ``oblique.get_method(name, strength=..., targets=..., **hyperparameters)`` and is
+used by the trainer, the bench and the study runner in exactly this order::
+
+    model = method.prepare(model)                 # parametrize / turn weights into manifold parameters
+    opt = method.make_optimizer(model, opt_cfg)   # Riemannian methods bring their own
+    for x, y in batches:
+        loss = criterion(model(x), y)
+        pen = method.penalty(model)               # soft methods: a scalar, already times the strength
+        (loss + pen).backward()                   # the trainer may backward `pen` separately to time it
+        method.before_step(model)                 # closed-form gradients added straight to .grad
+        opt.step()
+        method.after_step(model, step)            # projections
+    method.effective_weights(model)               # what the forward pass computes with: drift is read here
+
+Subclasses set the class attributes and override only the hooks they need. A method's hyperparameters
+are declared once, as a tuple of :class:`Hyper`; the constructor validates them, ``config()`` records them
+resolved, and ``oblique methods`` lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from oblique.geometry import TARGETS, targeted_modules
+
+__all__ = ["KINDS", "Hyper", "Method", "OptimizerConfig", "build_torch_optimizer"]
+
+#: The kinds of method (DESIGN.md table).
+KINDS = ("none", "soft", "reparam", "riemannian", "projection")
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One declared hyperparameter of a method.
+
+    Attributes:
+        name: keyword name (``oblique run --hp name=value`` and the TOML ``[method]`` table use it).
+        default: default value; its type is the type values are converted to.
+        help: one line for ``oblique methods``.
+        choices: allowed values, if the hyperparameter is categorical.
+        minimum: smallest allowed value for numbers (inclusive).
+    """
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple | None = None
+    minimum: float | None = None
+
+    def convert(self, value: Any) -> Any:
+        """Convert and validate ``value``; raise ``ValueError`` saying expected vs got."""
+        typ = type(self.default)
+        try:
+            if typ is bool and isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                value = value.lower() in ("true", "1", "yes")
+            elif typ is int and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            elif typ in (int, float, str, bool):
+                value = typ(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"hyperparameter {self.name!r} expects a {typ.__name__}; got {value!r}"
+            ) from None
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(
+                f"hyperparameter {self.name!r} must be one of {', '.join(map(str, self.choices))}; got {value!r}"
+            )
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"hyperparameter {self.name!r} must be >= {self.minimum}; got {value!r}")
+        return value
+
+
+@dataclass
+class OptimizerConfig:
+    """What the trainer asks of the optimizer; methods that need their own optimizer read it.
+
+    Attributes:
+        name: ``"sgd"`` or ``"adam"``.
+        lr: learning rate.
+        momentum: SGD momentum (ignored by Adam).
+        nesterov: Nesterov momentum for SGD.
+        weight_decay: the optimizer's own (decoupled-from-the-method) L2 on parameters the method does
+            not target (biases, BN). 0 by default: the method is the regularizer under study.
+        betas: Adam's betas.
+    """
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = field(default=(0.9, 0.999))
+
+
+def build_torch_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """Plain torch SGD or Adam over ``params`` (an iterable of tensors or param groups)."""
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer must be one of sgd, adam; got {cfg.name!r}")
+
+
+class Method:
+    """Base class: plain training, no regularization. Subclasses override the hooks they need.
+
+    Args:
+        strength: the regularization factor λ (soft methods); ``None`` takes the class default.
+            Must be >= 0.
+        targets: ``"conv"`` or ``"conv+linear"`` — which layers' weights the method acts on.
+        **hyperparameters: the method's declared :attr:`hyperparameters`.
+
+    Raises:
+        ValueError: on a negative strength, unknown targets, or an unknown or invalid hyperparameter.
+    """
+
+    #: registry name, e.g. ``"nl"``
+    name: ClassVar[str] = ""
+    #: one of :data:`KINDS`
+    kind: ClassVar[str] = "none"
+    #: one-line description for ``oblique methods`` and the README table
+    summary: ClassVar[str] = ""
+    #: citation of the paper
+    paper: ClassVar[str] = ""
+    #: default strength λ (0 for methods without one)
+    default_strength: ClassVar[float] = 0.0
+    #: whether ``strength`` means anything for this method
+    uses_strength: ClassVar[bool] = False
+    #: declared hyperparameters besides strength and targets
+    hyperparameters: ClassVar[tuple[Hyper, ...]] = ()
+
+    def __init__(self, strength: float | None = None, targets: str = "conv", **hyperparameters: Any):
+        if strength is None:
+            strength = self.default_strength
+        try:
+            strength = float(strength)
+        except (TypeError, ValueError):
+            raise ValueError(f"strength must be a number >= 0; got {strength!r}") from None
+        if not strength >= 0:  # also rejects NaN
+            raise ValueError(f"strength must be >= 0; got {strength}")
+        if targets not in TARGETS:
+            raise ValueError(f"targets must be one of {', '.join(TARGETS)}; got {targets!r}")
+        declared = {h.name: h for h in self.hyperparameters}
+        unknown = sorted(set(hyperparameters) - set(declared))
+        if unknown:
+            valid = ", ".join(declared) or "none"
+            raise ValueError(
+                f"method {self.name!r} has no hyperparameter {', '.join(map(repr, unknown))} (valid: {valid})"
+            )
+        self.strength = strength
+        self.targets = targets
+        self.hp: dict[str, Any] = {
+            name: h.convert(hyperparameters[name]) if name in hyperparameters else h.default
+            for name, h in declared.items()
+        }
+
+    # ------------------------------------------------------------------ recording
+    def config(self) -> dict[str, Any]:
+        """Every setting of this method, resolved: recorded in ``config.json`` and ``summary.json``."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "strength": self.strength,
+            "targets": self.targets,
+            "hyperparameters": dict(self.hp),
+        }
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={v!r}" for k, v in self.hp.items())
+        return f"{type(self).__name__}(strength={self.strength}, targets={self.targets!r}{', ' if hp else ''}{hp})"
+
+    # ------------------------------------------------------------------ targets
+    def target_modules(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The layers this method acts on, ``(name, module)`` in model order."""
+        return targeted_modules(model, self.targets)
+
+    def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
+        """The *trainable* tensors this method acts on, one per targeted layer.
+
+        For a plain layer this is ``module.weight``. Methods that move the trainable tensor elsewhere (a
+        parametrization's ``original``, a manifold parameter) override this.
+        """
+        return [m.weight for _, m in self.target_modules(model)]
+
+    # ------------------------------------------------------------------ the hooks
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Make ``model`` ready for this method (in place) and return it."""
+        return model
+
+    def make_optimizer(self, model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+        """The optimizer for ``model``; the default is plain SGD/Adam over all trainable parameters."""
+        return build_torch_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """The regularization term to add to the loss (already multiplied by the strength), or None."""
+        return None
+
+    def before_step(self, model: nn.Module) -> None:
+        """Called after ``backward`` and before ``optimizer.step()`` (closed-form gradients go here)."""
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Called after every ``optimizer.step()``; ``step`` counts from 1."""
+
+    def analytic_flops(self, model: nn.Module) -> float:
+        """Floating-point operations the regularizer adds per training step (forward and backward),
+        counted from the shapes of the targeted weights. 0 for plain training."""
+        return 0.0
+
+    def effective_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The weights the forward pass computes with, by layer name (detached).
+
+        ``module.weight`` is already the effective weight for ``torch.nn.utils.parametrize`` layers.
+        """
+        with torch.no_grad():
+            return {name: m.weight.detach() for name, m in self.target_modules(model)}

@@ -1,0 +1,16 @@
+"""Plain training: no weight regularization. The reference every overhead is measured against."""
+
+from __future__ import annotations
+
+from oblique.methods.base import Method
+
+__all__ = ["Baseline"]
+
+
+class Baseline(Method):
+    """``baseline``: the model and optimizer as they are; drift is still recorded on the targets."""
+
+    name = "baseline"
+    kind = "none"
+    summary = "plain training, no weight regularization"
+    paper = "—"
