@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from oblique.study import cmd_plot, cmd_study, setup_plot, setup_study
 from oblique.train import ConfigError, RunConfig
 
 __all__ = ["UsageError", "add_run_arguments", "main", "run_config_from_args"]
@@ -197,6 +198,8 @@ def _setup_methods(p: argparse.ArgumentParser) -> None:
 
 COMMANDS["run"] = (_setup_run, cmd_run, "train one network with one method; write a run folder")
 COMMANDS["methods"] = (_setup_methods, cmd_methods, "list every method with its kind and hyperparameters")
+COMMANDS["study"] = (setup_study, cmd_study, "run a grid of runs (methods x strengths x seeds x ...) side by side")
+COMMANDS["plot"] = (setup_plot, cmd_plot, "write the figures and tables of a study folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
