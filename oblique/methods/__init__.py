@@ -10,7 +10,13 @@ from typing import Any
 from oblique.methods.base import KINDS, Hyper, Method, OptimizerConfig, build_torch_optimizer
 from oblique.methods.baseline import Baseline
 from oblique.methods.norm_loss import NormLoss, add_norm_loss_grad_, norm_loss
+from oblique.methods.oblique_rsgd import ObliqueRSGD
+from oblique.methods.olm import OLM
+from oblique.methods.oni import ONI
+from oblique.methods.pbwn import PBWN
+from oblique.methods.soft_orthogonality import SRIP, SoftOrthogonality
 from oblique.methods.weight_decay import WeightDecay, weight_decay_penalty
+from oblique.methods.weight_norm import WeightNorm
 
 __all__ = [
     "KINDS",
@@ -35,6 +41,13 @@ REGISTRY: dict[str, type[Method]] = {
         Baseline,
         WeightDecay,
         NormLoss,
+        WeightNorm,
+        ObliqueRSGD,
+        PBWN,
+        ONI,
+        OLM,
+        SoftOrthogonality,
+        SRIP,
     )
 }
 

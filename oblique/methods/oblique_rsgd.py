@@ -1,0 +1,193 @@
+"""Riemannian SGD on the oblique manifold: every filter on the unit sphere, trained with geoopt.
+
+Absil, Mahony, Sepulchre, *Optimization Algorithms on Matrix Manifolds* (2008), ch. 4 (retraction-based
+Riemannian gradient descent); Bonnabel, "Stochastic gradient descent on Riemannian manifolds", IEEE TAC
+2013; Kochurov, Karimov, Kozlukov, "Geoopt: Riemannian Optimization in PyTorch" (arXiv 2005.02819). The
+oblique manifold is the product of the filters' spheres, ``ddiag(F Fᵀ) = I``.
+
+One step on a filter ``x`` (a row of the filter matrix) with Euclidean gradient ``g``:
+
+.. math::
+
+    \\operatorname{grad} = g - \\langle x, g\\rangle x,\\qquad
+    x \\leftarrow \\frac{x - \\eta\\, d}{\\lVert x - \\eta\\, d \\rVert}
+
+with ``d`` the momentum (Nesterov) direction, the momentum transported to the new tangent space by
+projection (``geoopt.Sphere.retr_transp``).
+
+How the weight is stored (DESIGN.md pitfalls): ``geoopt.Sphere`` normalizes the *last* dimension, so a 4-D
+conv weight put on it would be normalized per kernel row. Here every targeted layer gets a
+``torch.nn.utils.parametrize`` parametrization :class:`FilterView` whose ``original`` is the filter matrix
+``(C_out, C_in·k…)`` — replaced by a ``geoopt.ManifoldParameter`` on ``geoopt.Sphere()`` — and whose forward
+views it back to the layer's shape; ``module.weight`` is the effective weight. This works for Conv1d/2d/3d
+and Linear, with or without bias; ``state_dict`` holds the plain filter matrix, loads in place, and survives
+``copy.deepcopy``.
+
+Note [projection at construction]: ``ManifoldParameter`` does not project, and ``Sphere.projx`` divides by
+the norm without an epsilon. :meth:`ObliqueRSGD.prepare` projects explicitly; a filter whose norm is below
+:data:`oblique.geometry.EPS` (no direction) is given a random unit direction from torch's generator (so a
+seeded run stays reproducible) — it cannot stay zero on the sphere.
+
+The optimizer (:meth:`ObliqueRSGD.make_optimizer`): ``sgd`` gives ``geoopt.optim.RiemannianSGD`` with the
+run's momentum and Nesterov and ``stabilize``; ``adam`` gives ``geoopt.optim.RiemannianAdam``. Every other
+parameter (biases, BN, untargeted layers) is in the same optimizer, in its own group with the run's
+``weight_decay`` (Euclidean manifold: plain SGD/Adam). Two fixes over geoopt 0.5.1, as thin subclasses:
+
+- geoopt's SGD starts the momentum buffer at the raw Euclidean gradient and then adds the gradient again,
+  so the first step is ``(1 + momentum)×`` torch's; here the buffer starts at zero, so the first step equals
+  ``torch.optim.SGD``'s (tested against it on Euclidean parameters).
+- geoopt issue 226: ``RiemannianAdam.state_dict()`` raises ``KeyError`` when its state holds a tensor that
+  is in no parameter group (torch maps state keys through the groups' ids), e.g. after a parameter was
+  replaced. Here ``state_dict()`` leaves such orphaned entries out instead of crashing at checkpoint time.
+
+Differences from upstream (geoopt used directly on conv weights, as in most published comparisons): the
+manifold parameter is the filter matrix, not the 4-D weight; the explicit, zero-safe projection; the two
+optimizer fixes above. ``impl`` picks the implementation ("geoopt" only for now).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import geoopt
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from oblique.geometry import EPS, filter_matrix
+from oblique.methods.base import Hyper, Method, OptimizerConfig
+
+__all__ = ["FilterView", "ObliqueRSGD", "project_rows_safe"]
+
+
+class FilterView(nn.Module):
+    """Parametrization ``(C_out, p) → (C_out, C_in, *kernel)``: the filter matrix viewed as the weight."""
+
+    def __init__(self, shape: torch.Size):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return f.view(self.shape)  # (C_out, p) -> (C_out, C_in, *kernel)
+
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        return filter_matrix(weight)  # (C_out, C_in, *kernel) -> (C_out, p)
+
+
+@torch.no_grad()
+def project_rows_safe(f: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Rows of ``f`` (``n × p``) scaled to unit norm; a row of norm ``< eps`` gets a random unit direction.
+
+    See Note [projection at construction].
+
+    >>> project_rows_safe(torch.tensor([[3.0, 4.0]]))
+    tensor([[0.6000, 0.8000]])
+    """
+    f = f.clone()
+    dead = torch.linalg.vector_norm(f, dim=1) < eps  # (n,)
+    if dead.any():
+        f[dead] = torch.randn(int(dead.sum()), f.shape[1], dtype=f.dtype, device=f.device)
+    return f / torch.linalg.vector_norm(f, dim=1, keepdim=True)
+
+
+class _RiemannianSGD(geoopt.optim.RiemannianSGD):
+    """geoopt's RiemannianSGD with the momentum buffer started at zero (torch.optim.SGD's first step)."""
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            if group["momentum"] > 0:
+                for p in group["params"]:
+                    if p.grad is not None and len(self.state[p]) == 0:
+                        self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        return super().step(closure)
+
+
+class _RiemannianAdam(geoopt.optim.RiemannianAdam):
+    """geoopt's RiemannianAdam whose ``state_dict()`` leaves out orphaned state (geoopt issue 226)."""
+
+    def state_dict(self):
+        live = {id(p) for group in self.param_groups for p in group["params"]}
+        orphans = [k for k in self.state if isinstance(k, torch.Tensor) and id(k) not in live]
+        if not orphans:
+            return super().state_dict()
+        saved = {k: self.state.pop(k) for k in orphans}
+        try:
+            return super().state_dict()
+        finally:
+            self.state.update(saved)
+
+
+def _geoopt_optimizer(
+    sphere: list[torch.Tensor], others: list[torch.Tensor], cfg: OptimizerConfig, stabilize: int | None
+) -> torch.optim.Optimizer:
+    """geoopt's Riemannian SGD/Adam: filters on the sphere (no weight decay), the rest Euclidean."""
+    groups = [
+        g
+        for g in (
+            {"params": sphere, "weight_decay": 0.0},
+            {"params": others, "weight_decay": cfg.weight_decay},
+        )
+        if g["params"]
+    ]
+    if cfg.name == "sgd":
+        return _RiemannianSGD(
+            groups,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            stabilize=stabilize,
+        )
+    if cfg.name == "adam":
+        return _RiemannianAdam(groups, lr=cfg.lr, betas=cfg.betas, stabilize=stabilize)
+    raise ValueError(f"oblique-rsgd: optimizer must be one of sgd, adam; got {cfg.name!r}")
+
+
+#: impl name -> builder(sphere params, other params, cfg, stabilize). Add an implementation here.
+IMPLS: dict[str, Callable[..., torch.optim.Optimizer]] = {"geoopt": _geoopt_optimizer}
+
+
+class ObliqueRSGD(Method):
+    """``oblique-rsgd``: each filter a point of ``geoopt.Sphere``, trained by Riemannian SGD (or Adam)."""
+
+    name = "oblique-rsgd"
+    kind = "riemannian"
+    summary = "Riemannian SGD on the oblique manifold: x ← retr_x(−η·(g − ⟨x,g⟩x)) per filter (geoopt.Sphere)"
+    paper = "Absil et al. 2008; Bonnabel 2013; geoopt (Kochurov et al., arXiv 2005.02819)"
+    hyperparameters = (
+        Hyper("impl", "geoopt", "optimizer implementation", choices=tuple(IMPLS)),
+        Hyper(
+            "stabilize",
+            0,
+            "re-project points and momentum every k steps (geoopt stabilize; 0: never)",
+            minimum=0,
+        ),
+    )
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        for _, module in self.target_modules(model):
+            if parametrize.is_parametrized(module, "weight"):
+                raise ValueError(
+                    f"{self.name}: expected an unparametrized weight; got {module!r} already parametrized"
+                )
+            parametrize.register_parametrization(module, "weight", FilterView(module.weight.shape))
+            plist = module.parametrizations.weight
+            point = project_rows_safe(
+                plist.original.detach()
+            )  # (C_out, p), Note [projection at construction]
+            plist.original = geoopt.ManifoldParameter(point, manifold=geoopt.Sphere())
+        return model
+
+    def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
+        """The ``ManifoldParameter`` filter matrix ``(C_out, p)`` of every targeted layer."""
+        return [m.parametrizations.weight.original for _, m in self.target_modules(model)]
+
+    def make_optimizer(self, model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+        sphere = self.target_weights(model)
+        ids = {id(p) for p in sphere}
+        others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+        return IMPLS[self.hp["impl"]](sphere, others, cfg, self.hp["stabilize"] or None)
+
+    def analytic_flops(self, model: nn.Module) -> float:
+        # over plain SGD, per entry: egrad2rgrad (inner 2 + axpy 2), retraction's norm and division (3),
+        # momentum transport by projection (4)
+        return 11.0 * sum(w.numel() for w in self.target_weights(model))

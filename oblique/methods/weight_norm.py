@@ -1,0 +1,75 @@
+"""Weight normalization: every filter written as a length times a direction, ``w_i = g_i · v_i / ‖v_i‖``.
+
+Salimans & Kingma, "Weight Normalization: A Simple Reparameterization to Accelerate Training of Deep Neural
+Networks", NeurIPS 2016 (arXiv 1602.07868), eq. 2.
+
+Implemented with ``torch.nn.utils.parametrizations.weight_norm(module, "weight", dim=0)``: one ``g`` per
+filter (output channel), the norm taken over the *whole filter* ``F_i = W[i].reshape(-1)`` — never per kernel
+row. ``module.weight`` is then the effective weight; the trainable tensors are
+``module.parametrizations.weight.original0`` (``g``, shape ``(C_out, 1, …)``) and ``original1`` (``v``).
+
+With ``g="frozen"`` every ``g_i`` is set to 1 and not trained: the effective weight is ``v_i / ‖v_i‖``, so it
+lies *exactly* on the oblique manifold (a hard constraint by reparametrization).
+
+Differences from the authors' code: no data-dependent initialization (``g`` starts at ``‖v‖``, so the
+network computes what it computed before :meth:`prepare`, as torch does); the old hook-based
+``torch.nn.utils.weight_norm`` is never used (deprecated, breaks DDP). A filter with ``v_i = 0`` has no
+direction and gives NaN, as in torch; a freshly initialized layer has none.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+
+from oblique.methods.base import Hyper, Method
+
+__all__ = ["WeightNorm"]
+
+
+class WeightNorm(Method):
+    """``wn``: ``w_i = g_i · v_i / ‖v_i‖`` per filter (dim 0), through torch's parametrization."""
+
+    name = "wn"
+    kind = "reparam"
+    summary = "weight normalization w_i = g_i·v_i/‖v_i‖ per filter (g frozen at 1: exactly oblique)"
+    paper = "Salimans & Kingma, NeurIPS 2016 (arXiv 1602.07868)"
+    hyperparameters = (
+        Hyper(
+            "g",
+            "learnable",
+            "learnable: g_i trained (Salimans & Kingma); frozen: g_i = 1, the weight lies on the oblique manifold",
+            choices=("learnable", "frozen"),
+        ),
+    )
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        for _, module in self.target_modules(model):
+            if parametrize.is_parametrized(module, "weight"):
+                raise ValueError(
+                    f"{self.name}: expected an unparametrized weight; got {module!r} already parametrized"
+                )
+            weight_norm(module, "weight", dim=0)
+            if self.hp["g"] == "frozen":
+                g = module.parametrizations.weight.original0  # (C_out, 1, …)
+                with torch.no_grad():
+                    g.fill_(1.0)
+                g.requires_grad_(False)
+        return model
+
+    def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
+        """The direction ``v`` of every targeted layer (``parametrizations.weight.original1``, weight-shaped).
+
+        ``g`` (``original0``) is a per-filter scale and is returned by :meth:`target_scales`.
+        """
+        return [m.parametrizations.weight.original1 for _, m in self.target_modules(model)]
+
+    def target_scales(self, model: nn.Module) -> list[torch.Tensor]:
+        """The lengths ``g`` of every targeted layer (``parametrizations.weight.original0``)."""
+        return [m.parametrizations.weight.original0 for _, m in self.target_modules(model)]
+
+    def analytic_flops(self, model: nn.Module) -> float:
+        # forward: row norms (2/entry) + scale (1/entry); backward of g·v/‖v‖: ≈ 5/entry
+        return 8.0 * sum(v.numel() for v in self.target_weights(model))
