@@ -87,7 +87,9 @@ def _at_first_extras(study: Study, res: pd.DataFrame) -> pd.DataFrame:
 
 
 def _nearest_strength(method: str, strengths) -> float | None:
-    strengths = sorted(s for s in set(strengths) if s is not None and not (isinstance(s, float) and math.isnan(s)))
+    strengths = sorted(
+        s for s in set(strengths) if s is not None and not (isinstance(s, float) and math.isnan(s))
+    )
     if not strengths:
         return None
     default = _default_strength(method)
@@ -122,6 +124,12 @@ def _band(ax, x, mean, lo, hi, c, label, **kw) -> None:
     ax.fill_between(x, lo, hi, color=c, alpha=0.18, linewidth=0)
 
 
+def _legend_below(fig, ax) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 4), frameon=False)
+
+
 def _note_diverged(study: Study, echo: Echo) -> None:
     res = results_frame(study)
     div = res[res["status"] == "diverged"]
@@ -139,7 +147,9 @@ def fig_drift(study: Study | str | os.PathLike, metrics: tuple[str, ...] = tuple
         for ax, key in zip(axes[0], metrics, strict=True):
             for method in _method_order(ref["method"]):
                 rows = ref[ref["method"] == method]
-                frames = [records.metrics_frame(study.run_dir(n), "drift")[["epoch", key]] for n in rows["run"]]
+                frames = [
+                    records.metrics_frame(study.run_dir(n), "drift")[["epoch", key]] for n in rows["run"]
+                ]
                 table = pd.concat(frames).groupby("epoch")[key].agg(["mean", "min", "max"]).clip(lower=FLOOR)
                 label = f"{_label(rows.iloc[0])}, {len(frames)} seed{'s' * (len(frames) > 1)}"
                 _band(ax, table.index, table["mean"], table["min"], table["max"], color(method), label)
@@ -147,8 +157,10 @@ def fig_drift(study: Study | str | os.PathLike, metrics: tuple[str, ...] = tuple
             ax.set_xlabel("epoch")
             ax.set_ylabel(DRIFT_PANELS.get(key, key))
             ax.set_title(key)
-        axes[0][-1].legend(loc="best", frameon=False)
-        fig.suptitle(f"Drift from the oblique manifold, mean over layers (values below {FLOOR:g} drawn at it)")
+        _legend_below(fig, axes[0][0])
+        fig.suptitle(
+            f"Drift from the oblique manifold, mean over layers (values below {FLOOR:g} drawn at it)"
+        )
     return fig
 
 
@@ -209,12 +221,15 @@ def fig_loss(study: Study | str | os.PathLike, span_epochs: float = 0.5):
             table = pd.concat(smoothed, axis=1)
             _band(smooth_ax, table.index, table.mean(axis=1), table.min(axis=1), table.max(axis=1), color(method),
                   _label(rows.iloc[0]))  # fmt: skip
-        for ax, title in ((raw_ax, "raw, per batch (first seed)"), (smooth_ax, f"smoothed (EMA over {span_epochs:g} epoch), band over seeds")):
+        for ax, title in (
+            (raw_ax, "raw, per batch (first seed)"),
+            (smooth_ax, f"smoothed (EMA over {span_epochs:g} epoch), band over seeds"),
+        ):
             ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.set_ylabel("train cross-entropy (nats)")
             ax.set_title(title)
-        smooth_ax.legend(frameon=False)
+        _legend_below(fig, smooth_ax)
     return fig
 
 
@@ -309,7 +324,9 @@ def fig_cost(study: Study | str | os.PathLike, bench: str | os.PathLike | None =
     if bench and bench_df is None:
         echo("figure 5 (b) skipped: oblique.cost (the bench's reader) is not available in this version")
     with print_style():
-        fig, axes = new_figure(2 if bench_df is not None else 1, width=7.0 if bench_df is not None else 4.5, height=3.0)
+        fig, axes = new_figure(
+            2 if bench_df is not None else 1, width=7.0 if bench_df is not None else 4.5, height=3.0
+        )
         ax = axes[0][0]
         methods = _method_order(ref["method"])
         for i, method in enumerate(methods):
@@ -326,7 +343,14 @@ def fig_cost(study: Study | str | os.PathLike, bench: str | os.PathLike | None =
             bx = axes[0][1]
             for method in _method_order(bench_df["method"]):
                 b = bench_df[bench_df["method"] == method].sort_values("num_params")
-                bx.plot(b["num_params"], b["overhead"], marker="o", markersize=3, color=color(method), label=method)
+                bx.plot(
+                    b["num_params"],
+                    b["overhead"],
+                    marker="o",
+                    markersize=3,
+                    color=color(method),
+                    label=method,
+                )
             bx.set_xscale("log")
             bx.set_yscale("log")
             bx.set_xlabel("parameters (log scale)")
@@ -377,4 +401,3 @@ def write_figures(
         paths.append(out_dir / name)
     _note_diverged(study, echo)
     return paths
-

@@ -26,7 +26,13 @@ def _n(x, spec: str) -> str:
 
 
 def _tex(text: str) -> str:
-    return str(text).replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+    return (
+        str(text)
+        .replace("\\", r"\textbackslash{}")
+        .replace("_", r"\_")
+        .replace("%", r"\%")
+        .replace("&", r"\&")
+    )
 
 
 def table_latex(study: Study | str | os.PathLike) -> str:
@@ -35,7 +41,9 @@ def table_latex(study: Study | str | os.PathLike) -> str:
         study = load_study(study)
     sf = summary_frame(study)
     keys = [k for k in study.grid_variables if k not in ("seed", "method", "strength", "batch_size")]
-    published = not sf.empty and any((d, m) in PUBLISHED for d, m in zip(sf["dataset"], sf["model"], strict=True))
+    published = not sf.empty and any(
+        (d, m) in PUBLISHED for d, m in zip(sf["dataset"], sf["model"], strict=True)
+    )
     head = ["method", r"$\lambda$", "batch", *map(_tex, keys), r"test error \% best (mean $\pm$ std)",
             r"top-5 \%", "norm dev.", "off-diag. dev.", "time (s)"]  # fmt: skip
     if published:
@@ -47,7 +55,9 @@ def table_latex(study: Study | str | os.PathLike) -> str:
         r"\midrule",
     ]
     for _, r in sf.iterrows():
-        err = f"{_n(r['error_best'], '.2f')} ({_n(r['error_mean'], '.2f')} $\\pm$ {_n(r['error_std'], '.2f')})"
+        err = (
+            f"{_n(r['error_best'], '.2f')} ({_n(r['error_mean'], '.2f')} $\\pm$ {_n(r['error_std'], '.2f')})"
+        )
         cells = [
             _tex(r["method"]), _n(r["strength"], "g") if r["strength_applies"] else "--", str(r["batch_size"]),
             *(_tex(r[k]) for k in keys), err, _n(r["top5_mean"], ".2f"), _n(r["norm_dev_mean_mean"], ".3g"),

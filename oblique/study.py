@@ -182,7 +182,7 @@ def _fmt(value: Any) -> str:
 
 
 def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in ".+=-" else "-" for c in text)
+    return "".join(c if c.isalnum() or c in "._+=-" else "-" for c in text)
 
 
 def _normalize(obj: Any) -> Any:
@@ -204,9 +204,15 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
     for key, values in spec.grid.items():
         name = key[3:] if key.startswith("hp.") else key
         if not key.startswith("hp.") and (
-            name not in fields_ or name in EXECUTION_FIELDS or name in ("method", "strength", "seed", "batch_size", "hp")
+            name not in fields_
+            or name in EXECUTION_FIELDS
+            or name in ("method", "strength", "seed", "batch_size", "hp")
         ):
-            valid = [f for f in fields_ if f not in EXECUTION_FIELDS + ("method", "strength", "seed", "batch_size", "hp")]
+            valid = [
+                f
+                for f in fields_
+                if f not in EXECUTION_FIELDS + ("method", "strength", "seed", "batch_size", "hp")
+            ]
             raise StudyError(
                 f"grid variable {key!r} is not a run setting; valid: {', '.join(valid)}, hp.NAME "
                 "(method, strength, seed and batch size have their own flags)"
@@ -243,7 +249,9 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
             strengths: list[float | None] = list(spec.strengths) if spec.strengths is not None else [None]
         else:
             strengths = [None]
-        for strength, bs, *extra in itertools.product(strengths, batch_sizes, *(spec.grid[k] for k in extra_keys)):
+        for strength, bs, *extra in itertools.product(
+            strengths, batch_sizes, *(spec.grid[k] for k in extra_keys)
+        ):
             for seed in spec.seeds:
                 settings = {k: v for k, v in spec.base.items() if k not in EXECUTION_FIELDS}
                 settings.update(method=method, strength=strength, seed=seed, batch_size=bs)
@@ -260,7 +268,11 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
                 except TypeError as e:
                     raise StudyError(f"run settings: {e}") from None
                 settings = {k: v for k, v in resolved.items() if k not in EXECUTION_FIELDS}
-                lam = (float(strength) if strength is not None else float(cls.default_strength)) if cls.uses_strength else None
+                lam = (
+                    (float(strength) if strength is not None else float(cls.default_strength))
+                    if cls.uses_strength
+                    else None
+                )
                 parts = [method] + ([f"lam{lam:g}"] if lam is not None else []) + [f"bs{bs}"]
                 parts += [f"{k[3:] if k.startswith('hp.') else k}{_fmt(v)}" for k, v in values.items()]
                 parts.append(f"seed{seed}")
@@ -315,13 +327,21 @@ def load_study(root: str | os.PathLike) -> Study:
     """
     root = Path(root)
     if not (root / STUDY_FILE).exists():
-        raise StudyError(f"{root} holds no study ({STUDY_FILE} missing); run 'oblique study --out {root}' first")
+        raise StudyError(
+            f"{root} holds no study ({STUDY_FILE} missing); run 'oblique study --out {root}' first"
+        )
     try:
         data = records.read_json(root / STUDY_FILE)
     except records.RecordError as e:
         raise StudyError(str(e)) from None
-    if not isinstance(data, dict) or data.get("schema") != STUDY_SCHEMA or not isinstance(data.get("runs"), dict):
-        raise StudyError(f"{root / STUDY_FILE}: expected a study file of schema {STUDY_SCHEMA}; got something else")
+    if (
+        not isinstance(data, dict)
+        or data.get("schema") != STUDY_SCHEMA
+        or not isinstance(data.get("runs"), dict)
+    ):
+        raise StudyError(
+            f"{root / STUDY_FILE}: expected a study file of schema {STUDY_SCHEMA}; got something else"
+        )
     return Study(root, data["runs"], list(data.get("grid_variables", BASIC_AXES)))
 
 
@@ -332,7 +352,9 @@ def _write_study(study: Study) -> None:
     )
 
 
-def plan_study(root: str | os.PathLike, runs: Sequence[PlannedRun], *, overwrite: bool = False) -> tuple[Study, int]:
+def plan_study(
+    root: str | os.PathLike, runs: Sequence[PlannedRun], *, overwrite: bool = False
+) -> tuple[Study, int]:
     """Merge ``runs`` into the study at ``root`` (creating it); return the study and how many runs were new.
 
     Raises:
@@ -350,7 +372,9 @@ def plan_study(root: str | os.PathLike, runs: Sequence[PlannedRun], *, overwrite
         old = study.runs.get(run.name)
         if old is not None and old["settings"] != run.settings:
             diff = sorted(
-                k for k in set(old["settings"]) | set(run.settings) if old["settings"].get(k) != run.settings.get(k)
+                k
+                for k in set(old["settings"]) | set(run.settings)
+                if old["settings"].get(k) != run.settings.get(k)
             )
             raise StudyError(
                 f"{root} already holds run {run.name} with other settings ({', '.join(diff)} differ); "
@@ -440,6 +464,16 @@ def _brief(summary: Mapping) -> dict:
     return out
 
 
+def _interrupt_when_parent_dies() -> None:  # pragma: no cover - runs in a child process
+    """Linux: SIGINT this process when its parent dies (a killed study leaves no orphan training on)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGINT))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker_main(conn) -> None:  # pragma: no cover - runs in a child process (tested end to end)
     """A worker process: train the runs the parent sends until it sends ``None``.
 
@@ -447,6 +481,7 @@ def _worker_main(conn) -> None:  # pragma: no cover - runs in a child process (t
     while a run trains, so ``train`` records the run as interrupted and the worker exits quietly.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _interrupt_when_parent_dies()
     try:
         while True:
             task = conn.recv()
@@ -497,7 +532,9 @@ def _line(study: Study, name: str, msg: tuple) -> str:
     if kind == "interrupted":
         return f"{head} interrupted"
     if info["status"] == "diverged":
-        return f"{head} diverged at step {info['diverged_step']} (non-finite loss), {info['train_time_s']:.1f} s"
+        return (
+            f"{head} diverged at step {info['diverged_step']} (non-finite loss), {info['train_time_s']:.1f} s"
+        )
     return (
         f"{head} test error {info['test_error']:.2f} %, drift {info['norm_dev_mean']:.3g} (norm_dev_mean), "
         f"{info['train_time_s']:.1f} s"
@@ -564,7 +601,7 @@ def run_study(
             disable=not progress,
             dynamic_ncols=True,
         )
-        say = echo or bar.write
+        say = echo or (lambda line: bar.write(line, file=sys.stderr))
         ran: list[str] = []
         failed: list[str] = []
         interrupted = False
@@ -574,7 +611,15 @@ def run_study(
             (failed if msg[0] == "error" else ran).append(name)
             bar.update(1)
 
-        tasks = [{"name": n, "out": str(study.run_dir(n)), "settings": study.runs[n]["settings"], "threads": threads} for n in todo]
+        tasks = [
+            {
+                "name": n,
+                "out": str(study.run_dir(n)),
+                "settings": study.runs[n]["settings"],
+                "threads": threads,
+            }
+            for n in todo
+        ]
         try:
             if workers == 0:
                 for task in tasks:
@@ -600,6 +645,7 @@ def _run_pool(tasks: list[dict], workers: int, finished) -> bool:
 
     ctx = mp.get_context("spawn")  # never fork a process that holds torch's thread pools
     pending = list(reversed(tasks))
+    tasks_by_name = {t["name"]: t for t in tasks}
     pool = [_Worker(ctx) for _ in range(min(workers, len(tasks)))]
     try:
         while True:
@@ -624,9 +670,14 @@ def _run_pool(tasks: list[dict], workers: int, finished) -> bool:
                         raise KeyboardInterrupt
                     finished(name, msg)
                 elif w.proc.sentinel in ready or not w.proc.is_alive():
+                    w.proc.join(timeout=5)
                     if w.current is not None:  # a worker died mid-run (killed, out of memory)
                         name, w.current = w.current, None
-                        finished(name, ("error", name, f"worker process exited with code {w.proc.exitcode}"))
+                        why = f"worker process exited with code {w.proc.exitcode}"
+                        run_dir = Path(tasks_by_name[name]["out"])
+                        run_dir.mkdir(parents=True, exist_ok=True)
+                        (run_dir / ERROR_FILE).write_text(why + "\n")
+                        finished(name, ("error", name, why))
                     pool.remove(w)
                     if pending:
                         pool.append(_Worker(ctx))
@@ -761,12 +812,25 @@ def summary_markdown(study: Study | str | os.PathLike) -> str:
     extra = [k for k in keys if k not in ("method", "strength", "batch_size")]
     settings = {(r["settings"].get("dataset"), r["settings"].get("model")) for r in study.runs.values()}
     published = [s for s in settings if s in PUBLISHED]
-    header = ["method", "λ", "batch", *extra, "test error % best (mean ± std)", "top-5 %", "norm_dev_mean", "offdiag_dev", "time s", "runs"]
+    header = [
+        "method",
+        "λ",
+        "batch",
+        *extra,
+        "test error % best (mean ± std)",
+        "top-5 %",
+        "norm_dev_mean",
+        "offdiag_dev",
+        "time s",
+        "runs",
+    ]
     if published:
         header.append("published best (mean)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in sf.iterrows():
-        err = f"{_num(r['error_best'], '.2f')} ({_num(r['error_mean'], '.2f')} ± {_num(r['error_std'], '.2f')})"
+        err = (
+            f"{_num(r['error_best'], '.2f')} ({_num(r['error_mean'], '.2f')} ± {_num(r['error_std'], '.2f')})"
+        )
         lam = _num(r["strength"], "g") if r["strength_applies"] else "—"
         runs = f"{r['ok']}/{r['runs']}" + (f", {r['diverged']} diverged" if r["diverged"] else "")
         cells = [
@@ -830,7 +894,9 @@ def _seeds(text: str) -> list[int]:
             return list(range(n))
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count N >= 1 or a comma list of seeds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a count N >= 1 or a comma list of seeds, got {text!r}"
+        ) from None
 
 
 def _value(text: str) -> Any:
@@ -864,7 +930,9 @@ def setup_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", help="comma-separated method names, or 'all' (default: all)")
     p.add_argument("--strengths", type=_csv(float, "numbers"), help="λ values; default: each method's own")
     p.add_argument("--seeds", type=_seeds, help="N (seeds 0..N-1) or a comma list; default 3")
-    p.add_argument("--batch-sizes", dest="batch_sizes", type=_csv(int, "integers"), help="batch sizes; default 100")
+    p.add_argument(
+        "--batch-sizes", dest="batch_sizes", type=_csv(int, "integers"), help="batch sizes; default 100"
+    )
     p.add_argument("--grid", type=_grid_flag, action="append", metavar="NAME=V1,V2",
                    help="any other run setting (or hp.NAME) as a grid axis; repeatable")  # fmt: skip
     p.add_argument("--workers", type=int, help="worker processes (0: this process); default 2")
@@ -887,7 +955,9 @@ def spec_from_args(args: argparse.Namespace) -> tuple[StudySpec, dict]:
     study_t, run_t, grid_t = file.get("study", {}), dict(file.get("run", {})), dict(file.get("grid", {}))
     bad = sorted(set(study_t) - set(_STUDY_KEYS))
     if bad:
-        raise UsageError(f"{args.config}: unknown [study] key(s) {', '.join(bad)}; valid: {', '.join(_STUDY_KEYS)}")
+        raise UsageError(
+            f"{args.config}: unknown [study] key(s) {', '.join(bad)}; valid: {', '.join(_STUDY_KEYS)}"
+        )
     opts = {k: study_t[k] for k in _STUDY_KEYS if k in study_t}
     for k in _STUDY_KEYS:
         if getattr(args, k, None) is not None:
@@ -897,7 +967,11 @@ def spec_from_args(args: argparse.Namespace) -> tuple[StudySpec, dict]:
 
     methods = opts.get("methods", "all")
     if isinstance(methods, str):
-        methods = list_methods() if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+        methods = (
+            list_methods()
+            if methods.strip() == "all"
+            else [m.strip() for m in methods.split(",") if m.strip()]
+        )
     seeds = opts.get("seeds", 3)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = list(range(seeds))
@@ -940,6 +1014,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     except TypeError as e:
         raise UsageError(f"grid: {e}") from None
     t0 = time.perf_counter()
+
+    def _terminate(signum, frame):  # SIGTERM (kill, a batch scheduler) stops the study as Ctrl-C does
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = run_study(
             opts["out"],
@@ -951,6 +1030,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         )
     except StudyError as e:
         raise UsageError(str(e)) from None
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
     study = result.study
     done = sum(records.is_finished(study.run_dir(n)) for n in study.runs)
     if result.interrupted:
@@ -1000,5 +1081,3 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     _figures(Path(args.study_dir), args.bench, args.per_layer)
     return 0
-
-
