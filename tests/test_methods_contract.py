@@ -1,0 +1,213 @@
+"""The method contract, run over every registered method (``oblique.list_methods()``).
+
+A new method in ``REGISTRY`` is tested here without anyone remembering to: prepare, train three steps the
+way ``oblique.train`` does, effective weights finite, state_dict round trip into a freshly prepared model,
+optimizer state round trip, ``copy.deepcopy``, per-filter (never per-kernel-row) action, and one
+``oblique run --epochs 1`` per method through the CLI.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+
+import geoopt
+import pytest
+import torch
+from torch import nn
+
+import oblique
+from oblique.geometry import filter_matrix
+from oblique.methods import KINDS, REGISTRY, Hyper, OptimizerConfig, get_method
+from oblique.methods.oblique_rsgd import ObliqueRSGD
+
+METHODS = oblique.list_methods()
+
+#: (id, layer factory, input shape): every layer kind with a tall (n > p) and a wide (n < p) filter matrix.
+LAYERS = {
+    "conv1d-tall": (lambda: nn.Conv1d(2, 8, 3, bias=True), (4, 2, 7)),  # (8, 6)
+    "conv1d-wide": (lambda: nn.Conv1d(4, 3, 3, bias=False), (4, 4, 7)),  # (3, 12)
+    "conv2d-tall": (lambda: nn.Conv2d(1, 6, 2, bias=False), (4, 1, 5, 5)),  # (6, 4)
+    "conv2d-wide": (lambda: nn.Conv2d(2, 3, 3, bias=True), (4, 2, 5, 5)),  # (3, 18)
+    "linear-tall": (lambda: nn.Linear(3, 7, bias=True), (4, 3)),  # (7, 3)
+    "linear-wide": (lambda: nn.Linear(8, 3, bias=False), (4, 8)),  # (3, 8)
+}
+
+
+class _Net(nn.Module):
+    """One targeted layer, then an untargeted BN-free head (so biases/other params are in play)."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+        self.head = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.layer(x)).flatten(1) * self.head
+
+
+def _build(key: str, name: str, seed: int, **hp):
+    torch.manual_seed(seed)
+    factory, shape = LAYERS[key]
+    model = _Net(factory()).double()
+    method = get_method(name, targets="conv+linear", **hp)
+    return method, method.prepare(model), shape
+
+
+def _step(method, model, opt, x, r, step: int) -> None:
+    """One training step exactly as ``oblique.train`` does it."""
+    loss = (model(x) * r).sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    pen = method.penalty(model)
+    if pen is not None:
+        pen.backward()
+    method.before_step(model)
+    opt.step()
+    method.after_step(model, step)
+
+
+def _data(model, shape, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x)
+    return x, torch.randn(out.shape, generator=g, dtype=torch.float64)
+
+
+def test_registry_lists_all_ten_methods_in_order():
+    assert METHODS == ["baseline", "wd", "nl", "wn", "oblique-rsgd", "pbwn", "oni", "olm", "so", "srip"]
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_class_attributes(name):
+    cls = REGISTRY[name]
+    assert cls.name == name and cls.kind in KINDS and cls.summary and cls.paper
+    assert all(isinstance(h, Hyper) and h.help for h in cls.hyperparameters)
+    assert cls.__module__ and (cls.__doc__ or "").strip()
+    if cls.uses_strength:
+        assert cls.default_strength > 0
+    cfg = get_method(name).config()  # every hyperparameter recorded, resolved
+    assert set(cfg["hyperparameters"]) == {h.name for h in cls.hyperparameters}
+
+
+@pytest.mark.parametrize("key", list(LAYERS))
+@pytest.mark.parametrize("name", METHODS)
+def test_contract(name, key):
+    method, model, shape = _build(key, name, seed=0)
+    x, r = _data(model, shape)
+    opt = method.make_optimizer(model, OptimizerConfig(lr=0.05))
+    before = {k: v.clone() for k, v in method.effective_weights(model).items()}
+    assert list(before) == ["layer"]
+    for step in range(1, 4):
+        _step(method, model, opt, x, r, step)
+    eff = method.effective_weights(model)
+    assert all(torch.isfinite(w).all() for w in eff.values())
+    assert not torch.equal(eff["layer"], before["layer"]), "three steps did not move the weights"
+    assert eff["layer"].shape == model.layer.weight.shape
+    assert torch.equal(eff["layer"], model.layer.weight.detach()), "effective weight is not what forward uses"
+    assert method.analytic_flops(model) >= 0
+    model.eval()
+    out = model(x).detach()
+
+    # state_dict through torch.save / weights_only load, into a freshly prepared, differently seeded model
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    method2, model2, _ = _build(key, name, seed=123)
+    model2.eval()
+    assert not torch.allclose(model2(x), out), "a fresh model already gives these outputs: the test is void"
+    model2.load_state_dict(torch.load(buf, weights_only=True))
+    torch.testing.assert_close(model2(x), out, rtol=0, atol=1e-12)
+
+    # optimizer state round trip; one more step on both gives the same weights (a resumed run)
+    opt_state = io.BytesIO()
+    torch.save(opt.state_dict(), opt_state)
+    opt_state.seek(0)
+    opt2 = method2.make_optimizer(model2, OptimizerConfig(lr=0.05))
+    opt2.load_state_dict(torch.load(opt_state, weights_only=False))
+    method_resumed = copy.deepcopy(method)  # method-held state (e.g. srip's power vectors) travels along
+    model.train(), model2.train()
+    _step(method, model, opt, x, r, 4)
+    _step(method_resumed, model2, opt2, x, r, 4)
+    torch.testing.assert_close(model2.layer.weight, model.layer.weight, rtol=0, atol=1e-12)
+
+    # deepcopy: same outputs, independent parameters, and it trains
+    model.eval()
+    twin = copy.deepcopy(model)
+    torch.testing.assert_close(twin(x), model(x), rtol=0, atol=0)
+    ids = {id(p) for p in model.parameters()}
+    assert not any(id(p) in ids for p in twin.parameters())
+    twin.train()
+    opt3 = method.make_optimizer(twin, OptimizerConfig(lr=0.05))
+    _step(method, twin, opt3, x, r, 5)
+    assert not torch.allclose(twin(x), model(x))
+    assert torch.isfinite(twin.layer.weight).all()
+
+
+def _kernel_row_spread(method) -> tuple[float, torch.Tensor]:
+    """Train a Conv2d(3, 4, 3) three steps with ``method``; return the spread of its kernel-row norms."""
+    torch.manual_seed(0)
+    model = method.prepare(_Net(nn.Conv2d(3, 4, 3, bias=False)).double())  # filter matrix (4, 27)
+    x, r = _data(model, (4, 3, 6, 6))
+    opt = method.make_optimizer(model, OptimizerConfig(lr=0.05))
+    for step in range(1, 4):
+        _step(method, model, opt, x, r, step)
+    w = method.effective_weights(model)["layer"]  # (4, 3, 3, 3)
+    return w.norm(dim=-1).std().item(), w  # one norm per kernel row of length 3: (4, 3, 3)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_acts_per_filter_not_per_kernel_row(name):
+    """Fails if a method constrains a conv weight per kernel row (e.g. geoopt.Sphere on the 4-D weight).
+
+    A per-row constraint (unit norm, orthogonality, a per-row scale) makes every kernel row's norm the
+    same; acting per filter leaves the rows of a trained conv filter of different lengths.
+    """
+    spread, w = _kernel_row_spread(get_method(name, targets="conv"))
+    assert spread > 1e-3, f"{name}: every kernel row has the same norm"
+    if name in ("oblique-rsgd", "pbwn"):
+        torch.testing.assert_close(filter_matrix(w).norm(dim=1), torch.ones(4, dtype=w.dtype))
+
+
+class _PerKernelRowSphere(ObliqueRSGD):
+    """The pitfall, on purpose: the 4-D conv weight itself made a geoopt.Sphere parameter."""
+
+    def prepare(self, model):
+        for _, m in self.target_modules(model):
+            m.weight = geoopt.ManifoldParameter(
+                m.weight.detach() / m.weight.detach().norm(dim=-1, keepdim=True), manifold=geoopt.Sphere()
+            )
+        return model
+
+    def target_weights(self, model):
+        return [m.weight for _, m in self.target_modules(model)]
+
+
+def test_kernel_row_check_catches_the_pitfall():
+    spread, _ = _kernel_row_spread(_PerKernelRowSphere(targets="conv"))
+    assert spread < 1e-6
+
+
+@pytest.mark.slow
+def test_cli_run_one_epoch_every_method(tmp_path, monkeypatch):
+    """``oblique run --method M --epochs 1`` for every M; the hard constraints end on the manifold."""
+    from oblique.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in METHODS:
+        out = tmp_path / name
+        rc = main(
+            ["run", "--method", name, "--epochs", "1", "--out", str(out), "--no-progress", "--threads", "1"]
+        )
+        assert rc == 0, name
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["status"] == "ok" and summary["method"] == name
+        assert 0 <= summary["test_error"] < 100
+        layers = summary["drift"]["layers"]
+        assert layers and all(v == v for d in layers.values() for v in d.values())  # finite, no NaN
+        config = json.loads((out / "config.json").read_text())
+        assert config["method_config"]["hyperparameters"] == get_method(name).config()["hyperparameters"]
+        if name in ("oblique-rsgd", "pbwn"):
+            assert max(d["norm_dev_max"] for d in layers.values()) <= 1e-4, name
