@@ -186,13 +186,15 @@ def test_tiny_study_end_to_end(tmp_path, capsys):
 @pytest.mark.slow
 def test_a_diverging_strength_is_recorded_and_the_study_completes(tmp_path):
     runs = expand(StudySpec(methods=["wd"], strengths=[1e-3, 1e6], seeds=[0], base=TINY))
-    result = run_study(tmp_path, runs, workers=0, progress=False, echo=lambda line: None)
+    result = run_study(tmp_path, runs, workers=0, threads=1, progress=False, echo=lambda line: None)
     assert not result.interrupted and not result.failed and len(result.ran) == 2
     res = pd.read_csv(tmp_path / RESULTS_FILE).set_index("strength")
     assert res.loc[1e6, "status"] == "diverged" and res.loc[1e6, "diverged_step"] >= 1
     assert res.loc[1e-3, "status"] == "ok" and pd.isna(res.loc[1e-3, "diverged_step"])
     assert "1 diverged" in (tmp_path / SUMMARY_FILE).read_text()
-    assert run_study(tmp_path, runs, workers=0, progress=False).ran == []  # diverged is finished: not rerun
+    assert (
+        run_study(tmp_path, runs, workers=0, threads=1, progress=False).ran == []
+    )  # diverged is finished: not rerun
 
 
 def _finished(out: Path) -> dict[str, int]:
