@@ -126,7 +126,7 @@ def test_contract(name, key):
     torch.save(opt.state_dict(), opt_state)
     opt_state.seek(0)
     opt2 = method2.make_optimizer(model2, OptimizerConfig(lr=0.05))
-    opt2.load_state_dict(torch.load(opt_state, weights_only=False))
+    opt2.load_state_dict(torch.load(opt_state, weights_only=True))
     method_resumed = copy.deepcopy(method)  # method-held state (e.g. srip's power vectors) travels along
     model.train(), model2.train()
     _step(method, model, opt, x, r, 4)

@@ -31,7 +31,7 @@ seeded run stays reproducible) — it cannot stay zero on the sphere.
 The optimizer (:meth:`ObliqueRSGD.make_optimizer`): ``sgd`` gives ``geoopt.optim.RiemannianSGD`` with the
 run's momentum and Nesterov and ``stabilize``; ``adam`` gives ``geoopt.optim.RiemannianAdam``. Every other
 parameter (biases, BN, untargeted layers) is in the same optimizer, in its own group with the run's
-``weight_decay`` (Euclidean manifold: plain SGD/Adam). Two fixes over geoopt 0.5.1, as thin subclasses:
+``weight_decay`` (Euclidean manifold: plain SGD/Adam). Three fixes over geoopt 0.5.1, as thin subclasses:
 
 - geoopt's SGD starts the momentum buffer at the raw Euclidean gradient and then adds the gradient again,
   so the first step is ``(1 + momentum)×`` torch's; here the buffer starts at zero, so the first step equals
@@ -39,9 +39,11 @@ parameter (biases, BN, untargeted layers) is in the same optimizer, in its own g
 - geoopt issue 226: ``RiemannianAdam.state_dict()`` raises ``KeyError`` when its state holds a tensor that
   is in no parameter group (torch maps state keys through the groups' ids), e.g. after a parameter was
   replaced. Here ``state_dict()`` leaves such orphaned entries out instead of crashing at checkpoint time.
+  And ``load_state_dict()`` keeps Adam's step count an integer (torch turns it into a float32 tensor, which
+  geoopt then uses in ``β^step``): a resumed run takes exactly the steps of an uninterrupted one.
 
 Differences from upstream (geoopt used directly on conv weights, as in most published comparisons): the
-manifold parameter is the filter matrix, not the 4-D weight; the explicit, zero-safe projection; the two
+manifold parameter is the filter matrix, not the 4-D weight; the explicit, zero-safe projection; the
 optimizer fixes above. ``impl`` picks the implementation ("geoopt" only for now).
 """
 
@@ -103,7 +105,16 @@ class _RiemannianSGD(geoopt.optim.RiemannianSGD):
 
 
 class _RiemannianAdam(geoopt.optim.RiemannianAdam):
-    """geoopt's RiemannianAdam whose ``state_dict()`` leaves out orphaned state (geoopt issue 226)."""
+    """geoopt's RiemannianAdam whose ``state_dict()`` leaves out orphaned state (geoopt issue 226) and
+    whose ``load_state_dict()`` resumes exactly (the step count stays an integer)."""
+
+    def __setstate__(self, state):
+        # torch.optim.Adam.__setstate__ turns an integer "step" into a float32 tensor; geoopt then computes
+        # the bias corrections β^step in float32 and a resumed run drifts from the uninterrupted one.
+        super().__setstate__(state)
+        for s in self.state.values():
+            if isinstance(s.get("step"), torch.Tensor):
+                s["step"] = int(s["step"].item())
 
     def state_dict(self):
         live = {id(p) for group in self.param_groups for p in group["params"]}
