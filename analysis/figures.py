@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
 from analysis.style import FLOOR, color, new_figure, print_style, save
 from oblique import records
@@ -46,6 +47,9 @@ DRIFT_PANELS = {
 }
 
 Echo = Callable[[str], None]
+
+#: Log-axis tick labels as plain numbers (0.5, 1, 2) rather than 5×10⁻¹.
+PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
 
 
 def _study(study: Study | str | os.PathLike) -> Study:
@@ -223,9 +227,11 @@ def fig_loss(study: Study | str | os.PathLike, span_epochs: float = 0.5):
                   _label(rows.iloc[0]))  # fmt: skip
         for ax, title in (
             (raw_ax, "raw, per batch (first seed)"),
-            (smooth_ax, f"smoothed (EMA over {span_epochs:g} epoch), band over seeds"),
+            (smooth_ax, f"EMA over {span_epochs:g} epoch, band over seeds"),
         ):
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(PLAIN)
+            ax.yaxis.set_minor_formatter(PLAIN)
             ax.set_xlabel("epoch")
             ax.set_ylabel("train cross-entropy (nats)")
             ax.set_title(title)
