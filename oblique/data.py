@@ -134,7 +134,7 @@ def load_mnist1d(**overrides) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     path = cache_dir() / "mnist1d" / f"mnist1d-{key}.npz"
     if path.exists():
         try:
-            with np.load(path) as z:
+            with open(path, "rb") as fh, np.load(fh) as z:  # own the handle: np.load leaks it on a bad file
                 return z["x"], z["y"], z["x_test"], z["y_test"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             print(f"oblique: MNIST-1D cache {path} is unreadable; regenerating it", file=sys.stderr)

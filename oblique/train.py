@@ -22,7 +22,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunConfig:
-    """Every setting of one run. Defaults are the embedded default (README, "The default setting")."""
+    """Every setting of one run. Defaults are the embedded default (README, "The default setting").
+
+    The training-recipe fields default to None, meaning "the model's standard recipe"
+    (:mod:`oblique.recipes`); :meth:`resolved` fills them in, and ``config.json`` records the result.
+    """
 
     method: str = "nl"  # registry name (oblique.list_methods())
     strength: float | None = None  # λ; None = the method's default
@@ -57,17 +61,18 @@ class RunConfig:
     model: str = "resnet1d"  # oblique.models.list_models()
     dataset: str = "mnist1d"  # oblique.data.list_datasets()
     data_root: str | None = None  # folder of on-disk data sets (CIFAR, ImageNet)
-    optimizer: str = "sgd"  # "sgd" or "adam"
-    lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9  # SGD momentum
-    nesterov: bool = True  # Nesterov momentum for SGD
-    weight_decay: float = 0.0  # the optimizer's own L2 on *untargeted* parameters (biases, BN); see README
-    schedule: str = "cosine"  # "constant", "multistep" or "cosine" (per step)
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # multistep: epochs (<1: fraction)
-    gamma: float = 0.1  # multistep factor
-    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs
-    epochs: int = 15  # passes over the training set
-    batch_size: int = 100
+    # Training recipe: None takes the model's standard recipe (oblique.recipes), then oblique.recipes.BASE.
+    optimizer: str | None = None  # "sgd" or "adam"
+    lr: float | None = None  # peak learning rate
+    momentum: float | None = None  # SGD momentum
+    nesterov: bool | None = None  # Nesterov momentum for SGD
+    weight_decay: float | None = None  # the optimizer's own L2 on *untargeted* parameters (biases, BN)
+    schedule: str | None = None  # "constant", "multistep" or "cosine" (stepped per batch)
+    milestones: list[float] | None = None  # multistep: epochs (values < 1: fractions of all epochs)
+    gamma: float | None = None  # multistep factor
+    warmup_epochs: float | None = None  # linear warm-up from 0 over this many epochs
+    epochs: int | None = None  # passes over the training set
+    batch_size: int | None = None
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
     threads: int | None = None  # torch CPU threads; None = torch's default
@@ -78,6 +83,14 @@ class RunConfig:
     progress: bool = True  # tqdm progress bar
     save_model: bool = True  # write model.pt (state_dict) at the end
 
+    def resolved(self) -> RunConfig:
+        """A copy with every recipe setting left at None filled from the model's recipe."""
+        from oblique.recipes import recipe_for
+
+        recipe = recipe_for(self.model)
+        filled = {k: v for k, v in recipe.items() if getattr(self, k) is None}
+        return replace(self, **filled)
+
     def resolved_out(self) -> Path:
         """The run directory this config writes to."""
         if self.out:
@@ -85,7 +98,9 @@ class RunConfig:
         return Path("runs") / f"{self.method}-{self.model}-{self.dataset}-seed{self.seed}"
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` on any invalid setting (before anything is written)."""
+        """Raise :class:`ConfigError` on any invalid setting (before anything is written).
+
+        Call on a :meth:`resolved` config."""
         from oblique.data import DATASETS
         from oblique.models import MODELS
 
@@ -210,6 +225,7 @@ def train(cfg: RunConfig) -> dict:
         oblique.data.DataError: the data cannot be read.
         KeyboardInterrupt: after writing ``summary.json`` with status ``"interrupted"``.
     """
+    cfg = cfg.resolved()
     cfg.validate()
     out = prepare_out(cfg)
     if cfg.threads is not None:
@@ -222,12 +238,18 @@ def train(cfg: RunConfig) -> dict:
     model = get_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels).to(device)
     model = method.prepare(model)
     opt_cfg = OptimizerConfig(
-        name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        name=cfg.optimizer,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
     )
     optimizer = method.make_optimizer(model, opt_cfg)
 
     g = torch.Generator().manual_seed(cfg.seed)
-    train_loader = _loader(data.train, cfg.batch_size, True, g, drop_last=len(data.train) >= 2 * cfg.batch_size)
+    train_loader = _loader(
+        data.train, cfg.batch_size, True, g, drop_last=len(data.train) >= 2 * cfg.batch_size
+    )
     test_loader = _loader(data.test, max(cfg.batch_size, 500), False, None, drop_last=False)
     steps_per_epoch = len(train_loader)
     total = steps_per_epoch * cfg.epochs
@@ -321,10 +343,14 @@ def train(cfg: RunConfig) -> dict:
                     }
                 )
                 if step % cfg.drift_every == 0 or step == total:
-                    writer.write({"type": "drift", "step": step, "epoch": step / steps_per_epoch, **drift_now()})
+                    writer.write(
+                        {"type": "drift", "step": step, "epoch": step / steps_per_epoch, **drift_now()}
+                    )
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", err=f"{last_eval.get('test_error', float('nan')):.1f}%")
+                    bar.set_postfix(
+                        loss=f"{loss.item():.3f}", err=f"{last_eval.get('test_error', float('nan')):.1f}%"
+                    )
             if diverged:
                 break
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
@@ -333,9 +359,13 @@ def train(cfg: RunConfig) -> dict:
         train_time = time.perf_counter() - t0
         final_drift = drift_now()
         if diverged:
-            summary.update(status="diverged", diverged_step=step, test_error=float("nan"), test_error_top5=float("nan"))
+            summary.update(
+                status="diverged", diverged_step=step, test_error=float("nan"), test_error_top5=float("nan")
+            )
         else:
-            summary.update(status="ok", **{k: last_eval[k] for k in ("test_error", "test_error_top5", "test_loss")})
+            summary.update(
+                status="ok", **{k: last_eval[k] for k in ("test_error", "test_error_top5", "test_loss")}
+            )
         summary.update(
             steps=step,
             train_time_s=train_time,

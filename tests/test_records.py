@@ -1,0 +1,83 @@
+"""oblique.records: atomic writes, the metrics schema, tolerant reading."""
+
+import json
+
+import pytest
+
+from oblique import records
+
+
+def test_write_json_atomic_roundtrip_and_no_temp_left(tmp_path):
+    p = tmp_path / "sub" / "summary.json"
+    records.write_json_atomic(p, {"a": 1.5, "nan": float("nan"), "nested": {"inf": float("inf")}})
+    assert records.read_json(p) == {"a": 1.5, "nan": "nan", "nested": {"inf": "inf"}}
+    assert [f.name for f in p.parent.iterdir()] == ["summary.json"]
+
+
+def test_read_json_errors_name_the_file(tmp_path):
+    with pytest.raises(records.RecordError, match="no such file"):
+        records.read_json(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"status": "ok", ')
+    with pytest.raises(records.RecordError, match="bad.json: not valid JSON"):
+        records.read_json(bad)
+
+
+def _write_metrics(run, lines):
+    run.mkdir(exist_ok=True)
+    (run / "metrics.jsonl").write_text("".join(lines))
+
+
+def test_truncated_last_line_is_tolerated(tmp_path):
+    run = tmp_path / "run"
+    with records.MetricsWriter(run.mkdir() or run / "metrics.jsonl") as w:
+        w.write({"type": "meta", "schema_version": records.SCHEMA_VERSION})
+        w.write({"type": "step", "step": 1, "loss": 2.3})
+        w.write({"type": "step", "step": 2, "loss": 2.1})
+    text = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(text[:-9])  # cut the last record mid-write
+    steps = records.read_metrics(run, "step")
+    assert [r["step"] for r in steps] == [1]
+
+
+def test_corrupt_middle_line_is_an_error(tmp_path):
+    run = tmp_path / "run"
+    _write_metrics(
+        run, ['{"type": "meta", "schema_version": 1}\n', "{garbage\n", '{"type": "step", "step": 1}\n']
+    )
+    with pytest.raises(records.RecordError, match="line 2"):
+        records.read_metrics(run)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    run = tmp_path / "run"
+    _write_metrics(run, [json.dumps({"type": "meta", "schema_version": records.SCHEMA_VERSION + 1}) + "\n"])
+    with pytest.raises(records.RecordError, match="upgrade oblique"):
+        records.read_metrics(run)
+
+
+def test_metrics_frame_flattens_drift(tmp_path):
+    run = tmp_path / "run"
+    d = {"norm_dev_mean": 0.1, "norm_dev_max": 0.2, "ddiag_dev": 0.3, "offdiag_dev": 0.4}
+    _write_metrics(
+        run,
+        [
+            json.dumps({"type": "drift", "step": s, "epoch": s / 10, "mean": d, "layers": {"c": d}}) + "\n"
+            for s in (0, 5)
+        ],
+    )
+    df = records.metrics_frame(run, "drift")
+    assert list(df["step"]) == [0, 5]
+    assert list(df["offdiag_dev"]) == [0.4, 0.4]
+
+
+def test_is_finished(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not records.is_finished(run)
+    records.write_json_atomic(run / "summary.json", {"status": "interrupted"})
+    assert not records.is_finished(run)
+    records.write_json_atomic(run / "summary.json", {"status": "diverged"})
+    assert records.is_finished(run)
+    (run / "summary.json").write_text("{half")
+    assert not records.is_finished(run)
