@@ -1,0 +1,162 @@
+"""ObliqueSGD against geoopt.optim.RiemannianSGD: the same trajectory to 1e-6 in float64."""
+
+from __future__ import annotations
+
+import copy
+
+import geoopt
+import pytest
+import torch
+from torch import nn
+
+from oblique.geometry import filter_matrix
+from oblique.optim import ObliqueSGD
+
+
+class _Net(nn.Module):
+    """Conv weights of two filter lengths (two groups), one of them repeated, plus a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.c2 = nn.Conv2d(6, 6, 3, padding=1, bias=False)
+        self.c3 = nn.Conv2d(6, 6, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x, weights):
+        w1, w2, w3, wfc = weights
+        x = torch.relu(nn.functional.conv2d(x, w1, self.c1.bias, padding=1))
+        x = torch.relu(self.bn(nn.functional.conv2d(x, w2, padding=1)))
+        x = torch.relu(nn.functional.conv2d(x, w3, padding=1))
+        return nn.functional.linear(x.mean(dim=(2, 3)), wfc, self.fc.bias)
+
+
+def _setup(seed: int):
+    """A float64 net whose conv and linear weights are sphere filter matrices (ManifoldParameters)."""
+    torch.manual_seed(seed)
+    net = _Net().double()
+    shapes = [net.c1.weight.shape, net.c2.weight.shape, net.c3.weight.shape, net.fc.weight.shape]
+    sphere = []
+    for m in (net.c1, net.c2, net.c3, net.fc):
+        f = filter_matrix(m.weight.detach())  # (C_out, p)
+        sphere.append(geoopt.ManifoldParameter(f / f.norm(dim=1, keepdim=True), manifold=geoopt.Sphere()))
+    plain = [net.c1.bias, net.bn.weight, net.bn.bias, net.fc.bias]
+    x = torch.randn(5, 3, 6, 6, dtype=torch.float64)
+    y = torch.randint(4, (5,))
+    return net, shapes, sphere, plain, x, y
+
+
+def _run(opt_cls, kw, seed=0, steps=6, wd_plain=0.0, drop_grad_at=None):
+    net, shapes, sphere, plain, x, y = _setup(seed)
+    groups = [{"params": sphere}, {"params": plain, "weight_decay": wd_plain}]
+    opt = opt_cls(groups, **kw)
+    for t in range(steps):
+        opt.zero_grad(set_to_none=True)
+        ws = [s.view(shape) for s, shape in zip(sphere, shapes, strict=True)]
+        loss = nn.functional.cross_entropy(net(x * (1 + 0.1 * t), ws), y)
+        loss.backward()
+        if drop_grad_at is not None and t == drop_grad_at:
+            sphere[1].grad = None  # geoopt skips a parameter without gradient
+            plain[0].grad = None
+        opt.step()
+    return [p.detach().clone() for p in sphere + plain], opt
+
+
+CASES = [
+    dict(lr=0.1),
+    dict(lr=0.1, momentum=0.9),
+    dict(lr=0.05, momentum=0.9, nesterov=True),
+    dict(lr=0.1, momentum=0.8, dampening=0.3),
+    dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
+    dict(lr=0.1, momentum=0.9, stabilize=2),
+]
+
+
+@pytest.mark.parametrize("kw", CASES, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+def test_trajectory_matches_geoopt(kw):
+    ref, _ = _run(geoopt.optim.RiemannianSGD, kw, wd_plain=1e-3)
+    got, _ = _run(ObliqueSGD, kw, wd_plain=1e-3)
+    for a, b in zip(ref, got, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
+    moved = max((a - b).abs().max().item() for a, b in zip(ref, _setup(0)[2] + _setup(0)[3], strict=True))
+    assert moved > 1e-3  # the test sees real steps
+
+
+def test_missing_gradient_step_matches_geoopt():
+    kw = dict(lr=0.1, momentum=0.9, nesterov=True)
+    ref, _ = _run(geoopt.optim.RiemannianSGD, kw, drop_grad_at=2)
+    got, _ = _run(ObliqueSGD, kw, drop_grad_at=2)
+    for a, b in zip(ref, got, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
+
+
+def test_zero_momentum_init_matches_torch_sgd_on_plain_params():
+    torch.manual_seed(1)
+    a = [
+        torch.randn(7, 3, dtype=torch.float64, requires_grad=True),
+        torch.randn(5, dtype=torch.float64, requires_grad=True),
+    ]
+    b = [t.detach().clone().requires_grad_() for t in a]
+    oa = torch.optim.SGD(a, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)
+    ob = ObliqueSGD(b, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2, momentum_init="zero")
+    for t in range(5):
+        for ps, o in ((a, oa), (b, ob)):
+            o.zero_grad()
+            sum((p.sin() * (t + 1)).sum() for p in ps).backward()
+            o.step()
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(y, x, atol=1e-10, rtol=0)
+
+
+def test_stays_on_manifold_float32():
+    torch.manual_seed(2)
+    p = geoopt.ManifoldParameter(
+        torch.nn.functional.normalize(torch.randn(40, 27), dim=1), manifold=geoopt.Sphere()
+    )
+    opt = ObliqueSGD([p], lr=0.5, momentum=0.9, nesterov=True)
+    for _ in range(20):
+        p.grad = torch.randn_like(p)
+        opt.step()
+        assert torch.allclose(p.norm(dim=1), torch.ones(40), atol=1e-5)
+        buf = opt.state[p]["momentum_buffer"]
+        assert (p * buf).sum(dim=1).abs().max() < 1e-5  # the buffer is tangent at the new point
+
+
+def test_state_dict_resume_is_exact():
+    kw = dict(lr=0.1, momentum=0.9, nesterov=True)
+    net, shapes, sphere, plain, x, y = _setup(3)
+
+    def step(params, opt, t):
+        opt.zero_grad(set_to_none=True)
+        ws = [s.view(shape) for s, shape in zip(params[:4], shapes, strict=True)]
+        nn.functional.cross_entropy(net(x * (1 + 0.1 * t), ws), y).backward()
+        opt.step()
+
+    opt = ObliqueSGD([{"params": sphere}, {"params": plain}], **kw)
+    for t in range(3):
+        step(sphere + plain, opt, t)
+    saved_params = [p.detach().clone() for p in sphere + plain]
+    saved_state = copy.deepcopy(opt.state_dict())
+    for t in range(3, 6):
+        step(sphere + plain, opt, t)
+    straight = [p.detach().clone() for p in sphere + plain]
+    with torch.no_grad():
+        for p, s in zip(sphere + plain, saved_params, strict=True):
+            p.copy_(s)
+    opt2 = ObliqueSGD([{"params": sphere}, {"params": plain}], **kw)
+    opt2.load_state_dict(saved_state)
+    for t in range(3, 6):
+        step(sphere + plain, opt2, t)
+    for a, b in zip(straight, sphere + plain, strict=True):
+        torch.testing.assert_close(b.detach(), a, atol=1e-12, rtol=0)
+
+
+def test_invalid_arguments():
+    p = nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match="Nesterov"):
+        ObliqueSGD([p], lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="momentum_init"):
+        ObliqueSGD([p], lr=0.1, momentum_init="torch")
+    with pytest.raises(ValueError, match="Sphere"):
+        ObliqueSGD([geoopt.ManifoldParameter(torch.eye(3), manifold=geoopt.Stiefel())], lr=0.1)
