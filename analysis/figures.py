@@ -4,8 +4,9 @@ Records are read through :mod:`oblique.records` (``metrics_frame``) and :mod:`ob
 (``results_frame``, which reads ``summary.json`` through ``oblique.records``).
 
 Figures 1, 2 and 5 show each method at one *reference setting*, so that a study with several strengths
-or batch sizes still gives one curve per method: the batch size is the RunConfig default (100) when the
-study has it, else the most frequent one; the strength is the one nearest (in log) to the method's
+or batch sizes still gives one curve per method: the batch size is the model's standard one
+(:mod:`oblique.recipes`; 100 for resnet1d) when the study has it, else the most frequent one; the strength
+is the one nearest (in log) to the method's
 default; any other grid variable takes its first value. Figures 3 and 4 are always drawn: with a single
 strength (batch size) per method they show one point per method with its spread over seeds, and a
 one-line note says that a curve needs several values (``--strengths a,b,c`` / ``--batch-sizes a,b,c``).
@@ -74,8 +75,9 @@ def _reference_batch_size(res: pd.DataFrame) -> int:
     from oblique.train import RunConfig
 
     sizes = res["batch_size"].value_counts()
-    if RunConfig.batch_size in sizes.index:
-        return int(RunConfig.batch_size)
+    recipe = RunConfig(model=res["model"].iloc[0]).resolved().batch_size  # the model's standard batch size
+    if recipe in sizes.index:
+        return int(recipe)
     return int(sorted(sizes.index, key=lambda b: (-sizes[b], b))[0])
 
 

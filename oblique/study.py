@@ -239,7 +239,7 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
             raise StudyError(f"strengths must be numbers >= 0; got {s!r}")
 
     classes = {m: get_method_class(m) for m in spec.methods}
-    batch_sizes = spec.batch_sizes or [spec.base.get("batch_size", RunConfig.batch_size)]
+    batch_sizes = spec.batch_sizes or [spec.base.get("batch_size")]  # None: the model's recipe
     extra_keys = list(spec.grid)
     runs: list[PlannedRun] = []
     seen: set[str] = set()
@@ -263,11 +263,12 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
                     else:
                         settings[key] = value
                 settings["hp"] = hp
-                try:  # every setting resolved, so study.json says exactly what each run computes
-                    resolved = asdict(RunConfig(**settings))
+                try:  # every setting resolved (the model's recipe filled in): study.json says what each run computes
+                    resolved = asdict(RunConfig(**settings).resolved())
                 except TypeError as e:
                     raise StudyError(f"run settings: {e}") from None
                 settings = {k: v for k, v in resolved.items() if k not in EXECUTION_FIELDS}
+                bs = settings["batch_size"]
                 lam = (
                     (float(strength) if strength is not None else float(cls.default_strength))
                     if cls.uses_strength
