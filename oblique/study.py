@@ -28,6 +28,20 @@ unfinished run directory (interrupted, crashed) is removed and rerun from the st
 already planned with *different* settings (e.g. the same grid with another ``--epochs``) is refused with a
 one-line message: pass ``--overwrite`` to start the folder over, or choose another ``--out``.
 
+A study file (``oblique study --config FILE``; flags override it)::
+
+    [study]
+    methods = ["nl", "wd", "baseline"]   # or "all"
+    strengths = [1e-3, 1e-2, 1e-1]       # omit: each method's default
+    seeds = 3                            # or [0, 1, 2]
+    batch_sizes = [50, 100]
+    workers = 2
+    out = "studies/sweep"
+    [run]                                # fixed settings of every run (the `oblique run` flags)
+    epochs = 10
+    [grid]                               # any other run setting (or "hp.NAME") as an axis
+    targets = ["conv", "conv+linear"]
+
 Executors: local worker processes (``workers >= 1``; each gets ``max(1, cores // workers)`` torch threads
 unless ``--threads`` says otherwise) or, with ``workers = 0``, this process (notebooks, debugging).
 Ctrl-C (SIGINT to the process group, or to the study process alone) stops the workers, keeps every

@@ -263,3 +263,22 @@ def test_study_file_and_flags(tmp_path, capsys):
     cfg.write_text("[study]\nmethod = 'nl'\n")
     assert main(["study", "--config", str(cfg)]) == 2
     assert "unknown [study] key(s) method" in capsys.readouterr().err
+
+
+def test_the_documented_study_file_is_valid(tmp_path):
+    import textwrap
+
+    import oblique.study as st
+    from oblique.cli import build_parser
+    from oblique.study import spec_from_args
+    from oblique.train import RunConfig
+
+    doc = st.__doc__
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(textwrap.dedent(doc[doc.index("    [study]") : doc.index("Executors")]))
+    spec, opts = spec_from_args(build_parser().parse_args(["study", "--config", str(cfg)]))
+    runs = expand(spec)
+    assert len(runs) == 2 * 3 * 3 * 2 * 2 + 3 * 2 * 2  # nl, wd: 3 strengths; baseline: none
+    for run in runs:
+        RunConfig(**run.settings).validate()
+    assert opts == {"workers": 2, "out": "studies/sweep"}
