@@ -160,3 +160,33 @@ def test_invalid_arguments():
         ObliqueSGD([p], lr=0.1, momentum_init="torch")
     with pytest.raises(ValueError, match="Sphere"):
         ObliqueSGD([geoopt.ManifoldParameter(torch.eye(3), manifold=geoopt.Stiefel())], lr=0.1)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_oblique_rsgd_fused_impl_matches_its_geoopt_impl(nesterov):
+    """Through the method: impl=fused (ObliqueSGD, momentum from zero) equals impl=geoopt, conv and linear."""
+    from oblique.methods import OptimizerConfig, get_method
+
+    finals = []
+    for impl in ("geoopt", "fused"):
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 16, 3)
+        )
+        model = model.double()
+        method = get_method("oblique-rsgd", targets="conv+linear", impl=impl, stabilize=3)
+        model = method.prepare(model)
+        cfg = OptimizerConfig(lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=1e-3)
+        opt = method.make_optimizer(model, cfg)
+        assert isinstance(opt, ObliqueSGD) == (impl == "fused")
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(8, 3, 6, 6, dtype=torch.float64, generator=g)
+        y = torch.randint(3, (8,), generator=g)
+        for step in range(1, 8):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            method.after_step(model, step)
+        finals.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*finals, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
