@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from oblique.cost import cmd_bench, setup_bench
 from oblique.study import cmd_plot, cmd_study, setup_plot, setup_study
 from oblique.train import ConfigError, RunConfig
 
@@ -200,6 +201,7 @@ COMMANDS["run"] = (_setup_run, cmd_run, "train one network with one method; writ
 COMMANDS["methods"] = (_setup_methods, cmd_methods, "list every method with its kind and hyperparameters")
 COMMANDS["study"] = (setup_study, cmd_study, "run a grid of runs (methods x strengths x seeds x ...) side by side")
 COMMANDS["plot"] = (setup_plot, cmd_plot, "write the figures and tables of a study folder")
+COMMANDS["bench"] = (setup_bench, cmd_bench, "time one training step of every method side by side (interleaved)")
 
 
 def build_parser() -> argparse.ArgumentParser:
