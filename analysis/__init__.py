@@ -18,8 +18,9 @@ Figures (PNG and PDF in ``STUDY_DIR/figures``):
 2. ``fig2_loss``: train cross-entropy per batch over epochs, raw and smoothed.
 3. ``fig3_strength``: test error against the strength λ (log x), a band over seeds.
 4. ``fig4_batch_size``: test error against the batch size.
-5. ``fig5_cost``: the regularizer's share of training time per method (from the study's own runs) and,
-   from bench records, overhead against parameter count (log-log).
+5. ``fig5_cost``: training time per step and the regularizer's share per method (from the study's own
+   runs) and, from bench records (``oblique bench``, read by ``oblique.cost.read_bench``), the overhead
+   and the regularizer's isolated time against the parameter count (log-log).
 6. ``table.md`` and ``table.tex``: the summary table.
 """
 

@@ -10,7 +10,7 @@ import matplotlib.image as mpimg
 import pytest
 
 from analysis import method_colors, write_figures
-from analysis.figures import fig_drift, fig_strength, reference_runs
+from analysis.figures import fig_cost, fig_drift, fig_strength, reference_runs
 from analysis.tables import table_latex, table_markdown
 from oblique import list_methods
 from oblique.cli import main
@@ -119,3 +119,35 @@ def test_the_library_never_imports_analysis():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.slow
+def test_cost_figure_from_real_bench_records(single, tmp_path):
+    from oblique.cost import bench, write_csv
+
+    records = [
+        bench(
+            model=m,
+            methods=["nl", "wd"],
+            batch_size=4,
+            rounds=2,
+            warmup=1,
+            micro_repeats=2,
+            targets=False,
+            progress=False,
+            threads=1,
+        )  # fmt: skip
+        for m in ("resnet20", "resnet32")
+    ]
+    write_csv(records, tmp_path / "bench.csv")
+    notes: list[str] = []
+    fig = fig_cost(single, tmp_path / "bench.csv", echo=notes.append)
+    assert len(fig.axes) == 3
+    overhead = fig.axes[1]
+    assert overhead.get_xscale() == "log" and overhead.get_yscale() == "log"
+    lines = {ln.get_label(): ln for ln in fig.axes[2].get_lines()}
+    assert set(lines) == {"wd", "nl"}
+    assert list(lines["nl"].get_xdata()) == sorted(r["num_params"] for r in records)
+    assert mcolors.to_hex(lines["nl"].get_color()) == method_colors()["nl"]
+    assert not any("skipped" in n for n in notes)
+    assert main(["plot", str(single), "--bench", str(tmp_path / "bench.csv")]) == 0
