@@ -81,6 +81,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; records are for everyone to read
         with os.fdopen(fd, "w") as f:
             json.dump(_clean(obj), f, indent=2, allow_nan=False)
             f.write("\n")

@@ -1,0 +1,107 @@
+"""The `oblique` command: every bad input gets one line, exit status 2, and nothing is overwritten."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from oblique.cli import main
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+QUICK = ["--epochs", "1", "--no-progress", "--model", "cnn"]
+
+
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["run", "--method", "nope"], "unknown method 'nope'; valid: baseline, wd, nl"),
+        (["run", "--model", "nope"], "--model must be one of resnet1d, cnn"),
+        (["run", "--dataset", "mnist2d"], "--dataset must be one of mnist1d"),
+        (["run", "--optimizer", "lbfgs"], "--optimizer must be one of sgd, adam"),
+        (["run", "--schedule", "linear"], "--schedule must be one of constant, multistep, cosine"),
+        (["run", "--targets", "all"], "targets must be one of conv, conv+linear"),
+        (["run", "--strength", "-0.1"], "strength must be >= 0"),
+        (["run", "--batch-size", "0"], "--batch-size must be an integer >= 1; got 0"),
+        (["run", "--epochs", "0"], "--epochs must be an integer >= 1"),
+        (["run", "--lr", "-1"], "--lr must be a number > 0"),
+        (["run", "--hp", "form=fast"], "hyperparameter 'form' must be one of closed, autograd"),
+        (["run", "--hp", "steps=3"], "has no hyperparameter 'steps'"),
+        (["run", "--batch-size", "ten"], "invalid int value: 'ten'"),
+        (["run", "--bogus"], "unrecognized arguments: --bogus"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, expect, capsys, tmp_path):
+    code, out, err = _run(
+        [*argv, "--out", str(tmp_path / "r")] if argv[0] == "run" and "--bogus" not in argv else argv, capsys
+    )
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("oblique: error: ")
+    assert expect in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_unreadable_and_unknown_config(capsys, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = [\n")
+    code, _, err = _run(["run", "--config", str(bad)], capsys)
+    assert code == 2 and "cannot be read" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(["run", "--config", str(tmp_path / "missing.toml")], capsys)
+    assert code == 2 and "does not exist" in err
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("epochz = 3\n")
+    code, _, err = _run(["run", "--config", str(unknown)], capsys)
+    assert code == 2 and "unknown setting 'epochz'" in err
+
+
+def test_finished_run_is_not_overwritten(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert _run(["run", *QUICK, "--out", str(out)], capsys)[0] == 0
+    before = (out / "summary.json").read_bytes()
+    code, _, err = _run(["run", *QUICK, "--seed", "1", "--out", str(out)], capsys)
+    assert code == 2 and "already holds a finished run; pass --overwrite" in err
+    assert (out / "summary.json").read_bytes() == before
+    assert _run(["run", *QUICK, "--seed", "1", "--out", str(out), "--overwrite"], capsys)[0] == 0
+    assert json.loads((out / "summary.json").read_text())["seed"] == 1
+
+
+def test_config_file_and_flags(capsys, tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('method = "wd"\nstrength = 0.002\nepochs = 1\nmodel = "cnn"\nbatch-size = 50\n[hp]\n')
+    out = tmp_path / "run"
+    code, stdout, _ = _run(
+        ["run", "--config", str(cfg), "--strength", "0.003", "--out", str(out), "--no-progress"], capsys
+    )
+    assert code == 0, stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "wd" and config["batch_size"] == 50
+    assert config["strength"] == 0.003  # the flag overrides the file
+    assert config["optimizer"] == "adam"  # the cnn recipe fills what neither names
+
+
+def test_methods_lists_every_method(capsys):
+    import oblique
+
+    code, out, _ = _run(["methods"], capsys)
+    assert code == 0
+    for name in oblique.list_methods():
+        assert f"\n{name} " in out
+    assert "form=closed" in out
+
+
+def test_entry_point_exit_status():
+    p = subprocess.run(
+        [sys.executable, "-m", "oblique", "run", "--method", "nope"], capture_output=True, text=True
+    )
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
