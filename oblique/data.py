@@ -115,8 +115,8 @@ def _atomic_savez(path: Path, **arrays) -> None:
 MNIST1D_DEFAULTS: dict = {
     "num_samples": 10000,  # 6000 train / 4000 test: one test error is 0.025 %
     "train_split": 0.6,
-    "shear_scale": 2.0,  # package default 0.75: harder, so baseline error sits at ~5 %, not ~1 %
-    "scale_coeff": 0.8,  # package default 0.4
+    "shear_scale": 1.5,  # package default 0.75: harder, so the default ResNet's error is ~3 %, not ~1 %
+    "scale_coeff": 0.6,  # package default 0.4 (with 2.0 / 0.8 the reference CNN cannot reach 10 %)
     "seed": 42,
 }
 

@@ -61,7 +61,7 @@ _WRN = {
 #: model name -> the settings its recipe fixes.
 RECIPES: dict[str, dict[str, Any]] = {
     "resnet1d": {},  # BASE is the resnet1d recipe
-    "cnn": {"optimizer": "adam", "lr": 1e-2, "schedule": "cosine", "epochs": 40, "batch_size": 100},
+    "cnn": {"optimizer": "adam", "lr": 1e-2, "schedule": "cosine", "epochs": 80, "batch_size": 100},
     **{f"resnet{d}": dict(_CIFAR_RESNET) for d in (20, 32, 44, 56)},
     "resnet110": {**_CIFAR_RESNET, "warmup_epochs": 1.0},
     "wrn": _WRN,  # any WRN-d-k (model names starting with "wrn")
