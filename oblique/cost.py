@@ -13,7 +13,8 @@ Per method (the record's ``methods`` table):
 - ``overhead_pct``: median over rounds of the *paired* difference ``step(method) − step(baseline)`` of the
   same round, in % of the median baseline step (the pairing cancels drift between rounds; a median of
   differences is far less noisy than a difference of medians).
-- ``overhead_pct_se``: the standard error of that median (``1.2533·σ/√rounds``): on a busy machine it can
+- ``overhead_pct_se``: the standard error of that median (``1.2533·σ/√rounds``, σ from the interquartile
+  range so that a few rounds slowed by other processes do not dominate): on a busy machine it can
   exceed a small method's true overhead, which ``regularizer_pct`` then measures better.
 - ``regularizer_ms``: the regularizer's own time, isolated, the sum of ``regularizer_parts``
   (``regularizer_pct``: the same in % of the median baseline step):
@@ -197,6 +198,11 @@ def _time_call(fn: Callable[[], Any], timer: _Timer) -> float:
 
 def _median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
+
+
+def _robust_se(xs: Sequence[float]) -> float:
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return 1.2533 * (q[2] - q[0]) / 1.349 / math.sqrt(len(xs))
 
 
 def _quantile(xs: Sequence[float], q: float) -> float:
@@ -570,10 +576,8 @@ def bench(
             "step_ms_q25": _quantile(e.step_ms, 0.25),
             "step_ms_q75": _quantile(e.step_ms, 0.75),
             "overhead_pct": 0.0 if e is base else _median(paired),
-            # standard error of that median (1.2533·σ/√n): how far the machine's noise blurs it
-            "overhead_pct_se": 0.0
-            if e is base or len(paired) < 2
-            else 1.2533 * statistics.stdev(paired) / math.sqrt(len(paired)),
+            # standard error of that median, robust to the odd slow round: 1.2533·(IQR/1.349)/√n
+            "overhead_pct_se": 0.0 if e is base or len(paired) < 4 else _robust_se(paired),
             "regularizer_ms": 0.0 if kind == "none" else sum(parts.values()),
             "regularizer_parts": parts,
             "optimizer_ms": _median(e.opt_ms),
