@@ -165,7 +165,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     rows = []
     for name, cls in REGISTRY.items():
         hps = [f"strength={cls.default_strength:g}"] if cls.uses_strength else []
-        hps += [f"{h.name}={h.default}" for h in cls.hyperparameters]
+        hps += [f"{h.name}={h.default:.6g}" if isinstance(h.default, float) else f"{h.name}={h.default}" for h in cls.hyperparameters]
         rows.append((name, cls.kind, ", ".join(hps) or "—", cls.summary))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
