@@ -59,22 +59,46 @@ def _hp(text: str) -> tuple[str, str]:
 RUN_FLAGS: list[tuple[str, str, dict]] = [
     ("--method", "method", dict(help="method name (see 'oblique methods'); default nl")),
     ("--strength", "strength", dict(type=float, help="regularization factor λ; default: the method's own")),
-    ("--targets", "targets", dict(help="which weights the method acts on: conv or conv+linear; default conv")),
-    ("--hp", "hp", dict(type=_hp, action="append", metavar="NAME=VALUE", help="a method hyperparameter; repeatable")),
+    (
+        "--targets",
+        "targets",
+        dict(help="which weights the method acts on: conv or conv+linear; default conv"),
+    ),
+    (
+        "--hp",
+        "hp",
+        dict(type=_hp, action="append", metavar="NAME=VALUE", help="a method hyperparameter; repeatable"),
+    ),
     ("--model", "model", dict(help="model name; default resnet1d")),
     ("--dataset", "dataset", dict(help="dataset name; default mnist1d")),
     ("--data-root", "data_root", dict(help="folder holding on-disk data sets (CIFAR, ImageNet)")),
     ("--optimizer", "optimizer", dict(help="sgd or adam; default: the model's recipe (oblique.recipes)")),
     ("--lr", "lr", dict(type=float, help="peak learning rate; default: the model's recipe")),
-    ("--momentum", "momentum", dict(type=float, help="SGD momentum; default 0.9")),
-    ("--nesterov", "nesterov", dict(type=_bool, metavar="BOOL", help="Nesterov momentum; default true")),
-    ("--weight-decay", "weight_decay", dict(type=float, help="optimizer L2 on untargeted parameters; default 0")),
+    ("--momentum", "momentum", dict(type=float, help="SGD momentum; default: the model's recipe")),
+    (
+        "--nesterov",
+        "nesterov",
+        dict(type=_bool, metavar="BOOL", help="Nesterov momentum; default: the model's recipe"),
+    ),
+    (
+        "--weight-decay",
+        "weight_decay",
+        dict(type=float, help="optimizer L2 on untargeted parameters (never the targets); default 0"),
+    ),
     ("--schedule", "schedule", dict(help="constant, multistep or cosine; default: the model's recipe")),
     ("--milestones", "milestones", dict(type=_int_list_or_float, help="multistep epochs, comma-separated")),
-    ("--gamma", "gamma", dict(type=float, help="multistep factor; default 0.1")),
-    ("--warmup-epochs", "warmup_epochs", dict(type=float, help="linear warm-up epochs; default 0")),
+    ("--gamma", "gamma", dict(type=float, help="multistep factor; default: the model's recipe")),
+    (
+        "--warmup-epochs",
+        "warmup_epochs",
+        dict(type=float, help="linear warm-up epochs; default: the model's recipe"),
+    ),
     ("--epochs", "epochs", dict(type=int, help="epochs; default: the model's recipe (15 for resnet1d)")),
-    ("--batch-size", "batch_size", dict(type=int, help="batch size; default: the model's recipe (100 for resnet1d)")),
+    (
+        "--batch-size",
+        "batch_size",
+        dict(type=int, help="batch size; default: the model's recipe (100 for resnet1d)"),
+    ),
     ("--seed", "seed", dict(type=int, help="random seed; default 0")),
     ("--device", "device", dict(help="auto, cpu, cuda or cuda:N; default auto")),
     ("--threads", "threads", dict(type=int, help="torch CPU threads; default torch's")),
@@ -165,7 +189,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
     rows = []
     for name, cls in REGISTRY.items():
         hps = [f"strength={cls.default_strength:g}"] if cls.uses_strength else []
-        hps += [f"{h.name}={h.default:.6g}" if isinstance(h.default, float) else f"{h.name}={h.default}" for h in cls.hyperparameters]
+        hps += [
+            f"{h.name}={h.default:.6g}" if isinstance(h.default, float) else f"{h.name}={h.default}"
+            for h in cls.hyperparameters
+        ]
         rows.append((name, cls.kind, ", ".join(hps) or "—", cls.summary))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
@@ -183,7 +210,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 #: name -> (setup(parser), handler(args) -> exit code). Later modules add commands here.
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
+COMMANDS: dict[
+    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
+] = {}
 
 
 def _setup_run(p: argparse.ArgumentParser) -> None:
@@ -199,9 +228,17 @@ def _setup_methods(p: argparse.ArgumentParser) -> None:
 
 COMMANDS["run"] = (_setup_run, cmd_run, "train one network with one method; write a run folder")
 COMMANDS["methods"] = (_setup_methods, cmd_methods, "list every method with its kind and hyperparameters")
-COMMANDS["study"] = (setup_study, cmd_study, "run a grid of runs (methods x strengths x seeds x ...) side by side")
+COMMANDS["study"] = (
+    setup_study,
+    cmd_study,
+    "run a grid of runs (methods x strengths x seeds x ...) side by side",
+)
 COMMANDS["plot"] = (setup_plot, cmd_plot, "write the figures and tables of a study folder")
-COMMANDS["bench"] = (setup_bench, cmd_bench, "time one training step of every method side by side (interleaved)")
+COMMANDS["bench"] = (
+    setup_bench,
+    cmd_bench,
+    "time one training step of every method side by side (interleaved)",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,7 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from oblique.models import UnknownModelError
     from oblique.records import RecordError
 
-    user_errors = (UsageError, ConfigError, DataError, UnknownDatasetError, UnknownMethodError, UnknownModelError, RecordError)
+    user_errors = (
+        UsageError,
+        ConfigError,
+        DataError,
+        UnknownDatasetError,
+        UnknownMethodError,
+        UnknownModelError,
+        RecordError,
+    )
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -229,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command][1](args)
     except user_errors as e:
         print(f"oblique: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder that cannot be written, a full disk: say which file and why
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"oblique: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("oblique: interrupted; finished results are on disk", file=sys.stderr)

@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import random
@@ -84,6 +83,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from oblique import records
 
 __all__ = [
     "CSV_COLUMNS",
@@ -772,14 +773,6 @@ def write_csv(records: Sequence[dict], path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def _write_json(record: dict, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, allow_nan=True))
-    os.replace(tmp, path)
-
-
 def read_bench(path: str | os.PathLike):
     """Read bench results into a pandas DataFrame with the columns :data:`CSV_COLUMNS`.
 
@@ -787,7 +780,7 @@ def read_bench(path: str | os.PathLike):
         path: a bench JSON file, a bench CSV file, or a sweep folder (every ``*.json`` record in it).
 
     Raises:
-        FileNotFoundError: nothing there. ValueError: a JSON file that is not a bench record.
+        oblique.records.RecordError: nothing there, or a file that is not a bench record (one line).
     """
     import pandas as pd
 
@@ -795,18 +788,20 @@ def read_bench(path: str | os.PathLike):
     if path.is_dir():
         files = sorted(path.glob("*.json"))
         if not files:
-            raise FileNotFoundError(f"no bench records (*.json) in {path}")
-        records = [json.loads(f.read_text()) for f in files]
+            raise records.RecordError(f"no bench records (*.json) in {path}")
+        recs = [records.read_json(f) for f in files]
     elif path.suffix == ".csv":
+        if not path.exists():
+            raise records.RecordError(f"{path}: no such file")
         return pd.read_csv(path)
     else:
-        records = [json.loads(path.read_text())]
-    for rec, where in zip(records, files if path.is_dir() else [path], strict=True):
-        if rec.get("schema") != SCHEMA:
-            raise ValueError(
-                f"{where}: expected a bench record (schema {SCHEMA}); got schema {rec.get('schema')!r}"
+        recs = [records.read_json(path)]
+    for rec, where in zip(recs, files if path.is_dir() else [path], strict=True):
+        if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
+            raise records.RecordError(
+                f"{where}: expected a bench record (schema {SCHEMA}); got {str(rec)[:60]!r}"
             )
-    rows = [row for rec in records for row in _rows(rec)]
+    rows = [row for rec in recs for row in _rows(rec)]
     return pd.DataFrame([{k: r.get(k) for k in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS))
 
 
@@ -821,17 +816,20 @@ def run_sweep(
     if kind not in SWEEPS:
         raise BenchError(f"--sweep must be one of {', '.join(SWEEPS)}; got {kind!r}")
     out = Path(out)
-    records = []
+    recs = []
     for name in models or SWEEPS[kind]:
         path = out / f"{name}.json"
-        if path.exists():
-            rec = json.loads(path.read_text())
-        else:
+        rec = records.read_json(path) if path.exists() else None
+        if rec is not None and any(
+            rec.get(k) != bench_kwargs[k] for k in ("batch_size", "device") if k in bench_kwargs
+        ):
+            rec = None  # made with another batch size or device: not comparable, bench again
+        if rec is None:
             rec = bench(model=name, **bench_kwargs)
-            _write_json(rec, path)
-        records.append(rec)
-        write_csv(records, out / "bench.csv")
-    return records
+            records.write_json_atomic(path, rec)
+        recs.append(rec)
+        write_csv(recs, out / "bench.csv")
+    return recs
 
 
 # --------------------------------------------------------------------------- the command
@@ -891,18 +889,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     try:
         if args.sweep:
-            records = run_sweep(args.sweep, args.out, targets=not args.no_targets, **kw)
-            for rec in records:
+            recs = run_sweep(args.sweep, args.out, targets=not args.no_targets, **kw)
+            for rec in recs:
                 print(format_table(rec))
                 print()
-            print(f"wrote {len(records)} records and {Path(args.out) / 'bench.csv'}")
+            print(f"wrote {len(recs)} records and {Path(args.out) / 'bench.csv'}")
             return 0
         record = bench(model=args.model, targets=not args.no_targets, **kw)
     except BenchError as e:
         raise UsageError(str(e)) from None
     print(format_table(record))
     if args.json:
-        _write_json(record, args.json)
+        records.write_json_atomic(args.json, record)
     if args.csv:
         write_csv([record], args.csv)
     return 0

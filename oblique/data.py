@@ -133,7 +133,9 @@ def load_mnist1d(**overrides) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     args.pop("url", None)
     unknown = sorted(set(overrides) - set(args))
     if unknown:
-        raise ValueError(f"unknown MNIST-1D setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(args))}")
+        raise ValueError(
+            f"unknown MNIST-1D setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(args))}"
+        )
     args.update(MNIST1D_DEFAULTS)
     args.update(overrides)
     key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
@@ -171,7 +173,11 @@ def _mnist1d(root: str | None = None, **overrides) -> Data:
 
 
 def synthetic(
-    shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10, n_train: int = 256, n_test: int = 128, seed: int = 0
+    shape: tuple[int, ...] = (3, 32, 32),
+    num_classes: int = 10,
+    n_train: int = 256,
+    n_test: int = 128,
+    seed: int = 0,
 ) -> Data:
     """Random Gaussian inputs of ``shape`` with random labels: for benchmarks and smoke tests only."""
     g = torch.Generator().manual_seed(seed)
@@ -312,7 +318,9 @@ def load_cifar(
                     f"{path / fname}: expected data of shape (N, 3072) and N labels; got {x.shape}, {len(y)}"
                 )
             if len(y) and (y.min() < 0 or y.max() >= classes):
-                raise DataError(f"{path / fname}: labels must be in 0..{classes - 1}; got {y.min()}..{y.max()}")
+                raise DataError(
+                    f"{path / fname}: labels must be in 0..{classes - 1}; got {y.min()}..{y.max()}"
+                )
             xs.append(x.reshape(-1, 3, 32, 32))  # (N, 3072) -> (N, 3, 32, 32), channel-major as stored
             ys.append(y)
         return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
@@ -455,3 +463,6 @@ DATASETS.update(
         "imagenet": _imagenet,
     }
 )
+
+#: name -> number of spatial dimensions of its inputs (1: sequences for Conv1d, 2: images for Conv2d).
+SPATIAL_DIMS: dict[str, int] = {"mnist1d": 1, "synthetic": 2, "cifar10": 2, "cifar100": 2, "imagenet": 2}

@@ -20,6 +20,9 @@ A run directory holds:
     Written once, at the end: ``status`` (``"ok"``, ``"diverged"`` or ``"interrupted"``), ``method``,
     ``strength``, ``targets``, ``seed``, ``test_error``, ``test_error_top5`` (%), ``train_time_s``,
     ``regularizer_time_s``, ``drift`` (as ``model_drift`` returns it) and more (see ``train``).
+
+Non-finite floats are written as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (strict JSON) and read back
+as floats by :func:`read_json` and :func:`read_metrics`.
 ``model.pt``
     The final ``state_dict`` of the model (load with ``torch.load(..., weights_only=True)``).
 
@@ -50,6 +53,7 @@ __all__ = [
     "read_metrics",
     "read_summary",
     "write_json_atomic",
+    "write_text_atomic",
 ]
 
 SCHEMA_VERSION = 1
@@ -75,16 +79,29 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically: readers see the old file or the new one, never half."""
+_NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def _restore(obj: Any) -> Any:
+    """Undo :func:`_clean`: the strings "nan", "inf", "-inf" become floats again."""
+    if isinstance(obj, str):
+        return _NONFINITE.get(obj, obj)
+    if isinstance(obj, dict):
+        return {k: _restore(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_restore(v) for v in obj]
+    return obj
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes it private; records are for everyone to read
         with os.fdopen(fd, "w") as f:
-            json.dump(_clean(obj), f, indent=2, allow_nan=False)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -93,12 +110,17 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
         raise
 
 
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as strict JSON to ``path`` atomically (non-finite floats as strings)."""
+    write_text_atomic(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file; raise :class:`RecordError` naming the file when it is missing or corrupt."""
     path = Path(path)
     try:
         with open(path) as f:
-            return json.load(f)
+            return _restore(json.load(f))
     except FileNotFoundError:
         raise RecordError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -142,7 +164,7 @@ def read_metrics(run_dir: str | os.PathLike, type: str | None = None) -> list[di
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = _restore(json.loads(line))
         except json.JSONDecodeError:
             if i == len(lines) - 1:
                 break  # a run killed mid-write: the last line is cut

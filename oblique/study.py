@@ -59,7 +59,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -377,7 +376,7 @@ def plan_study(
             deletes the folder's runs and results first).
     """
     root = Path(root)
-    if overwrite:
+    if overwrite and (root / STUDY_FILE).exists():  # never wipe a folder that is not a study
         for name in ("runs", "figures"):
             shutil.rmtree(root / name, ignore_errors=True)
         for name in (STUDY_FILE, RESULTS_FILE, SUMMARY_FILE):
@@ -866,25 +865,14 @@ def summary_markdown(study: Study | str | os.PathLike) -> str:
     return "\n".join(lines) + "\n" + note
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def collect(study: Study | str | os.PathLike) -> tuple[Path, Path]:
     """Write ``results.csv`` and ``summary.md`` (atomically) from the runs on disk; return their paths."""
     if not isinstance(study, Study):
         study = load_study(study)
     res = results_frame(study)
     csv_path, md_path = study.root / RESULTS_FILE, study.root / SUMMARY_FILE
-    _write_text_atomic(csv_path, res.to_csv(index=False))
-    _write_text_atomic(md_path, summary_markdown(study))
+    records.write_text_atomic(csv_path, res.to_csv(index=False))
+    records.write_text_atomic(md_path, summary_markdown(study))
     return csv_path, md_path
 
 

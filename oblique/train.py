@@ -101,16 +101,28 @@ class RunConfig:
         """Raise :class:`ConfigError` on any invalid setting (before anything is written).
 
         Call on a :meth:`resolved` config."""
-        from oblique.data import DATASETS
-        from oblique.models import MODELS
+        from oblique.data import DATASETS, SPATIAL_DIMS
+        from oblique.models import MODELS, UnknownModelError, input_shape
 
         def bad(what: str, got: Any, valid: str) -> ConfigError:
             return ConfigError(f"{what} must be {valid}; got {got!r}")
 
-        if self.model not in MODELS:
-            raise bad("--model", self.model, "one of " + ", ".join(MODELS))
+        def number(x: Any) -> bool:
+            return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+        try:
+            shape = input_shape(self.model)
+        except UnknownModelError:
+            raise bad("--model", self.model, "one of " + ", ".join(MODELS) + " (or any wrnD-K)") from None
         if self.dataset not in DATASETS:
             raise bad("--dataset", self.dataset, "one of " + ", ".join(DATASETS))
+        dims = SPATIAL_DIMS.get(self.dataset)
+        if dims is not None and len(shape) - 1 != dims:
+            kind = {1: "1-D sequences", 2: "images"}
+            raise ConfigError(
+                f"--model {self.model} takes {kind.get(len(shape) - 1, 'other inputs')} but --dataset "
+                f"{self.dataset} has {kind.get(dims, 'other inputs')}; pick a matching model and dataset"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise bad("--optimizer", self.optimizer, "one of " + ", ".join(OPTIMIZERS))
         if self.schedule not in SCHEDULES:
@@ -119,12 +131,24 @@ class RunConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise bad("--" + name.replace("_", "-"), v, "an integer >= 1")
-        if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
+        if not (number(self.lr) and self.lr > 0):
             raise bad("--lr", self.lr, "a number > 0")
-        if self.threads is not None and self.threads < 1:
+        for name in ("momentum", "weight_decay", "warmup_epochs"):
+            v = getattr(self, name)
+            if not (number(v) and v >= 0):
+                raise bad("--" + name.replace("_", "-"), v, "a number >= 0")
+        if not (number(self.gamma) and self.gamma > 0):
+            raise bad("--gamma", self.gamma, "a number > 0")
+        if not isinstance(self.nesterov, bool):
+            raise bad("--nesterov", self.nesterov, "true or false")
+        if not (
+            isinstance(self.milestones, list | tuple) and all(number(m) and m >= 0 for m in self.milestones)
+        ):
+            raise bad("--milestones", self.milestones, "a list of epochs >= 0")
+        if self.threads is not None and (
+            not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1
+        ):
             raise bad("--threads", self.threads, "an integer >= 1")
-        if self.warmup_epochs < 0:
-            raise bad("--warmup-epochs", self.warmup_epochs, "a number >= 0")
         try:
             self.build_method()
         except ValueError as e:
@@ -227,16 +251,23 @@ def train(cfg: RunConfig) -> dict:
     """
     cfg = cfg.resolved()
     cfg.validate()
-    out = prepare_out(cfg)
+    if records.is_finished(cfg.resolved_out()) and not cfg.overwrite:
+        prepare_out(cfg)  # raises: refuse before loading anything
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = cfg.torch_device()
     torch.manual_seed(cfg.seed)
 
+    # Data, model and method are built before the run folder is touched: a missing data folder or a model
+    # that cannot be built leaves a finished run there intact, even with --overwrite.
     data = get_dataset(cfg.dataset, root=cfg.data_root)
     method = cfg.build_method()
-    model = get_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels).to(device)
+    try:
+        model = get_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels).to(device)
+    except ValueError as e:
+        raise ConfigError(f"--model {cfg.model}: {e}") from None
     model = method.prepare(model)
+    out = prepare_out(cfg)
     opt_cfg = OptimizerConfig(
         name=cfg.optimizer,
         lr=cfg.lr,
@@ -324,6 +355,7 @@ def train(cfg: RunConfig) -> dict:
                     pen.backward()
                 method.before_step(model)
                 reg_time += time.perf_counter() - tr
+                lr = optimizer.param_groups[0]["lr"]  # the lr this step used
                 optimizer.step()
                 tr = time.perf_counter()
                 method.after_step(model, step)
@@ -338,7 +370,7 @@ def train(cfg: RunConfig) -> dict:
                         "step": step,
                         "epoch": step / steps_per_epoch,
                         "loss": loss.item(),
-                        "lr": optimizer.param_groups[0]["lr"],
+                        "lr": lr,
                         "reg": reg,
                     }
                 )
@@ -379,7 +411,13 @@ def train(cfg: RunConfig) -> dict:
         records.write_json_atomic(out / records.SUMMARY, summary)
         return summary
     except KeyboardInterrupt:
-        summary.update(steps=step, train_time_s=time.perf_counter() - t0, regularizer_time_s=reg_time)
+        # also when Ctrl-C lands after the run finished but before its records were all written
+        summary.update(
+            status="interrupted",
+            steps=step,
+            train_time_s=time.perf_counter() - t0,
+            regularizer_time_s=reg_time,
+        )
         records.write_json_atomic(out / records.SUMMARY, summary)
         raise
     finally:

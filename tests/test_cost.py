@@ -10,6 +10,7 @@ import torch
 from oblique.cli import main
 from oblique.cost import CSV_COLUMNS, SCHEMA, SWEEPS, BenchError, bench, format_table, read_bench, run_sweep
 from oblique.methods import list_methods
+from oblique.records import RecordError
 
 TINY = dict(batch_size=4, rounds=2, warmup=1, micro_repeats=2, threads=1, progress=False)
 FIELDS = ("step_ms", "overhead_pct", "regularizer_ms", "peak_mem_mb", "analytic_flops")
@@ -117,8 +118,11 @@ def test_sweeps_write_records(tmp_path):
 def test_read_bench_rejects_other_json(tmp_path):
     p = tmp_path / "x.json"
     p.write_text(json.dumps({"schema": "something else"}))
-    with pytest.raises(ValueError, match="bench record"):
+    with pytest.raises(RecordError, match="bench record"):
         read_bench(p)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(RecordError, match="no such file"):
+        read_bench(tmp_path / "missing.json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RecordError, match="no bench records"):
         read_bench(tmp_path / "empty")
     assert torch.get_num_threads() >= 1

@@ -211,3 +211,19 @@ def test_cli_run_one_epoch_every_method(tmp_path, monkeypatch):
         assert config["method_config"]["hyperparameters"] == get_method(name).config()["hyperparameters"]
         if name in ("oblique-rsgd", "pbwn"):
             assert max(d["norm_dev_max"] for d in layers.values()) <= 1e-4, name
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_optimizer_weight_decay_never_reaches_the_targets(name):
+    """The run's --weight-decay is for untargeted parameters only, for every method alike."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    method = get_method(name)
+    model = method.prepare(model)
+    opt = method.make_optimizer(model, OptimizerConfig(lr=0.1, weight_decay=0.25))
+    targets = {id(t) for t in method.target_weights(model)}
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert targets and targets <= set(decay)
+    for p in model.parameters():
+        if p.requires_grad:
+            assert decay[id(p)] == (0.0 if id(p) in targets else 0.25)

@@ -1,6 +1,7 @@
 """oblique.records: atomic writes, the metrics schema, tolerant reading."""
 
 import json
+import math
 
 import pytest
 
@@ -10,7 +11,9 @@ from oblique import records
 def test_write_json_atomic_roundtrip_and_no_temp_left(tmp_path):
     p = tmp_path / "sub" / "summary.json"
     records.write_json_atomic(p, {"a": 1.5, "nan": float("nan"), "nested": {"inf": float("inf")}})
-    assert records.read_json(p) == {"a": 1.5, "nan": "nan", "nested": {"inf": "inf"}}
+    assert json.loads(p.read_text()) == {"a": 1.5, "nan": "nan", "nested": {"inf": "inf"}}  # strict JSON
+    back = records.read_json(p)  # non-finite floats come back as floats
+    assert back["a"] == 1.5 and math.isnan(back["nan"]) and back["nested"]["inf"] == math.inf
     assert [f.name for f in p.parent.iterdir()] == ["summary.json"]
 
 

@@ -21,6 +21,7 @@ resolved, and ``oblique methods`` lists them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,7 +30,7 @@ from torch import nn
 
 from oblique.geometry import TARGETS, targeted_modules
 
-__all__ = ["KINDS", "Hyper", "Method", "OptimizerConfig", "build_torch_optimizer"]
+__all__ = ["KINDS", "Hyper", "Method", "OptimizerConfig", "build_torch_optimizer", "param_groups"]
 
 #: The kinds of method (DESIGN.md table).
 KINDS = ("none", "soft", "reparam", "riemannian", "projection")
@@ -61,7 +62,9 @@ class Hyper:
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError
                 value = value.lower() in ("true", "1", "yes")
-            elif typ is int and isinstance(value, float) and value.is_integer():
+            elif typ is int and isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
                 value = int(value)
             elif typ in (int, float, str, bool):
                 value = typ(value)
@@ -73,7 +76,9 @@ class Hyper:
             raise ValueError(
                 f"hyperparameter {self.name!r} must be one of {', '.join(map(str, self.choices))}; got {value!r}"
             )
-        if self.minimum is not None and value < self.minimum:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"hyperparameter {self.name!r} must be finite; got {value!r}")
+        if self.minimum is not None and not value >= self.minimum:
             raise ValueError(f"hyperparameter {self.name!r} must be >= {self.minimum}; got {value!r}")
         return value
 
@@ -98,6 +103,17 @@ class OptimizerConfig:
     nesterov: bool = True
     weight_decay: float = 0.0
     betas: tuple[float, float] = field(default=(0.9, 0.999))
+
+
+def param_groups(model: nn.Module, targets: list[torch.Tensor], cfg: OptimizerConfig) -> list[dict]:
+    """Two parameter groups: the method's ``targets`` with no optimizer weight decay (the method is their
+    regularizer), and every other trainable parameter with ``cfg.weight_decay``. Empty groups are left out.
+    """
+    ids = {id(t) for t in targets}
+    tgt = [t for t in targets if t.requires_grad]
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = ({"params": tgt, "weight_decay": 0.0}, {"params": others, "weight_decay": cfg.weight_decay})
+    return [g for g in groups if g["params"]]
 
 
 def build_torch_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -150,8 +166,8 @@ class Method:
             strength = float(strength)
         except (TypeError, ValueError):
             raise ValueError(f"strength must be a number >= 0; got {strength!r}") from None
-        if not strength >= 0:  # also rejects NaN
-            raise ValueError(f"strength must be >= 0; got {strength}")
+        if not (strength >= 0 and math.isfinite(strength)):  # also rejects NaN and inf
+            raise ValueError(f"strength must be a finite number >= 0; got {strength}")
         if targets not in TARGETS:
             raise ValueError(f"targets must be one of {', '.join(TARGETS)}; got {targets!r}")
         declared = {h.name: h for h in self.hyperparameters}
@@ -202,8 +218,9 @@ class Method:
         return model
 
     def make_optimizer(self, model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-        """The optimizer for ``model``; the default is plain SGD/Adam over all trainable parameters."""
-        return build_torch_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+        """The optimizer for ``model``: plain SGD/Adam over all trainable parameters, the optimizer's own
+        weight decay on the untargeted ones only (:func:`param_groups`)."""
+        return build_torch_optimizer(param_groups(model, self.target_weights(model), cfg), cfg)
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         """The regularization term to add to the loss (already multiplied by the strength), or None."""

@@ -31,7 +31,7 @@ seeded run stays reproducible) — it cannot stay zero on the sphere.
 The optimizer (:meth:`ObliqueRSGD.make_optimizer`): ``sgd`` gives ``geoopt.optim.RiemannianSGD`` with the
 run's momentum and Nesterov and ``stabilize``; ``adam`` gives ``geoopt.optim.RiemannianAdam``. Every other
 parameter (biases, BN, untargeted layers) is in the same optimizer, in its own group with the run's
-``weight_decay`` (Euclidean manifold: plain SGD/Adam). Three fixes over geoopt 0.5.1, as thin subclasses:
+``weight_decay`` (Euclidean manifold: plain SGD/Adam). Fixes over geoopt 0.5.1, as thin subclasses:
 
 - geoopt's SGD starts the momentum buffer at the raw Euclidean gradient and then adds the gradient again,
   so the first step is ``(1 + momentum)×`` torch's; here the buffer starts at zero, so the first step equals
@@ -59,7 +59,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from oblique.geometry import EPS, filter_matrix
-from oblique.methods.base import Hyper, Method, OptimizerConfig
+from oblique.methods.base import Hyper, Method, OptimizerConfig, param_groups
 
 __all__ = ["FilterView", "ObliqueRSGD", "project_rows_safe"]
 
@@ -131,17 +131,9 @@ class _RiemannianAdam(geoopt.optim.RiemannianAdam):
 
 
 def _geoopt_optimizer(
-    sphere: list[torch.Tensor], others: list[torch.Tensor], cfg: OptimizerConfig, stabilize: int | None
+    groups: list[dict], cfg: OptimizerConfig, stabilize: int | None
 ) -> torch.optim.Optimizer:
     """geoopt's Riemannian SGD/Adam: filters on the sphere (no weight decay), the rest Euclidean."""
-    groups = [
-        g
-        for g in (
-            {"params": sphere, "weight_decay": 0.0},
-            {"params": others, "weight_decay": cfg.weight_decay},
-        )
-        if g["params"]
-    ]
     if cfg.name == "sgd":
         return _RiemannianSGD(
             groups,
@@ -156,22 +148,14 @@ def _geoopt_optimizer(
 
 
 def _fused_optimizer(
-    sphere: list[torch.Tensor], others: list[torch.Tensor], cfg: OptimizerConfig, stabilize: int | None
+    groups: list[dict], cfg: OptimizerConfig, stabilize: int | None
 ) -> torch.optim.Optimizer:
     """SGD: :class:`oblique.optim.ObliqueSGD`, the same steps as ``_RiemannianSGD`` (momentum started at
     zero), fused over filters of equal length. Adam: geoopt's, as in the ``geoopt`` implementation."""
     if cfg.name != "sgd":
-        return _geoopt_optimizer(sphere, others, cfg, stabilize)
+        return _geoopt_optimizer(groups, cfg, stabilize)
     from oblique.optim import ObliqueSGD
 
-    groups = [
-        g
-        for g in (
-            {"params": sphere, "weight_decay": 0.0},
-            {"params": others, "weight_decay": cfg.weight_decay},
-        )
-        if g["params"]
-    ]
     return ObliqueSGD(
         groups,
         lr=cfg.lr,
@@ -230,10 +214,9 @@ class ObliqueRSGD(Method):
         return [m.parametrizations.weight.original for _, m in self.target_modules(model)]
 
     def make_optimizer(self, model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-        sphere = self.target_weights(model)
-        ids = {id(p) for p in sphere}
-        others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-        return IMPLS[self.hp["impl"]](sphere, others, cfg, self.hp["stabilize"] or None)
+        # filters on the sphere (no weight decay: the projection would remove it), the rest Euclidean
+        groups = param_groups(model, self.target_weights(model), cfg)
+        return IMPLS[self.hp["impl"]](groups, cfg, self.hp["stabilize"] or None)
 
     def analytic_flops(self, model: nn.Module) -> float:
         # over plain SGD, per entry: egrad2rgrad (inner 2 + axpy 2), retraction's norm and division (3),
