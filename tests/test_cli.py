@@ -32,7 +32,10 @@ QUICK = ["--epochs", "1", "--no-progress", "--model", "cnn"]
         (["run", "--epochs", "0"], "--epochs must be an integer >= 1"),
         (["run", "--lr", "-1"], "--lr must be a number > 0"),
         (["run", "--momentum", "-0.5"], "--momentum must be a number >= 0"),
-        (["run", "--model", "resnet20"], "--model resnet20 takes images but --dataset mnist1d has 1-D sequences"),
+        (
+            ["run", "--model", "resnet20"],
+            "--model resnet20 takes images but --dataset mnist1d has 1-D sequences",
+        ),
         (["run", "--model", "wrn27-4", "--dataset", "synthetic"], "--model wrn27-4: "),
         (["run", "--hp", "form=fast"], "hyperparameter 'form' must be one of closed, autograd"),
         (["run", "--hp", "steps=3"], "has no hyperparameter 'steps'"),
