@@ -4,7 +4,8 @@ A setting given on the command line or in a config file always wins; a setting n
 :data:`BASE`. The resolved values are what ``config.json`` records. Sources (DESIGN.md, "Standard recipes"):
 
 - CIFAR ResNet-20…110 (He et al. 2016; the akamaster reproduction): SGD lr 0.1, momentum 0.9, batch 128,
-  200 epochs, ×0.1 at epochs 100 and 150; ResNet-110 warms up for one epoch. Their weight decay 1e-4 is the
+  200 epochs, ×0.1 at epochs 100 and 150; ResNet-110 warms up for one epoch (upstream holds lr at 0.01
+  for that epoch; here the warm-up is linear from 0 to 0.1, the one warm-up the trainer has). Their weight decay 1e-4 is the
   ``wd`` method's strength here (``--method wd --strength 5e-5`` is the same L2 term, as
   ``torch.optim.SGD(weight_decay=λ')`` adds ``λ'w`` = the gradient of ``(λ'/2)‖w‖²``).
 - WRN-d-k (Zagoruyko & Komodakis 2016): SGD lr 0.1, Nesterov momentum 0.9, batch 128, 200 epochs,

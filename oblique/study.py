@@ -254,6 +254,10 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
     classes = {m: get_method_class(m) for m in spec.methods}
     batch_sizes = spec.batch_sizes or [spec.base.get("batch_size")]  # None: the model's recipe
     extra_keys = list(spec.grid)
+    declared = {m: {h.name for h in cls.hyperparameters} for m, cls in classes.items()}
+    asked = set(spec.base.get("hp") or {}) | {k[3:] for k in extra_keys if k.startswith("hp.")}
+    for key in sorted(asked - set().union(*declared.values())):
+        raise StudyError(f"no method of this study has a hyperparameter {key!r} (see 'oblique methods -v')")
     runs: list[PlannedRun] = []
     seen: set[str] = set()
     for method in spec.methods:
@@ -275,18 +279,20 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
                         hp[key[3:]] = value
                     else:
                         settings[key] = value
-                settings["hp"] = hp
+                # a method hyperparameter applies to the methods that declare it (--hp iters=3 with
+                # --methods all sets ONI's iterations and leaves the others alone)
+                settings["hp"] = {k: v for k, v in hp.items() if k in declared[method]}
+                if cls.uses_strength:  # the resolved λ, so the same run is the same settings however asked
+                    settings["strength"] = (
+                        float(strength) if strength is not None else float(cls.default_strength)
+                    )
                 try:  # every setting resolved (the model's recipe filled in): study.json says what each run computes
                     resolved = asdict(RunConfig(**settings).resolved())
                 except TypeError as e:
                     raise StudyError(f"run settings: {e}") from None
                 settings = {k: v for k, v in resolved.items() if k not in EXECUTION_FIELDS}
                 bs = settings["batch_size"]
-                lam = (
-                    (float(strength) if strength is not None else float(cls.default_strength))
-                    if cls.uses_strength
-                    else None
-                )
+                lam = settings["strength"] if cls.uses_strength else None
                 parts = [method] + ([f"lam{lam:g}"] if lam is not None else []) + [f"bs{bs}"]
                 parts += [f"{k[3:] if k.startswith('hp.') else k}{_fmt(v)}" for k, v in values.items()]
                 parts.append(f"seed{seed}")
