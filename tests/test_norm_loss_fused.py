@@ -76,3 +76,21 @@ def test_add_norm_loss_grad_empty_list():
     from oblique.methods import add_norm_loss_grad_
 
     assert add_norm_loss_grad_([], 0.1) == 0.0
+
+
+def test_non_contiguous_weights_get_the_right_gradient():
+    """A channels_last conv weight has no filter-matrix view: the fused form must still follow eq. 6,
+    also on a later step, after the weights changed in place."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3)).double().to(memory_format=torch.channels_last)
+    w = model[0].weight
+    assert not w.is_contiguous()
+    method = get_method("nl", strength=1.0)
+    for _ in range(2):
+        w.grad = None
+        method.before_step(model)
+        ref = w.detach().contiguous().requires_grad_()
+        norm_loss([ref]).backward()
+        assert torch.allclose(w.grad, ref.grad, atol=1e-12)
+        with torch.no_grad():
+            w.mul_(1.5)

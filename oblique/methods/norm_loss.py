@@ -89,6 +89,9 @@ class _Bucket:
     """The targeted weights of one dtype and device, with the preallocated buffers of the fused step."""
 
     def __init__(self, weights: list[torch.Tensor], gather: bool):
+        # the per-layer path keeps filter matrices as *views* of the weights: only a contiguous weight has one
+        # (a channels_last or transposed weight would give a stale copy), so such weights are gathered
+        gather = gather or not all(w.is_contiguous() for w in weights)
         groups: dict[tuple, list[torch.Tensor]] = {}
         for w in weights:
             groups.setdefault(tuple(w.shape[1:]), []).append(w)
