@@ -146,11 +146,7 @@ class GroupedReparamMethod(Method):
         raise NotImplementedError
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        for _, module in self.target_modules(model):
-            if parametrize.is_parametrized(module, "weight"):
-                raise ValueError(
-                    f"{self.name}: expected an unparametrized weight; got {module!r} already parametrized"
-                )
+        for _, module in self.unparametrized_targets(model):
             p = self.build(module.weight).to(device=module.weight.device)
             parametrize.register_parametrization(module, "weight", p)
         return model

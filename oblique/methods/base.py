@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from oblique.geometry import TARGETS, targeted_modules
 
@@ -203,6 +204,17 @@ class Method:
     def target_modules(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """The layers this method acts on, ``(name, module)`` in model order."""
         return targeted_modules(model, self.targets)
+
+    def unparametrized_targets(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """:meth:`target_modules`, for methods that parametrize the weight: refuses (``ValueError``) a
+        model whose targeted weight already carries a parametrization, before anything is changed."""
+        mods = self.target_modules(model)
+        for _, module in mods:
+            if parametrize.is_parametrized(module, "weight"):
+                raise ValueError(
+                    f"{self.name}: expected an unparametrized weight; got {module!r} already parametrized"
+                )
+        return mods
 
     def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
         """The *trainable* tensors this method acts on, one per targeted layer.

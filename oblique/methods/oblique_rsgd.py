@@ -196,11 +196,7 @@ class ObliqueRSGD(Method):
     )
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        for _, module in self.target_modules(model):
-            if parametrize.is_parametrized(module, "weight"):
-                raise ValueError(
-                    f"{self.name}: expected an unparametrized weight; got {module!r} already parametrized"
-                )
+        for _, module in self.unparametrized_targets(model):
             parametrize.register_parametrization(module, "weight", FilterView(module.weight.shape))
             plist = module.parametrizations.weight
             point = project_rows_safe(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from oblique.methods.base import Hyper, Method
@@ -46,11 +45,7 @@ class WeightNorm(Method):
     )
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        for _, module in self.target_modules(model):
-            if parametrize.is_parametrized(module, "weight"):
-                raise ValueError(
-                    f"{self.name}: expected an unparametrized weight; got {module!r} already parametrized"
-                )
+        for _, module in self.unparametrized_targets(model):
             weight_norm(module, "weight", dim=0)
             if self.hp["g"] == "frozen":
                 g = module.parametrizations.weight.original0  # (C_out, 1, …)
