@@ -74,6 +74,16 @@ def _batches(sizes: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def regularized_gram(zc: torch.Tensor, eps: float) -> torch.Tensor:
+    """``S = Zc Zcᵀ + ε·(tr S / m)·I`` for a batch ``(k, m, p)``: ``(k, m, m)`` (ε relative to the mean
+    eigenvalue, so the result does not depend on the weight's scale). Shared by ONI and OLM."""
+    s = zc @ zc.mT  # (k, m, m)
+    m = s.shape[-1]
+    mean_eig = s.diagonal(dim1=-2, dim2=-1).sum(-1).div(m).clamp_min(torch.finfo(s.dtype).tiny)  # (k,)
+    eye = torch.eye(m, dtype=s.dtype, device=s.device)
+    return s + (eps * mean_eig)[:, None, None] * eye
+
+
 class GroupedOrthogonal(nn.Module):
     """A parametrization ``W = γ ⊙ orth(centre(Z))`` applied group by group to the filter matrix.
 

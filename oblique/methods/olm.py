@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from oblique.methods._grouping import GROUP_HYPERS, GroupedOrthogonal, GroupedReparamMethod
+from oblique.methods._grouping import GROUP_HYPERS, GroupedOrthogonal, GroupedReparamMethod, regularized_gram
 from oblique.methods.base import Hyper
 
 __all__ = ["OLM", "OLMParametrization", "inv_sqrt_psd", "olm_orthogonalize"]
@@ -88,10 +88,7 @@ def olm_orthogonalize(zc: torch.Tensor, eps: float = 1e-7, float64: bool = True)
     True
     """
     z = zc.to(torch.float64) if float64 else zc
-    s = z @ z.mT  # (k, m, m)
-    m = s.shape[-1]
-    mean_eig = s.diagonal(dim1=-2, dim2=-1).sum(-1).div(m).clamp_min(torch.finfo(s.dtype).tiny)  # (k,)
-    s = s + (eps * mean_eig)[:, None, None] * torch.eye(m, dtype=s.dtype, device=s.device)
+    s = regularized_gram(z, eps)  # (k, m, m)
     return (inv_sqrt_psd(s) @ z).to(zc.dtype)  # (k, m, p)
 
 

@@ -42,19 +42,10 @@ from __future__ import annotations
 
 import torch
 
-from oblique.methods._grouping import GROUP_HYPERS, GroupedOrthogonal, GroupedReparamMethod
+from oblique.methods._grouping import GROUP_HYPERS, GroupedOrthogonal, GroupedReparamMethod, regularized_gram
 from oblique.methods.base import Hyper
 
 __all__ = ["ONI", "ONIParametrization", "newton_orthogonalize"]
-
-
-def _regularized_gram(zc: torch.Tensor, eps: float) -> torch.Tensor:
-    """``S = Zc Zcᵀ + ε·(tr S / m)·I`` for a batch ``(k, m, p)``: ``(k, m, m)``."""
-    s = zc @ zc.mT  # (k, m, m)
-    m = s.shape[-1]
-    mean_eig = s.diagonal(dim1=-2, dim2=-1).sum(-1).div(m).clamp_min(torch.finfo(s.dtype).tiny)  # (k,)
-    eye = torch.eye(m, dtype=s.dtype, device=s.device)
-    return s + (eps * mean_eig)[:, None, None] * eye
 
 
 def newton_orthogonalize(zc: torch.Tensor, iters: int = 5, eps: float = 1e-7) -> torch.Tensor:
@@ -69,7 +60,7 @@ def newton_orthogonalize(zc: torch.Tensor, iters: int = 5, eps: float = 1e-7) ->
     >>> torch.allclose(w @ w.mT, torch.eye(2, dtype=torch.float64))
     True
     """
-    s = _regularized_gram(zc, eps)  # (k, m, m)
+    s = regularized_gram(zc, eps)  # (k, m, m)
     norm = torch.linalg.matrix_norm(s).clamp_min(torch.finfo(s.dtype).tiny)[:, None, None]  # (k, 1, 1)
     s_hat = s / norm  # eigenvalues in (0, 1]: the iteration converges
     eye = torch.eye(s.shape[-1], dtype=s.dtype, device=s.device)
