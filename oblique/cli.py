@@ -174,8 +174,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary["status"] == "diverged":
         print(f"{cfg.resolved_out()}: diverged at step {summary['diverged_step']} (non-finite loss)")
         return 1
+    from oblique.methods import get_method_class
+
+    lam = f" λ={summary['strength']:g}" if get_method_class(summary["method"]).uses_strength else ""
     print(
-        f"{cfg.resolved_out()}: {summary['method']} λ={summary['strength']:g} test error {summary['test_error']:.2f} % "
+        f"{cfg.resolved_out()}: {summary['method']}{lam} test error {summary['test_error']:.2f} % "
         f"(top-5 {summary['test_error_top5']:.2f} %), norm_dev_mean {d['norm_dev_mean']:.3g}, "
         f"offdiag_dev {d['offdiag_dev']:.3g}, {summary['train_time_s']:.1f} s "
         f"(regularizer {summary['regularizer_time_s']:.2f} s)"
