@@ -439,16 +439,12 @@ def bench(
         if threads < 1:
             raise BenchError(f"--threads must be an integer >= 1; got {threads}")
         torch.set_num_threads(threads)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from oblique.train import ConfigError, resolve_device
+
     try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise BenchError(f"--device must be cpu, cuda, cuda:N or auto; got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise BenchError(f"--device must be cpu, cuda, cuda:N or auto; got {device!r}")
+        dev = resolve_device(device)
+    except ConfigError as e:
+        raise BenchError(str(e)) from None
     try:
         shape = input_shape(model)
     except UnknownModelError:

@@ -159,21 +159,30 @@ class RunConfig:
         return get_method(self.method, strength=self.strength, targets=self.targets, **self.hp)
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            dev = torch.device(self.device)
-        except RuntimeError:
-            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N; got {self.device!r}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
-        if dev.type not in ("cpu", "cuda"):
-            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
-        return dev
+        return resolve_device(self.device)
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``"auto"`` (cuda if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device that exists here.
+
+    Raises:
+        ConfigError: another value, or CUDA asked for where torch sees none.
+    """
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N; got {spec!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    return dev
 
 
 def _lr_factor(cfg: RunConfig, steps_per_epoch: int, total: int):
