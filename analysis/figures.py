@@ -110,15 +110,21 @@ def reference_runs(study: Study | str | os.PathLike, statuses=("ok",)) -> pd.Dat
     res = results_frame(study)
     if res.empty:
         return res
-    res = _at_first_extras(study, res[res["batch_size"] == _reference_batch_size(res)])
+    res = _at_reference_strengths(
+        _at_first_extras(study, res[res["batch_size"] == _reference_batch_size(res)])
+    )
+    return res[res["status"].isin(statuses)]
+
+
+def _at_reference_strengths(res: pd.DataFrame) -> pd.DataFrame:
+    """Each method's runs at the strength nearest its default (all its runs if it has no strength)."""
     parts = []
     for method in _method_order(res["method"]):
         r = res[res["method"] == method]
         if bool(r["strength_applies"].iloc[0]):
             r = r[r["strength"] == _nearest_strength(method, r["strength"])]
         parts.append(r)
-    out = pd.concat(parts) if parts else res
-    return out[out["status"].isin(statuses)]
+    return pd.concat(parts) if parts else res
 
 
 def _label(row) -> str:
@@ -291,14 +297,7 @@ def fig_strength(study: Study | str | os.PathLike, echo: Echo = print):
 def fig_batch_size(study: Study | str | os.PathLike, echo: Echo = print):
     """Figure 4: test error against the batch size (log₂ x), each method at its reference strength."""
     study = _study(study)
-    res = _at_first_extras(study, results_frame(study))
-    parts = []
-    for method in _method_order(res["method"]):
-        r = res[res["method"] == method]
-        if bool(r["strength_applies"].iloc[0]):
-            r = r[r["strength"] == _nearest_strength(method, r["strength"])]
-        parts.append(r)
-    res = pd.concat(parts)
+    res = _at_reference_strengths(_at_first_extras(study, results_frame(study)))
     with print_style():
         fig, axes = new_figure(1, width=4.5, height=3.0)
         ax = axes[0][0]
