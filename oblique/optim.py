@@ -130,6 +130,9 @@ class ObliqueSGD(torch.optim.Optimizer):
         nesterov: Nesterov momentum (needs μ > 0 and δ = 0).
         stabilize: re-project sphere rows and their buffers every this many steps (None: never).
         momentum_init: ``"egrad"`` (geoopt's first step) or ``"zero"``; Note [first-step momentum].
+        chunk_bytes: a group's parameters are gathered into buffers of at most about this many bytes.
+            2 MiB by default: on the 2-core CPU here ResNet-110's step ran 20-30 % faster with 1-4 MiB
+            chunks than with 256 KiB (fewer, larger multi-tensor operations).
 
     Raises:
         ValueError: on a negative lr, momentum or weight decay, Nesterov without momentum or with
@@ -152,7 +155,7 @@ class ObliqueSGD(torch.optim.Optimizer):
         nesterov: bool = False,
         stabilize: int | None = None,
         momentum_init: str = "egrad",
-        chunk_bytes: int = 1 << 18,
+        chunk_bytes: int = 1 << 21,
     ):
         if lr < 0.0:
             raise ValueError(f"lr must be >= 0; got {lr}")
