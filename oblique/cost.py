@@ -85,6 +85,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oblique import records
+from oblique.methods.base import training_step
 
 __all__ = [
     "CSV_COLUMNS",
@@ -227,19 +228,8 @@ class _Entry:
         m, model, opt = self.method, self.model, self.opt
         self.step_no += 1
         t0 = timer.mark()
-        opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(self.x), self.y)
-        loss.backward()
-        t1 = timer.mark()
-        pen = m.penalty(model)
-        if pen is not None:
-            pen.backward()
-        m.before_step(model)
-        t2 = timer.mark()
-        opt.step()
-        t3 = timer.mark()
-        m.after_step(model, self.step_no)
-        t4 = timer.mark()
+        _, t1, t2, t3, t4 = training_step(m, model, opt, loss, self.step_no, clock=timer.mark)
         timer.sync()
         self.step_ms.append(timer.ms(t0, t4))
         self.reg_ms.append(timer.ms(t1, t2) + timer.ms(t3, t4))

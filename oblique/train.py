@@ -34,6 +34,7 @@ from oblique import records
 from oblique.data import get_dataset
 from oblique.geometry import model_drift
 from oblique.methods import OptimizerConfig, get_method
+from oblique.methods.base import training_step
 from oblique.models import get_model
 
 __all__ = ["SCHEDULES", "ConfigError", "RunConfig", "train"]
@@ -356,19 +357,12 @@ def train(cfg: RunConfig) -> dict:
                     writer.write({"type": "diverged", "step": step, "loss": str(loss.item())})
                     diverged = True
                     break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                tr = time.perf_counter()
-                pen = method.penalty(model)
-                if pen is not None:
-                    pen.backward()
-                method.before_step(model)
-                reg_time += time.perf_counter() - tr
-                lr = optimizer.param_groups[0]["lr"]  # the lr this step used
-                optimizer.step()
-                tr = time.perf_counter()
-                method.after_step(model, step)
-                reg_time += time.perf_counter() - tr
+                lr = optimizer.param_groups[0]["lr"]  # the lr this step uses
+                marks = training_step(method, model, optimizer, loss, step)
+                pen = marks.penalty
+                reg_time += (marks.regularizer_done - marks.backward_done) + (
+                    marks.after_step_done - marks.step_done
+                )
                 sched.step()
                 reg = getattr(method, "last_value", None)
                 if reg is None and pen is not None:

@@ -20,6 +20,7 @@ from torch import nn
 import oblique
 from oblique.geometry import filter_matrix
 from oblique.methods import KINDS, REGISTRY, Hyper, OptimizerConfig, get_method
+from oblique.methods.base import training_step
 from oblique.methods.oblique_rsgd import ObliqueRSGD
 
 METHODS = oblique.list_methods()
@@ -57,15 +58,7 @@ def _build(key: str, name: str, seed: int, **hp):
 
 def _step(method, model, opt, x, r, step: int) -> None:
     """One training step exactly as ``oblique.train`` does it."""
-    loss = (model(x) * r).sum()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    pen = method.penalty(model)
-    if pen is not None:
-        pen.backward()
-    method.before_step(model)
-    opt.step()
-    method.after_step(model, step)
+    training_step(method, model, opt, (model(x) * r).sum(), step)
 
 
 def _data(model, shape, seed=1):

@@ -8,6 +8,7 @@ from torch import nn
 
 import oblique
 from oblique.methods import add_norm_loss_grad_, get_method, norm_loss
+from oblique.methods.base import training_step
 
 # weight shapes: Conv1d, Conv2d, Linear; tall (n > p) and wide (n < p) filter matrices
 SHAPES = {
@@ -126,14 +127,7 @@ def test_closed_and_autograd_forms_give_same_trajectory(targets):
         model = method.prepare(model)
         opt = method.make_optimizer(model, oblique.methods.OptimizerConfig(lr=0.05, momentum=0.9))
         for step in range(1, 21):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            pen = method.penalty(model)
-            if pen is not None:
-                pen.backward()
-            method.before_step(model)
-            opt.step()
-            method.after_step(model, step)
+            training_step(method, model, opt, nn.functional.cross_entropy(model(x), y), step)
         finals.append([p.detach().clone() for p in model.parameters()])
     closed, autograd, plain = finals
     for a, b in zip(closed, autograd, strict=True):

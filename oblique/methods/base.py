@@ -22,8 +22,10 @@ resolved, and ``oblique methods`` lists them.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -31,7 +33,16 @@ from torch.nn.utils import parametrize
 
 from oblique.geometry import TARGETS, targeted_modules
 
-__all__ = ["KINDS", "Hyper", "Method", "OptimizerConfig", "build_torch_optimizer", "param_groups"]
+__all__ = [
+    "KINDS",
+    "Hyper",
+    "Method",
+    "OptimizerConfig",
+    "StepMarks",
+    "build_torch_optimizer",
+    "param_groups",
+    "training_step",
+]
 
 #: The kinds of method (DESIGN.md table).
 KINDS = ("none", "soft", "reparam", "riemannian", "projection")
@@ -256,3 +267,39 @@ class Method:
         """
         with torch.no_grad():
             return {name: m.weight.detach() for name, m in self.target_modules(model)}
+
+
+class StepMarks(NamedTuple):
+    """What :func:`training_step` hands back: the penalty it added (or None) and four clock marks."""
+
+    penalty: torch.Tensor | None
+    backward_done: Any  # after the loss's backward
+    regularizer_done: Any  # after the penalty's backward and ``before_step``
+    step_done: Any  # after ``optimizer.step()``
+    after_step_done: Any  # after ``after_step``: the regularizer's own time is the two spans around the step
+
+
+def training_step(
+    method: Method,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    step: int,
+    clock: Callable[[], Any] = time.perf_counter,
+) -> StepMarks:
+    """One step of the interface after the forward pass (the module docstring's order), as the trainer and
+    the bench run it: zero the gradients, backward the loss, then the penalty's backward (separately, so it
+    can be timed), ``before_step``, ``optimizer.step()``, ``after_step``. ``step`` counts from 1.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    m0 = clock()
+    pen = method.penalty(model)
+    if pen is not None:
+        pen.backward()
+    method.before_step(model)
+    m1 = clock()
+    optimizer.step()
+    m2 = clock()
+    method.after_step(model, step)
+    return StepMarks(pen, m0, m1, m2, clock())
