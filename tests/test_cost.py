@@ -91,8 +91,11 @@ def test_cli_errors_are_one_line(capsys):
     except ImportError:
         assert main(["bench", "--model", "resnet50", "--methods", "nl", "--no-progress"]) == 2
         assert "install oblique[vision]" in capsys.readouterr().err
-    with pytest.raises(BenchError, match="--rounds"):
+    # the library names the setting; the command line renders it as its flag
+    with pytest.raises(BenchError, match="^rounds must be an integer >= 1; got 0$"):
         bench(model="cnn", rounds=0)
+    assert main(["bench", "--model", "cnn", "--rounds", "0", "--no-progress"]) == 2
+    assert capsys.readouterr().err == "oblique: error: --rounds must be an integer >= 1; got 0\n"
 
 
 def test_sweeps_write_records(tmp_path):

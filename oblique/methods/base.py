@@ -47,6 +47,16 @@ __all__ = [
 #: The kinds of method (DESIGN.md table).
 KINDS = ("none", "soft", "reparam", "riemannian", "projection")
 
+#: Where a method's cost goes, by kind: what :meth:`Method.describe_cost` says for a method without its own
+#: :attr:`Method.cost_note`.
+_KIND_COST_NOTES = {
+    "none": "—",
+    "soft": "penalty and its backward (or closed-form gradient)",
+    "reparam": "parametrization forward + backward (computing the weights)",
+    "riemannian": "optimizer step beyond plain SGD (projection, retraction, transport)",
+    "projection": "projection after the optimizer step",
+}
+
 
 @dataclass(frozen=True)
 class Hyper:
@@ -170,6 +180,9 @@ class Method:
     uses_strength: ClassVar[bool] = False
     #: declared hyperparameters besides strength and targets
     hyperparameters: ClassVar[tuple[Hyper, ...]] = ()
+    #: where the regularizer's cost goes (``oblique bench``'s last column): a format string over the
+    #: hyperparameters, e.g. ``"{iters} Newton iterations per group"``; empty: the note of the kind
+    cost_note: ClassVar[str] = ""
 
     def __init__(self, strength: float | None = None, targets: str = "conv", **hyperparameters: Any):
         if strength is None:
@@ -206,6 +219,13 @@ class Method:
             "targets": self.targets,
             "hyperparameters": dict(self.hp),
         }
+
+    def describe_cost(self) -> str:
+        """Where this method's cost goes: :attr:`cost_note` formatted with the hyperparameters (:attr:`hp`),
+        else the note of its kind (``oblique bench`` prints it and records it as ``cost_note``)."""
+        if self.cost_note:
+            return self.cost_note.format(**self.hp)
+        return _KIND_COST_NOTES.get(self.kind, self.kind)
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hp.items())

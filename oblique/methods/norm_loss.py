@@ -241,6 +241,7 @@ class NormLoss(Method):
     kind = "soft"
     summary = "Norm Loss: λ·Σ_i (1 − ‖F_i‖)², a soft pull of every filter toward unit norm"
     paper = "Georgiou et al., ICPR 2020 (arXiv 2103.06583)"
+    cost_note = "fused eq. 6 in before_step: per-filter norms + one multi-tensor multiply-add"
     default_strength = 1e-2
     uses_strength = True
     hyperparameters = (

@@ -180,6 +180,7 @@ class ObliqueRSGD(Method):
     kind = "riemannian"
     summary = "Riemannian SGD on the oblique manifold: x ← retr_x(−η·(g − ⟨x,g⟩x)) per filter (geoopt.Sphere)"
     paper = "Absil et al. 2008; Bonnabel 2013; geoopt (Kochurov et al., arXiv 2005.02819)"
+    cost_note = "optimizer ({impl}): tangent projection, retraction, transport"
     hyperparameters = (
         Hyper(
             "impl",

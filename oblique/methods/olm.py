@@ -117,6 +117,7 @@ class OLM(GroupedReparamMethod):
     name = "olm"
     summary = "orthogonal weight normalization W = γ·(ZcZcᵀ + εI)^(-1/2)·Zc per group, by eigendecomposition"
     paper = "Huang et al., AAAI 2018 (arXiv 1709.06079)"
+    cost_note = "eigendecomposition of ZcZcᵀ per group (≈ 11m³) + Gram and product (4m²p)"
     hyperparameters = (
         *GROUP_HYPERS,
         Hyper("eps", 1e-7, "ε, relative to the mean eigenvalue of ZcZcᵀ, added to its diagonal", minimum=0.0),

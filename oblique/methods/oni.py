@@ -97,6 +97,7 @@ class ONI(GroupedReparamMethod):
     name = "oni"
     summary = "ONI: W = γ·B_T·Zc/√‖S‖_F, B_{t+1} = 1.5B_t − 0.5B_t³S/‖S‖_F → (ZcZcᵀ)^(-1/2)Zc, per group"
     paper = "Huang et al., CVPR 2020 (arXiv 2004.00917)"
+    cost_note = "{iters} Newton iterations per group (6T·m³) + Gram and product (4m²p)"
     hyperparameters = (
         Hyper("iters", 5, "Newton iterations T (upstream 5; 2 for ResNet-50 with BN)", minimum=1),
         *GROUP_HYPERS,

@@ -34,6 +34,7 @@ class PBWN(Method):
     kind = "projection"
     summary = "projection-based WN: SGD step, then F_i ← F_i/‖F_i‖ for every filter (every k steps)"
     paper = "Huang et al., arXiv 1710.02338 (2017)"
+    cost_note = "per-filter norms and division after the step"
     hyperparameters = (
         Hyper("every", 1, "project after every k-th optimizer step (1: every step, the paper)", minimum=1),
     )

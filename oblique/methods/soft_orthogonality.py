@@ -135,6 +135,7 @@ class SoftOrthogonality(Method):
     kind = "soft"
     summary = "soft orthogonality λ·Σ‖FFᵀ − I‖²_F (computed on the smaller Gram matrix)"
     paper = "Bansal, Chen, Wang, NeurIPS 2018 (arXiv 1810.09102)"
+    cost_note = "Gram FFᵀ − I per layer (2n²p) and its backward"
     default_strength = 1e-3
     uses_strength = True
 
@@ -160,6 +161,7 @@ class SRIP(Method):
     kind = "soft"
     summary = "spectral restricted isometry λ·Σ σ_max(FFᵀ − I) by power iteration (smaller Gram)"
     paper = "Bansal, Chen, Wang, NeurIPS 2018 (arXiv 1810.09102)"
+    cost_note = "{iters} power iterations on FFᵀ − I per layer, and the backward"
     default_strength = 1e-2
     uses_strength = True
     hyperparameters = (

@@ -37,6 +37,7 @@ class WeightDecay(Method):
     kind = "soft"
     summary = "L2 weight decay λ·Σ‖w‖² on the targeted weights (coupled, through the loss)"
     paper = "Krogh & Hertz, NeurIPS 1991; the Norm Loss paper's baseline"
+    cost_note = "λΣ‖w‖² and its autograd backward"
     default_strength = 5e-4
     uses_strength = True
 

@@ -35,6 +35,7 @@ class WeightNorm(Method):
     kind = "reparam"
     summary = "weight normalization w_i = g_i·v_i/‖v_i‖ per filter (g frozen at 1: exactly oblique)"
     paper = "Salimans & Kingma, NeurIPS 2016 (arXiv 1602.07868)"
+    cost_note = "per-filter norm and scale of v (forward + backward)"
     hyperparameters = (
         Hyper(
             "g",

@@ -1,0 +1,96 @@
+"""``oblique bench``: its flags, and the command that benches, prints the table and writes the records.
+
+The bench itself is the library's (:mod:`oblique.cost`): the flags become a
+:class:`~oblique.cost.BenchConfig`, whose errors name the setting (``rounds``); :func:`oblique.cli.main`
+prints them with the flag (``--rounds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from oblique.cost import SWEEPS, BenchConfig, bench, format_table, run_sweep, write_csv
+from oblique.records import write_json_atomic
+
+__all__ = ["bench_config_from_args", "cmd_bench", "setup_bench"]
+
+
+def setup_bench(p: argparse.ArgumentParser) -> None:
+    """The ``oblique bench`` flags."""
+    p.add_argument("--model", default="resnet110", help="model name (see oblique.models); default resnet110")
+    p.add_argument("--batch-size", type=int, default=32, help="synthetic batch size; default 32")
+    p.add_argument("--methods", default="all", help="all, or comma-separated method names; default all")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto; default cpu")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="timed rounds, interleaved across methods; default: as many as fit in --time-budget",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=420.0,
+        help="seconds for set-up, warm-up and the timed rounds when --rounds is not given; default 420",
+    )
+    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up rounds; default 2")
+    p.add_argument(
+        "--micro-repeats", type=int, default=40, help="repeats of the isolated measurements; default 40"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads; default torch's")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the models, the batch and the order; default 0"
+    )
+    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs; default 10")
+    p.add_argument("--json", help="write the record to this JSON file")
+    p.add_argument("--csv", help="write one row per method to this CSV file")
+    p.add_argument("--sweep", choices=tuple(SWEEPS), help="width: WRN-28-1…10; depth: ResNet-20…110")
+    p.add_argument(
+        "--out", default="bench", help="sweep folder (a JSON per model and bench.csv); default bench"
+    )
+    p.add_argument("--no-targets", action="store_true", help="skip the two target measurements")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """The bench settings of the parsed flags (for a sweep, ``--model`` is left out: the sweep names the
+    models).
+
+    Raises:
+        oblique.cost.BenchError: a bad setting (the message names it).
+    """
+    return BenchConfig(
+        model=SWEEPS[args.sweep][0] if args.sweep else args.model,
+        methods=args.methods,
+        batch_size=args.batch_size,
+        device=args.device,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        micro_repeats=args.micro_repeats,
+        threads=args.threads,
+        seed=args.seed,
+        num_classes=args.num_classes,
+        targets=not args.no_targets,
+        progress=not args.no_progress,
+        time_budget_s=args.time_budget,
+    )
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``oblique bench``: print the table (and the target lines); write JSON/CSV if asked."""
+    config = bench_config_from_args(args)
+    if args.sweep:
+        recs = run_sweep(args.sweep, args.out, config=config)
+        for rec in recs:
+            print(format_table(rec))
+            print()
+        print(f"wrote {len(recs)} records and {Path(args.out) / 'bench.csv'}")
+        return 0
+    record = bench(config)
+    print(format_table(record))
+    if args.json:
+        write_json_atomic(args.json, record)
+    if args.csv:
+        write_csv([record], args.csv)
+    return 0

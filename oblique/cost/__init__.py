@@ -1,0 +1,105 @@
+"""What each method costs, measured side by side: ``oblique bench``.
+
+For every method, one full training step — forward, loss, penalty, backward, ``before_step``, optimizer
+step, ``after_step`` — on synthetic inputs of the model's shape. Every method has its own prepared copy of
+the model (same seed, same initialization, same batch). After ``warmup`` rounds, ``rounds`` rounds run,
+each stepping every method once in a fresh random order, so drift of the machine (other processes, clock
+changes, a warming cache) falls on all methods alike. CUDA segments are timed with events, then
+synchronized; CPU segments with ``time.perf_counter``.
+
+Per method (the record's ``methods`` table):
+
+- ``step_ms``: median over rounds of the whole step.
+- ``overhead_pct``: median over rounds of the *paired* difference ``step(method) − step(baseline)`` of the
+  same round, in % of the median baseline step (the pairing cancels drift between rounds; a median of
+  differences is far less noisy than a difference of medians).
+- ``overhead_pct_se``: the standard error of that median (``1.2533·σ/√rounds``, σ from the interquartile
+  range so that a few rounds slowed by other processes do not dominate): on a busy machine it can
+  exceed a small method's true overhead, which ``regularizer_pct`` then measures better.
+- ``regularizer_ms``: the regularizer's own time, isolated, the sum of ``regularizer_parts``
+  (``regularizer_pct``: the same in % of the median baseline step):
+
+  - ``in_step_ms``: penalty + its backward + ``before_step`` + ``after_step`` inside the step (soft
+    methods; Norm Loss's fused closed form is ``before_step``; projections are ``after_step``);
+  - ``reparam_ms`` (reparametrizations): the parametrization's forward and backward alone — every
+    targeted ``module.weight`` computed from its parameters and back-propagated with a unit gradient,
+    repeated ``micro_repeats`` times, interleaved across methods;
+  - ``optimizer_extra_ms`` (Riemannian methods): the method's optimizer step minus a ``torch.optim.SGD``
+    step (same momentum, Nesterov) on tensors of the same shapes, both medians of ``micro_repeats``
+    interleaved repeats.
+
+- ``peak_mem_mb``: on CUDA, the peak of ``torch.cuda.max_memory_allocated`` during one step less what the
+  other methods' models hold; on the CPU (where no allocator statistic sees torch), the bytes a step
+  holds at the start of backward: parameters + gradients + optimizer state + every tensor autograd saved
+  for backward (activations, and a reparametrization's computed weights), each storage counted once.
+  Temporaries of single operations are not counted.
+- ``analytic_flops``: ``method.analytic_flops(model)``, the regularizer's floating-point operations per
+  step counted from the shapes (0 for baseline).
+- ``cost_note``: where the cost goes: ``method.describe_cost()`` (the method class's ``cost_note``,
+  formatted with its hyperparameters, else a note of its kind).
+
+The two targets (issue 4), measured in the same process, interleaved, medians of ``micro_repeats``:
+
+- ``nl``: the fused Norm Loss (``before_step``) costs at most 4× one ``torch._foreach_norm`` over the same
+  targeted weights (the memory-traffic floor), *and* its ``overhead_pct`` is at most 1 % and the lowest of
+  all methods but ``baseline``. Defined on ResNet-110, batch 32, CPU.
+- ``oblique-rsgd``: its fused optimizer step (``impl=fused``, :class:`oblique.optim.ObliqueSGD`) is at
+  least 3× faster than geoopt's (``impl=geoopt``) on the same model's parameters.
+
+Record format (``schema`` ``"oblique.bench/1"``), one JSON object per bench of one model::
+
+    {"schema": "oblique.bench/1", "model": "resnet110", "depth": 110, "width": null,
+     "num_params": 1727962, "num_target_params": 1719216, "input_shape": [3, 32, 32],
+     "batch_size": 32, "device": "cpu", "threads": 2, "rounds": 25, "warmup": 2, "micro_repeats": 40,
+     "torch_version": "...", "seconds": 412.3,
+     "methods": {"baseline": {"kind": "none", "step_ms": ..., "step_ms_q25": ..., "step_ms_q75": ...,
+                              "overhead_pct": 0.0, "regularizer_ms": ..., "regularizer_parts": {...},
+                              "peak_mem_mb": ..., "analytic_flops": 0.0, "cost_note": "..."}, ...},
+     "errors": {"method": "why it could not be benched"},
+     "targets": {"nl": {"figure": "...", "ratio_to_foreach_norm": 2.1, "overhead_pct": 0.1,
+                        "lowest_overhead": true, "holds": true},
+                 "oblique-rsgd": {"figure": "...", "speedup": 3.4, "fused_ms": ..., "geoopt_ms": ...,
+                                  "holds": true}}}
+
+The CSV (``--csv``, and ``bench.csv`` of a sweep) has one row per model and method with the columns
+:data:`CSV_COLUMNS`. :func:`read_bench` reads either form, or a sweep folder, into one pandas DataFrame of
+those columns — the input of the cost figures.
+
+The package, one module per phase (each imports only those above it):
+
+- :mod:`~oblique.cost.timing`: the clock (CUDA events or ``perf_counter``) and the statistics of samples;
+- :mod:`~oblique.cost.entries`: one method with its own prepared model, optimizer and batch, and its
+  isolated parts;
+- :mod:`~oblique.cost.memory`: the peak memory of one step;
+- :mod:`~oblique.cost.targets`: the two targets, measured and evaluated;
+- :mod:`~oblique.cost.record`: the record's schema, the printed table, the CSV, the reader;
+- :mod:`~oblique.cost.bench`: :class:`BenchConfig` (every setting, validated) and :func:`bench`;
+- :mod:`~oblique.cost.sweep`: the width and depth sweeps into a folder.
+
+The command ``oblique bench`` (its flags, the printing) is :mod:`oblique.cli.bench`; this package never
+imports the command line.
+"""
+
+from oblique.cost.bench import MAX_ROUNDS, MIN_ROUNDS, BenchConfig, BenchError, bench, resolve_methods
+from oblique.cost.record import CSV_COLUMNS, SCHEMA, format_table, read_bench, write_csv
+from oblique.cost.sweep import SWEEPS, run_sweep
+from oblique.cost.targets import NL_OVERHEAD_TARGET_PCT, NL_RATIO_TARGET, RSGD_SPEEDUP_TARGET
+
+__all__ = [
+    "CSV_COLUMNS",
+    "MAX_ROUNDS",
+    "MIN_ROUNDS",
+    "NL_OVERHEAD_TARGET_PCT",
+    "NL_RATIO_TARGET",
+    "RSGD_SPEEDUP_TARGET",
+    "SCHEMA",
+    "SWEEPS",
+    "BenchConfig",
+    "BenchError",
+    "bench",
+    "format_table",
+    "read_bench",
+    "resolve_methods",
+    "run_sweep",
+    "write_csv",
+]

@@ -1,0 +1,180 @@
+"""The bench record: its schema, the printed table, the CSV, and reading either back.
+
+A record is one JSON object per bench of one model (``schema`` :data:`SCHEMA`; the format is in
+:mod:`oblique.cost`'s docstring), written with :func:`oblique.records.write_json_atomic`.
+:func:`format_table` is what ``oblique bench`` prints; :func:`write_csv` writes one row per model and
+method with the columns :data:`CSV_COLUMNS`; :func:`read_bench` reads a record, its CSV or a sweep folder
+into a pandas DataFrame of those columns — the input of the cost figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from oblique.records import RecordError, read_json, write_atomic
+
+__all__ = ["CSV_COLUMNS", "SCHEMA", "format_table", "model_dims", "read_bench", "write_csv"]
+
+SCHEMA = "oblique.bench/1"
+
+#: one row per model and method in the CSV and in :func:`read_bench`'s DataFrame
+CSV_COLUMNS = (
+    "model",
+    "depth",
+    "width",
+    "num_params",
+    "num_target_params",
+    "batch_size",
+    "device",
+    "threads",
+    "method",
+    "kind",
+    "step_ms",
+    "overhead_pct",
+    "regularizer_ms",
+    "peak_mem_mb",
+    "analytic_flops",
+)
+
+#: the record's keys that every CSV row of it repeats
+_MODEL_KEYS = (
+    "model",
+    "depth",
+    "width",
+    "num_params",
+    "num_target_params",
+    "batch_size",
+    "device",
+    "threads",
+)
+
+#: the table's columns, as printed
+_TABLE_COLUMNS = (
+    "method",
+    "kind",
+    "step ms",
+    "overhead %",
+    "± se",
+    "regularizer ms",
+    "reg. % of step",
+    "peak MB",
+    "analytic GFLOP",
+    "where the cost goes",
+)
+
+
+def model_dims(model_name: str) -> tuple[int | None, int | None]:
+    """(depth, width) of a CIFAR ResNet or a WRN from its name, for the record; ``None`` where it has none.
+
+    >>> model_dims("resnet110"), model_dims("wrn28-10"), model_dims("cnn")
+    ((110, None), (28, 10), (None, None))
+    """
+    if m := re.fullmatch(r"resnet(\d+)", model_name):
+        return int(m[1]), None
+    if m := re.fullmatch(r"wrn(\d+)-(\d+)(-drop)?", model_name):
+        return int(m[1]), int(m[2])
+    return None, None
+
+
+def _fmt(v: float | None, nd: int = 2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:.{nd}f}"
+
+
+def _table_row(name: str, r: dict) -> tuple[str, ...]:
+    return (
+        name,
+        r["kind"],
+        _fmt(r["step_ms"], 1),
+        _fmt(r["overhead_pct"], 2) if name != "baseline" else "0 (ref)",
+        _fmt(r.get("overhead_pct_se"), 2),
+        _fmt(r["regularizer_ms"], 3),
+        _fmt(r.get("regularizer_pct"), 3),
+        _fmt(r["peak_mem_mb"], 1),
+        f"{r['analytic_flops'] / 1e9:.4f}",
+        r["cost_note"],
+    )
+
+
+def format_table(record: dict) -> str:
+    """The bench table and the target lines, as printed by ``oblique bench``."""
+    head = (
+        f"oblique bench: {record['model']} ({record['num_params'] / 1e6:.2f} M parameters, "
+        f"{record['num_target_params'] / 1e6:.2f} M targeted), batch {record['batch_size']}, {record['device']}, "
+        f"{record['threads']} threads, {record['rounds']} rounds (+{record['warmup']} warm-up), "
+        f"torch {record['torch_version']}, {record['seconds']:.0f} s"
+    )
+    cols = _TABLE_COLUMNS
+    rows = [_table_row(name, r) for name, r in record["methods"].items()]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    for name, why in record.get("errors", {}).items():
+        lines.append(f"{name}: not benched ({why})")
+    for name, t in record.get("targets", {}).items():
+        lines.append(
+            f"target {name}: {t['figure']}; target {t['target']}: {'holds' if t['holds'] else 'does NOT hold'}"
+        )
+    return "\n".join(lines)
+
+
+def _rows(record: dict) -> list[dict]:
+    return [
+        {
+            **{k: record.get(k) for k in _MODEL_KEYS},
+            "method": name,
+            **{k: r[k] for k in CSV_COLUMNS if k in r},
+        }
+        for name, r in record["methods"].items()
+    ]
+
+
+def write_csv(records: Sequence[dict], path: str | os.PathLike) -> None:
+    """One row per model and method, columns :data:`CSV_COLUMNS` (written atomically, with
+    :func:`oblique.records.write_atomic`)."""
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    w.writeheader()
+    for rec in records:
+        for row in _rows(rec):
+            w.writerow({k: row.get(k) for k in CSV_COLUMNS})
+    write_atomic(path, text.getvalue())
+
+
+def read_bench(path: str | os.PathLike):
+    """Read bench results into a pandas DataFrame with the columns :data:`CSV_COLUMNS`.
+
+    Args:
+        path: a bench JSON file, a bench CSV file, or a sweep folder (every ``*.json`` record in it).
+
+    Raises:
+        oblique.records.RecordError: nothing there, or a file that is not a bench record (one line).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.json"))
+        if not files:
+            raise RecordError(f"no bench records (*.json) in {path}")
+    elif path.suffix == ".csv":
+        if not path.exists():
+            raise RecordError(f"{path}: no such file")
+        return pd.read_csv(path)
+    else:
+        files = [path]
+    recs = [read_json(f) for f in files]
+    for rec, where in zip(recs, files, strict=True):
+        if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
+            raise RecordError(f"{where}: expected a bench record (schema {SCHEMA}); got {str(rec)[:60]!r}")
+    rows = [row for rec in recs for row in _rows(rec)]
+    return pd.DataFrame([{k: r.get(k) for k in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS))

@@ -1,0 +1,73 @@
+"""The sweeps: how each method's overhead grows with the width (WRN-28-k) and the depth (ResNet-6n+2).
+
+:func:`run_sweep` benches every model of a sweep into a folder — ``<model>.json`` per model and
+``bench.csv`` with every model's rows — and resumes: a model whose record is already there (made with the
+same batch size and device) is read back, not benched again. It sits above :mod:`oblique.cost.bench`
+and :mod:`oblique.cost.record`, which it uses both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from oblique.cost.bench import BenchConfig, BenchError, bench
+from oblique.cost.record import write_csv
+from oblique.records import read_json, write_json_atomic
+
+__all__ = ["SWEEPS", "run_sweep"]
+
+#: the sweeps: how each method's overhead grows with the width (WRN-28-k) and the depth (ResNet-6n+2)
+SWEEPS: dict[str, list[str]] = {
+    "width": [f"wrn28-{k}" for k in range(1, 11)],
+    "depth": [f"resnet{d}" for d in (20, 32, 44, 56, 110)],
+}
+
+
+def run_sweep(
+    kind: str,
+    out: str | os.PathLike,
+    models: Sequence[str] | None = None,
+    config: BenchConfig | None = None,
+    **settings: Any,
+) -> list[dict]:
+    """Bench every model of sweep ``kind`` (``"width"``: WRN-28-1…10; ``"depth"``: ResNet-20…110).
+
+    Writes ``out/<model>.json`` per model (a model already there, benched with the same batch size and
+    device, is not benched again) and ``out/bench.csv`` with every model's rows, after each model.
+
+    Args:
+        kind: a key of :data:`SWEEPS`.
+        out: the sweep folder.
+        models: overrides the sweep's list of models.
+        config: the bench settings (its ``model`` is replaced by each model's); ``None``: a
+            :class:`~oblique.cost.bench.BenchConfig` from ``settings``.
+        **settings: :class:`~oblique.cost.bench.BenchConfig` fields (or replacing those of ``config``).
+
+    Raises:
+        BenchError: an unknown sweep, or a bad bench setting.
+    """
+    if kind not in SWEEPS:
+        raise BenchError(f"sweep must be one of {', '.join(SWEEPS)}; got {kind!r}", settings=("sweep",))
+    names = list(models or SWEEPS[kind])
+    first = {"model": names[0], **settings}
+    config = BenchConfig(**first) if config is None else replace(config, **first)
+    out = Path(out)
+    recs = []
+    for name in names:
+        path = out / f"{name}.json"
+        rec = read_json(path) if path.exists() else None
+        if rec is not None and (rec.get("batch_size"), rec.get("device")) != (
+            config.batch_size,
+            config.device,
+        ):
+            rec = None  # made with another batch size or device: not comparable, bench again
+        if rec is None:
+            rec = bench(replace(config, model=name))
+            write_json_atomic(path, rec)
+        recs.append(rec)
+        write_csv(recs, out / "bench.csv")
+    return recs
