@@ -72,7 +72,7 @@ def _default_strength(method: str) -> float | None:
 
 
 def _reference_batch_size(res: pd.DataFrame) -> int:
-    from oblique.train import RunConfig
+    from oblique.config import RunConfig
 
     sizes = res["batch_size"].value_counts()
     recipe = RunConfig(model=res["model"].iloc[0]).resolved().batch_size  # the model's standard batch size
@@ -419,9 +419,7 @@ def write_figures(
     paths += save(fig_strength(study, echo), out_dir, "fig3_strength")
     paths += save(fig_batch_size(study, echo), out_dir, "fig4_batch_size")
     paths += save(fig_cost(study, bench, echo), out_dir, "fig5_cost")
-    out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (("table.md", table_markdown(study)), ("table.tex", table_latex(study))):
-        (out_dir / name).write_text(text)
-        paths.append(out_dir / name)
+        paths.append(records.write_atomic(out_dir / name, text))
     _note_diverged(study, echo)
     return paths

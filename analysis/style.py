@@ -12,6 +12,8 @@ from pathlib import Path
 import matplotlib as mpl
 from matplotlib.figure import Figure
 
+from oblique import records
+
 __all__ = ["FLOOR", "PRINT_RC", "color", "method_colors", "new_figure", "print_style", "save"]
 
 #: Drift values below this are drawn at it on log axes (hard constraints hold the norms to ~1e-7).
@@ -64,9 +66,7 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 7.0, height: float
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
-    """Write ``stem.png`` (200 dpi) and ``stem.pdf`` into ``out_dir``; return both paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=200)
-    fig.savefig(paths[1])
-    return paths
+    """Write ``stem.png`` (200 dpi) and ``stem.pdf`` into ``out_dir``, each atomically; return both paths."""
+    png = records.write_atomic(out_dir / f"{stem}.png", lambda f: fig.savefig(f, format="png", dpi=200))
+    pdf = records.write_atomic(out_dir / f"{stem}.pdf", lambda f: fig.savefig(f, format="pdf"))
+    return [png, pdf]

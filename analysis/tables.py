@@ -8,10 +8,11 @@ ours where the dataset and model match a published setting.
 
 from __future__ import annotations
 
-import math
 import os
+from functools import partial
 
 from oblique.study import PUBLISHED, Study, load_study, published_cell, summary_frame, summary_markdown
+from oblique.text import number
 
 __all__ = ["table_latex", "table_markdown"]
 
@@ -21,8 +22,7 @@ def table_markdown(study: Study | str | os.PathLike) -> str:
     return summary_markdown(study)
 
 
-def _n(x, spec: str) -> str:
-    return "--" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+_n = partial(number, missing="--")  # LaTeX: a missing number is an en dash
 
 
 def _tex(text: str) -> str:

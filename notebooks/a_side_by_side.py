@@ -24,7 +24,6 @@ WORKERS = 0 if SIZE == "small" else 2  # 0: train in this kernel; N: N worker pr
 assert SIZE in ("small", "full"), f"SIZE must be 'small' or 'full'; got {SIZE!r}"
 
 # %%
-# ruff: noqa: E402 - a notebook imports in the cell that first needs a name
 import io
 
 from IPython.display import Image, Markdown, display

@@ -18,7 +18,6 @@ import json
 import os
 import pickle
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from oblique import records
+from oblique.errors import ObliqueError
 
 __all__ = [
     "DATASETS",
@@ -47,11 +49,11 @@ __all__ = [
 ]
 
 
-class DataError(RuntimeError):
+class DataError(ObliqueError, RuntimeError):
     """A data set cannot be read (missing folder, wrong format); the message says what to do."""
 
 
-class UnknownDatasetError(ValueError):
+class UnknownDatasetError(ObliqueError, ValueError):
     """An unknown data set name; the message lists the valid ones."""
 
 
@@ -95,18 +97,6 @@ def cache_dir() -> Path:
     """The cache folder: ``$OBLIQUE_CACHE`` if set, else ``~/.cache/oblique``."""
     env = os.environ.get("OBLIQUE_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "oblique"
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- MNIST-1D
@@ -157,7 +147,7 @@ def load_mnist1d(**overrides) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         "x_test": ds["x_test"].astype(np.float32),
         "y_test": ds["y_test"].astype(np.int64),
     }
-    _atomic_savez(path, **arrays)
+    records.write_atomic(path, lambda f: np.savez(f, **arrays))
     return arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"]
 
 

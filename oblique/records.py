@@ -37,8 +37,11 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from oblique.errors import ObliqueError
 
 __all__ = [
     "FINISHED",
@@ -52,6 +55,8 @@ __all__ = [
     "read_json",
     "read_metrics",
     "read_summary",
+    "RunWriter",
+    "write_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -64,7 +69,7 @@ FINISHED = ("ok", "diverged")
 CONFIG, METRICS, SUMMARY, MODEL = "config.json", "metrics.jsonl", "summary.json", "model.pt"
 
 
-class RecordError(ValueError):
+class RecordError(ObliqueError, ValueError):
     """A record cannot be read; the message names the file and what is wrong with it."""
 
 
@@ -93,26 +98,49 @@ def _restore(obj: Any) -> Any:
     return obj
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: readers see the old file or the new one, never half."""
+def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[BinaryIO], Any]) -> Path:
+    """Write a file atomically: readers see the old file or the new one, never half of it.
+
+    The one writer of every file the project writes (records, tables, bench CSV, ``model.pt``, the
+    MNIST-1D cache, figures). ``content`` is the bytes, the text (UTF-8), or a function that writes into
+    the open binary file (``lambda f: torch.save(state, f)``). The data goes to a temporary file in the
+    same folder, is flushed to disk (``fsync``) and then renamed over ``path``; on any failure the
+    temporary file is removed and ``path`` is left as it was. An ``OSError`` names ``path``, not the
+    temporary file. The file is readable by everyone (mode 0644), as records are meant to be shared.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes it private; records are for everyone to read
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode() if isinstance(content, str) else content)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`write_atomic`)."""
+    write_atomic(path, text)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as strict JSON to ``path`` atomically (non-finite floats as strings)."""
-    write_text_atomic(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
+    write_atomic(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -142,6 +170,76 @@ class MetricsWriter:
         self._f.close()
 
     def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RunWriter:
+    """Writes one run directory in the schema above: the only code that builds its records.
+
+    >>> import tempfile
+    >>> with RunWriter(tempfile.mkdtemp()) as w:
+    ...     w.meta(steps_per_epoch=2, total_steps=4, targets="conv", layers=["conv1"])
+    ...     w.step(1, 0.5, loss=2.3, lr=0.1, reg=None)
+    >>> [r["type"] for r in read_metrics(w.root)]
+    ['meta', 'step']
+
+    Args:
+        root: the run directory (created if missing).
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._metrics: MetricsWriter | None = None
+
+    # ---------------------------------------------------------------- files written once
+    def config(self, config: dict) -> None:
+        """``config.json``: every setting, resolved."""
+        write_json_atomic(self.root / CONFIG, config)
+
+    def summary(self, summary: dict) -> None:
+        """``summary.json``: written last (its ``status`` says whether the run is over)."""
+        write_json_atomic(self.root / SUMMARY, summary)
+
+    def model(self, state_dict: dict) -> None:
+        """``model.pt``: the model's ``state_dict`` (tensors only; load with ``weights_only=True``)."""
+        import torch
+
+        write_atomic(self.root / MODEL, lambda f: torch.save(state_dict, f))
+
+    # ---------------------------------------------------------------- metrics.jsonl, one line each
+    def _line(self, record: dict) -> None:
+        if self._metrics is None:
+            self._metrics = MetricsWriter(self.root / METRICS)
+        self._metrics.write(record)
+
+    def meta(self, *, steps_per_epoch: int, total_steps: int, targets: str, layers: list[str]) -> None:
+        self._line({"type": "meta", "schema_version": SCHEMA_VERSION, "steps_per_epoch": steps_per_epoch,
+                    "total_steps": total_steps, "targets": targets, "layers": list(layers)})  # fmt: skip
+
+    def step(self, step: int, epoch: float, *, loss: float, lr: float, reg: float | None) -> None:
+        self._line({"type": "step", "step": step, "epoch": epoch, "loss": loss, "lr": lr, "reg": reg})
+
+    def drift(self, step: int, epoch: float, drift: dict) -> None:
+        """``drift`` as :func:`oblique.geometry.model_drift` returns it (``mean`` and ``layers``)."""
+        self._line({"type": "drift", "step": step, "epoch": epoch, **drift})
+
+    def eval(self, step: int, epoch: float, result: dict) -> None:
+        """``result``: ``test_error``, ``test_error_top5`` (%), ``test_loss``."""
+        self._line({"type": "eval", "step": step, "epoch": epoch, **result})
+
+    def diverged(self, step: int, loss: float) -> None:
+        self._line({"type": "diverged", "step": step, "loss": str(loss)})
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+
+    def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -22,168 +22,37 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from oblique import records
-from oblique.data import get_dataset
+from oblique.config import SCHEDULES, ConfigError, RunConfig, resolve_device
+from oblique.data import Data, TensorData, get_dataset
 from oblique.geometry import model_drift
-from oblique.methods import OptimizerConfig, get_method
+from oblique.methods import Method, OptimizerConfig
 from oblique.methods.base import training_step
 from oblique.models import get_model
 
-__all__ = ["SCHEDULES", "ConfigError", "RunConfig", "train"]
-
-SCHEDULES = ("constant", "multistep", "cosine")
-OPTIMIZERS = ("sgd", "adam")
-
-
-class ConfigError(ValueError):
-    """An invalid run setting; the message says what is wrong and what is valid."""
-
-
-@dataclass
-class RunConfig:
-    """Every setting of one run. Defaults are the embedded default (README, "The default setting").
-
-    The training-recipe fields default to None, meaning "the model's standard recipe"
-    (:mod:`oblique.recipes`); :meth:`resolved` fills them in, and ``config.json`` records the result.
-    """
-
-    method: str = "nl"  # registry name (oblique.list_methods())
-    strength: float | None = None  # λ; None = the method's default
-    targets: str = "conv"  # "conv" or "conv+linear": which weights the method acts on
-    hp: dict[str, Any] = field(default_factory=dict)  # the method's own hyperparameters
-    model: str = "resnet1d"  # oblique.models.list_models()
-    dataset: str = "mnist1d"  # oblique.data.list_datasets()
-    data_root: str | None = None  # folder of on-disk data sets (CIFAR, ImageNet)
-    # Training recipe: None takes the model's standard recipe (oblique.recipes), then oblique.recipes.BASE.
-    optimizer: str | None = None  # "sgd" or "adam"
-    lr: float | None = None  # peak learning rate
-    momentum: float | None = None  # SGD momentum
-    nesterov: bool | None = None  # Nesterov momentum for SGD
-    weight_decay: float | None = None  # the optimizer's own L2 on *untargeted* parameters (biases, BN)
-    schedule: str | None = None  # "constant", "multistep" or "cosine" (stepped per batch)
-    milestones: list[float] | None = None  # multistep: epochs (values < 1: fractions of all epochs)
-    gamma: float | None = None  # multistep factor
-    warmup_epochs: float | None = None  # linear warm-up from 0 over this many epochs
-    epochs: int | None = None  # passes over the training set
-    batch_size: int | None = None
-    seed: int = 0
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
-    threads: int | None = None  # torch CPU threads; None = torch's default
-    drift_every: int = 20  # record drift every N steps (and before the first and after the last)
-    eval_every: int = 1  # test error every N epochs (and after the last)
-    out: str | None = None  # run directory; None = runs/{method}-{model}-{dataset}-seed{seed}
-    overwrite: bool = False  # replace a finished run in `out`
-    progress: bool = True  # tqdm progress bar
-    save_model: bool = True  # write model.pt (state_dict) at the end
-
-    def resolved(self) -> RunConfig:
-        """A copy with every recipe setting left at None filled from the model's recipe."""
-        from oblique.recipes import recipe_for
-
-        recipe = recipe_for(self.model)
-        filled = {k: v for k, v in recipe.items() if getattr(self, k) is None}
-        return replace(self, **filled)
-
-    def resolved_out(self) -> Path:
-        """The run directory this config writes to."""
-        if self.out:
-            return Path(self.out)
-        return Path("runs") / f"{self.method}-{self.model}-{self.dataset}-seed{self.seed}"
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` on any invalid setting (before anything is written).
-
-        Call on a :meth:`resolved` config."""
-        from oblique.data import DATASETS, SPATIAL_DIMS
-        from oblique.models import MODELS, UnknownModelError, input_shape
-
-        def bad(what: str, got: Any, valid: str) -> ConfigError:
-            return ConfigError(f"{what} must be {valid}; got {got!r}")
-
-        def number(x: Any) -> bool:
-            return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-        try:
-            shape = input_shape(self.model)
-        except UnknownModelError:
-            raise bad("--model", self.model, "one of " + ", ".join(MODELS) + " (or any wrnD-K)") from None
-        if self.dataset not in DATASETS:
-            raise bad("--dataset", self.dataset, "one of " + ", ".join(DATASETS))
-        dims = SPATIAL_DIMS.get(self.dataset)
-        if dims is not None and len(shape) - 1 != dims:
-            kind = {1: "1-D sequences", 2: "images"}
-            raise ConfigError(
-                f"--model {self.model} takes {kind.get(len(shape) - 1, 'other inputs')} but --dataset "
-                f"{self.dataset} has {kind.get(dims, 'other inputs')}; pick a matching model and dataset"
-            )
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("--optimizer", self.optimizer, "one of " + ", ".join(OPTIMIZERS))
-        if self.schedule not in SCHEDULES:
-            raise bad("--schedule", self.schedule, "one of " + ", ".join(SCHEDULES))
-        for name in ("epochs", "batch_size", "drift_every", "eval_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise bad("--" + name.replace("_", "-"), v, "an integer >= 1")
-        if not (number(self.lr) and self.lr > 0):
-            raise bad("--lr", self.lr, "a number > 0")
-        for name in ("momentum", "weight_decay", "warmup_epochs"):
-            v = getattr(self, name)
-            if not (number(v) and v >= 0):
-                raise bad("--" + name.replace("_", "-"), v, "a number >= 0")
-        if not (number(self.gamma) and self.gamma > 0):
-            raise bad("--gamma", self.gamma, "a number > 0")
-        if not isinstance(self.nesterov, bool):
-            raise bad("--nesterov", self.nesterov, "true or false")
-        if not (
-            isinstance(self.milestones, list | tuple) and all(number(m) and m >= 0 for m in self.milestones)
-        ):
-            raise bad("--milestones", self.milestones, "a list of epochs >= 0")
-        if self.threads is not None and (
-            not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1
-        ):
-            raise bad("--threads", self.threads, "an integer >= 1")
-        try:
-            self.build_method()
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        self.torch_device()
-
-    def build_method(self):
-        return get_method(self.method, strength=self.strength, targets=self.targets, **self.hp)
-
-    def torch_device(self) -> torch.device:
-        return resolve_device(self.device)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``"auto"`` (cuda if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device that exists here.
-
-    Raises:
-        ConfigError: another value, or CUDA asked for where torch sees none.
-    """
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N; got {spec!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
-    return dev
+__all__ = [
+    "SCHEDULES",
+    "Built",
+    "ConfigError",
+    "FitState",
+    "RunConfig",
+    "build",
+    "evaluate",
+    "fit",
+    "resolve_device",
+    "summarize",
+    "train",
+]
 
 
 def _lr_factor(cfg: RunConfig, steps_per_epoch: int, total: int):
@@ -228,8 +97,6 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device) -> dict[str, 
 
 def _loader(dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None, drop_last: bool):
     sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    from oblique.data import TensorData
-
     if isinstance(dataset, TensorData):  # whole batches in one indexing op
         return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=0)
@@ -239,7 +106,7 @@ def prepare_out(cfg: RunConfig) -> Path:
     """Check and create the run directory. Refuses a finished run unless ``cfg.overwrite``."""
     out = cfg.resolved_out()
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder; choose another --out")
+        raise ConfigError(f"out {out} exists and is not a folder; choose another --out", settings=("out",))
     if records.is_finished(out) and not cfg.overwrite:
         raise ConfigError(
             f"{out} already holds a finished run; pass --overwrite to replace it, or choose another --out"
@@ -251,66 +118,228 @@ def prepare_out(cfg: RunConfig) -> Path:
     return out
 
 
+# --------------------------------------------------------------------------- one run, in named steps
 def train(cfg: RunConfig) -> dict:
     """Run one training run as ``cfg`` says; write its run directory; return the summary dict.
+
+    The steps: check the config, :func:`build` everything (before the run folder is touched), write
+    ``config.json``, :func:`fit`, :func:`summarize`.
 
     Raises:
         ConfigError: an invalid setting or a finished run in ``cfg.out`` (nothing is written then).
         oblique.data.DataError: the data cannot be read.
         KeyboardInterrupt: after writing ``summary.json`` with status ``"interrupted"``.
     """
+    cfg = _checked(cfg)
+    run = build(cfg)
+    out = prepare_out(cfg)
+    with records.RunWriter(out) as writer:
+        writer.config(_config_record(cfg, run, out))
+        state = FitState()
+        try:
+            fit(run.model, run.method, run.optimizer, run.train_loader, epochs=cfg.epochs,
+                test_loader=run.test_loader, scheduler=run.scheduler, device=run.device,
+                drift_every=cfg.drift_every, eval_every=cfg.eval_every, writer=writer,
+                progress=cfg.progress, state=state)  # fmt: skip
+            summary = summarize(cfg, run.model, run.method, state)
+            if cfg.save_model:
+                writer.model(run.model.state_dict())
+        except KeyboardInterrupt:
+            # also when Ctrl-C lands after the run finished but before its records were all written
+            writer.summary(summarize(cfg, run.model, run.method, state, interrupted=True))
+            raise
+        writer.summary(summary)
+        return summary
+
+
+def _checked(cfg: RunConfig) -> RunConfig:
+    """``cfg`` resolved and validated; a finished run in its folder refused before anything is loaded."""
     cfg = cfg.resolved()
     cfg.validate()
     if records.is_finished(cfg.resolved_out()) and not cfg.overwrite:
-        prepare_out(cfg)  # raises: refuse before loading anything
+        prepare_out(cfg)  # raises
+    return cfg
+
+
+@dataclass
+class Built:
+    """Everything one run trains with, built from its config (:func:`build`)."""
+
+    data: Data
+    model: nn.Module
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_loader: DataLoader
+    test_loader: DataLoader
+    device: torch.device
+
+
+def build(cfg: RunConfig) -> Built:
+    """Data, model (prepared by the method), optimizer, loaders and lr schedule of a resolved config.
+
+    Seeds torch with ``cfg.seed`` first and sets the thread count, so the initialization and the data
+    order are those of the seed. Nothing is written.
+    """
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = cfg.torch_device()
     torch.manual_seed(cfg.seed)
-
-    # Data, model and method are built before the run folder is touched: a missing data folder or a model
-    # that cannot be built leaves a finished run there intact, even with --overwrite.
     data = get_dataset(cfg.dataset, root=cfg.data_root)
     method = cfg.build_method()
     try:
         model = get_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels).to(device)
     except ValueError as e:
-        raise ConfigError(f"--model {cfg.model}: {e}") from None
+        raise ConfigError(f"model {cfg.model}: {e}", settings=("model",)) from None
     model = method.prepare(model)
-    out = prepare_out(cfg)
-    opt_cfg = OptimizerConfig(
-        name=cfg.optimizer,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-    )
+    opt_cfg = OptimizerConfig(name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                              weight_decay=cfg.weight_decay)  # fmt: skip
     optimizer = method.make_optimizer(model, opt_cfg)
-
     g = torch.Generator().manual_seed(cfg.seed)
     train_loader = _loader(
         data.train, cfg.batch_size, True, g, drop_last=len(data.train) >= 2 * cfg.batch_size
     )
     test_loader = _loader(data.test, max(cfg.batch_size, 500), False, None, drop_last=False)
     steps_per_epoch = len(train_loader)
-    total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg, steps_per_epoch, total))
+    factor = _lr_factor(cfg, steps_per_epoch, steps_per_epoch * cfg.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return Built(data, model, method, optimizer, scheduler, train_loader, test_loader, device)
 
+
+def _config_record(cfg: RunConfig, run: Built, out: Path) -> dict:
+    """``config.json``: every setting, resolved, and what this machine made of it."""
     config = asdict(cfg)
     config.update(
         out=str(out),
-        method_config=method.config(),
-        strength=method.strength,
-        num_params=sum(p.numel() for p in model.parameters()),
+        method_config=run.method.config(),
+        strength=run.method.strength,
+        num_params=sum(p.numel() for p in run.model.parameters()),
         torch_version=torch.__version__,
         threads_used=torch.get_num_threads(),
-        device_used=str(device),
+        device_used=str(run.device),
     )
-    records.write_json_atomic(out / records.CONFIG, config)
+    return config
 
-    def drift_now() -> dict:
-        return model_drift(model, weights=method.effective_weights(model))
 
+@dataclass
+class FitState:
+    """Where :func:`fit` stands; updated in place as it trains, so a caller interrupted mid-fit still has
+    it. ``diverged_step`` is the step whose loss was not finite (None while the loss is finite)."""
+
+    step: int = 0
+    epochs_done: int = 0
+    train_time_s: float = 0.0
+    regularizer_time_s: float = 0.0
+    last_eval: dict[str, float] = field(default_factory=dict)
+    diverged_step: int | None = None
+
+
+def fit(
+    model: nn.Module,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    train_loader: Iterable,
+    *,
+    epochs: int,
+    test_loader: Iterable | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    device: torch.device | str | None = None,
+    drift_every: int = 20,
+    eval_every: int = 1,
+    writer: records.RunWriter | None = None,
+    progress: bool = False,
+    state: FitState | None = None,
+) -> FitState:
+    """The training loop of the method interface, on any model, optimizer and data.
+
+    ``model`` must already be prepared by ``method`` (``method.prepare(model)``) and ``optimizer`` built
+    for it (``method.make_optimizer``). Every step is :func:`oblique.methods.base.training_step` on the
+    cross-entropy of a batch; the scheduler (if any) steps once per batch. With a ``writer``, the records
+    of ``metrics.jsonl`` are written as the run goes (schema in :mod:`oblique.records`); without one,
+    nothing is written. Stops at the first non-finite loss (``state.diverged_step``).
+
+    Args:
+        train_loader, test_loader: iterables of ``(x, y)`` batches; no test loader: no evaluation.
+        device: where batches are moved; default: the model's parameters' device.
+        drift_every: record drift every N steps (and before the first and after the last).
+        eval_every: test error every N epochs (and after the last).
+        state: a :class:`FitState` to update in place (default: a new one).
+
+    Returns:
+        The :class:`FitState` after the last step.
+    """
+    state = state or FitState()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    steps_per_epoch = len(train_loader)
+    total = steps_per_epoch * epochs
+    t0 = time.perf_counter()
+    bar = _progress_bar(progress, total, method.name)
+    try:
+        d0 = model_drift(model, weights=method.effective_weights(model))
+        if writer is not None:
+            writer.meta(steps_per_epoch=steps_per_epoch, total_steps=total, targets=method.targets,
+                        layers=list(d0["layers"]))  # fmt: skip
+            writer.drift(0, 0.0, d0)
+        model.train()
+        for epoch in range(epochs):
+            for x, y in train_loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                state.step += 1
+                loss = F.cross_entropy(model(x), y)
+                if not torch.isfinite(loss):
+                    state.diverged_step = state.step
+                    if writer is not None:
+                        writer.diverged(state.step, loss.item())
+                    break
+                _one_step(model, method, optimizer, scheduler, loss, state, writer, steps_per_epoch)
+                if writer is not None and (state.step % drift_every == 0 or state.step == total):
+                    drift = model_drift(model, weights=method.effective_weights(model))
+                    writer.drift(state.step, state.step / steps_per_epoch, drift)
+                if bar is not None:
+                    bar.update(1)
+                    err = state.last_eval.get("test_error", float("nan"))
+                    bar.set_postfix(loss=f"{loss.item():.3f}", err=f"{err:.1f}%")
+            if state.diverged_step is not None:
+                break
+            state.epochs_done = epoch + 1
+            if test_loader is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
+                state.last_eval = evaluate(model, test_loader, device)
+                if writer is not None:
+                    writer.eval(state.step, float(epoch + 1), state.last_eval)
+        return state
+    finally:
+        state.train_time_s += time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+
+
+def _one_step(model, method, optimizer, scheduler, loss, state: FitState, writer, steps_per_epoch) -> None:
+    """One training step after the forward pass: the interface's step, the schedule, the step record."""
+    lr = optimizer.param_groups[0]["lr"]  # the lr this step uses
+    marks = training_step(method, model, optimizer, loss, state.step)
+    state.regularizer_time_s += (marks.regularizer_done - marks.backward_done) + (
+        marks.after_step_done - marks.step_done
+    )
+    if scheduler is not None:
+        scheduler.step()
+    if writer is not None:
+        reg = getattr(method, "last_value", None)
+        if reg is None and marks.penalty is not None:
+            reg = marks.penalty.item() / method.strength if method.strength else None
+        writer.step(state.step, state.step / steps_per_epoch, loss=loss.item(), lr=lr, reg=reg)
+
+
+def _progress_bar(progress: bool, total: int, desc: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+
+
+def summarize(cfg: RunConfig, model: nn.Module, method: Method, state: FitState, *, interrupted: bool = False
+              ) -> dict:  # fmt: skip
+    """``summary.json`` of a run: its identity, status, test error, times and final drift."""
     summary: dict[str, Any] = {
         "status": "interrupted",
         "method": method.name,
@@ -323,110 +352,22 @@ def train(cfg: RunConfig) -> dict:
         "batch_size": cfg.batch_size,
         "epochs": cfg.epochs,
     }
-    reg_time = 0.0
-    step = 0
-    t0 = time.perf_counter()
-    bar = None
-    writer = records.MetricsWriter(out / records.METRICS)
-    try:
-        d0 = drift_now()
-        writer.write(
-            {
-                "type": "meta",
-                "schema_version": records.SCHEMA_VERSION,
-                "steps_per_epoch": steps_per_epoch,
-                "total_steps": total,
-                "targets": method.targets,
-                "layers": list(d0["layers"]),
-            }
-        )
-        writer.write({"type": "drift", "step": 0, "epoch": 0.0, **d0})
-        if cfg.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, desc=f"{method.name}", unit="step", dynamic_ncols=True, leave=False)
-        last_eval: dict[str, float] = {}
-        diverged = False
-        model.train()
-        for epoch in range(cfg.epochs):
-            for x, y in train_loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                step += 1
-                loss = F.cross_entropy(model(x), y)
-                if not torch.isfinite(loss):
-                    writer.write({"type": "diverged", "step": step, "loss": str(loss.item())})
-                    diverged = True
-                    break
-                lr = optimizer.param_groups[0]["lr"]  # the lr this step uses
-                marks = training_step(method, model, optimizer, loss, step)
-                pen = marks.penalty
-                reg_time += (marks.regularizer_done - marks.backward_done) + (
-                    marks.after_step_done - marks.step_done
-                )
-                sched.step()
-                reg = getattr(method, "last_value", None)
-                if reg is None and pen is not None:
-                    reg = pen.item() / method.strength if method.strength else None
-                writer.write(
-                    {
-                        "type": "step",
-                        "step": step,
-                        "epoch": step / steps_per_epoch,
-                        "loss": loss.item(),
-                        "lr": lr,
-                        "reg": reg,
-                    }
-                )
-                if step % cfg.drift_every == 0 or step == total:
-                    writer.write(
-                        {"type": "drift", "step": step, "epoch": step / steps_per_epoch, **drift_now()}
-                    )
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(
-                        loss=f"{loss.item():.3f}", err=f"{last_eval.get('test_error', float('nan')):.1f}%"
-                    )
-            if diverged:
-                break
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                last_eval = evaluate(model, test_loader, device)
-                writer.write({"type": "eval", "step": step, "epoch": float(epoch + 1), **last_eval})
-        train_time = time.perf_counter() - t0
-        final_drift = drift_now()
-        if diverged:
-            summary.update(
-                status="diverged", diverged_step=step, test_error=float("nan"), test_error_top5=float("nan")
-            )
-        else:
-            summary.update(
-                status="ok", **{k: last_eval[k] for k in ("test_error", "test_error_top5", "test_loss")}
-            )
+    times = dict(
+        steps=state.step, train_time_s=state.train_time_s, regularizer_time_s=state.regularizer_time_s
+    )
+    if interrupted:
+        return {**summary, **times}
+    if state.diverged_step is not None:
+        nan = float("nan")
         summary.update(
-            steps=step,
-            train_time_s=train_time,
-            regularizer_time_s=reg_time,
-            drift=final_drift,
+            status="diverged", diverged_step=state.diverged_step, test_error=nan, test_error_top5=nan
         )
-        if cfg.save_model:
-            tmp = out / (records.MODEL + ".tmp")
-            torch.save(model.state_dict(), tmp)
-            os.replace(tmp, out / records.MODEL)
-        records.write_json_atomic(out / records.SUMMARY, summary)
-        return summary
-    except KeyboardInterrupt:
-        # also when Ctrl-C lands after the run finished but before its records were all written
+    else:
         summary.update(
-            status="interrupted",
-            steps=step,
-            train_time_s=time.perf_counter() - t0,
-            regularizer_time_s=reg_time,
+            status="ok", **{k: state.last_eval[k] for k in ("test_error", "test_error_top5", "test_loss")}
         )
-        records.write_json_atomic(out / records.SUMMARY, summary)
-        raise
-    finally:
-        writer.close()
-        if bar is not None:
-            bar.close()
+    summary.update(times, drift=model_drift(model, weights=method.effective_weights(model)))
+    return summary
 
 
 def remove_run(path: str | os.PathLike) -> None:

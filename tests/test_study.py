@@ -19,7 +19,7 @@ from oblique.study import (
     SUMMARY_FILE,
     StudyError,
     StudySpec,
-    _Lock,
+    Lock,
     default_threads,
     expand,
     load_study,
@@ -128,7 +128,7 @@ def test_published_figures_stand_beside_matching_settings(tmp_path):
 
 # --------------------------------------------------------------------------- the lock
 def test_a_second_process_is_refused_by_the_lock(tmp_path):
-    with _Lock(tmp_path):
+    with Lock(tmp_path):
         p = subprocess.run(
             [
                 *OBLIQUE,
@@ -152,7 +152,7 @@ def test_a_second_process_is_refused_by_the_lock(tmp_path):
         len(lines) == 1 and "in use by another oblique study" in lines[0] and f"pid {os.getpid()}" in lines[0]
     )
     assert not (tmp_path / "runs").exists()
-    with _Lock(tmp_path):  # released on exit: taking it again works
+    with Lock(tmp_path):  # released on exit: taking it again works
         pass
 
 
@@ -253,7 +253,7 @@ def test_study_file_and_flags(tmp_path, capsys):
         '[study]\nmethods = ["nl"]\nseeds = [4]\nworkers = 0\n[run]\nepochs = 1\n[grid]\nlr = [0.05, 0.1]\n'
     )
     from oblique.cli import build_parser
-    from oblique.study import spec_from_args
+    from oblique.cli.study import spec_from_args
 
     spec, opts = spec_from_args(build_parser().parse_args(["study", "--config", str(cfg), "--epochs", "2"]))
     assert spec.methods == ["nl"] and spec.seeds == [4] and spec.grid == {"lr": [0.05, 0.1]}
@@ -268,9 +268,9 @@ def test_study_file_and_flags(tmp_path, capsys):
 def test_the_documented_study_file_is_valid(tmp_path):
     import textwrap
 
-    import oblique.study as st
+    import oblique.study.spec as st
     from oblique.cli import build_parser
-    from oblique.study import spec_from_args
+    from oblique.cli.study import spec_from_args
     from oblique.train import RunConfig
 
     doc = st.__doc__

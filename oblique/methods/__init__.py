@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from oblique.errors import ObliqueError
 from oblique.methods.base import KINDS, Hyper, Method, OptimizerConfig, build_torch_optimizer
 from oblique.methods.baseline import Baseline
 from oblique.methods.norm_loss import NormLoss, add_norm_loss_grad_, norm_loss
@@ -52,7 +53,7 @@ REGISTRY: dict[str, type[Method]] = {
 }
 
 
-class UnknownMethodError(ValueError):
+class UnknownMethodError(ObliqueError, ValueError):
     """An unknown method name; the message lists the valid ones."""
 
 

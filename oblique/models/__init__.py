@@ -13,6 +13,7 @@ from functools import partial
 
 from torch import nn
 
+from oblique.errors import ObliqueError
 from oblique.models.cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from oblique.models.mnist1d import MNIST1DCNN, ResNet1D
 from oblique.models.wrn import wide_resnet
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(ObliqueError, ValueError):
     """An unknown model name; the message lists the valid ones."""
 
 

@@ -1,0 +1,88 @@
+"""The ``oblique`` command: ``run``, ``methods``, ``study``, ``plot``, ``bench``.
+
+The command line is a face on the library: it imports the library and is never imported by it. Each
+command lives in a module of its own (:mod:`oblique.cli.run`, :mod:`oblique.cli.study`,
+:mod:`oblique.cli.bench`); this module builds the parser and runs the command.
+
+User errors (every :class:`oblique.errors.ObliqueError`: an unknown name, a bad value, an unreadable
+config, a finished run in the way, a missing data folder) print one line ``oblique: error: …`` on stderr,
+with the library's setting names rendered as flags (``lr`` → ``--lr``), and exit with status 2, without a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from oblique.cli.bench import cmd_bench, setup_bench
+from oblique.cli.parsing import Parser, flag
+from oblique.cli.run import (
+    RUN_FLAGS,
+    add_run_arguments,
+    cmd_methods,
+    cmd_run,
+    run_config_from_args,
+    setup_methods,
+    setup_run,
+)
+from oblique.cli.study import cmd_plot, cmd_study, setup_plot, setup_study
+from oblique.config import read_toml, run_config_from
+from oblique.errors import ObliqueError, UsageError
+
+__all__ = [
+    "COMMANDS",
+    "RUN_FLAGS",
+    "UsageError",
+    "add_run_arguments",
+    "build_parser",
+    "main",
+    "read_toml",
+    "run_config_from",
+    "run_config_from_args",
+]
+
+#: name -> (setup(parser), handler(args) -> exit code, one-line help).
+COMMANDS: dict[
+    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
+] = {
+    "run": (setup_run, cmd_run, "train one network with one method; write a run folder"),
+    "methods": (setup_methods, cmd_methods, "list every method with its kind and hyperparameters"),
+    "study": (setup_study, cmd_study, "run a grid of runs (methods x strengths x seeds x ...) side by side"),
+    "plot": (setup_plot, cmd_plot, "write the figures and tables of a study folder"),
+    "bench": (setup_bench, cmd_bench, "time one training step of every method side by side (interleaved)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="oblique", description="Norm Loss and every other way onto the oblique manifold.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, (setup, _, help_) in COMMANDS.items():
+        setup(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``oblique`` command; returns the exit status."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 2
+        return COMMANDS[args.command][1](args)
+    except ObliqueError as e:
+        print(f"oblique: error: {e.render(flag)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder that cannot be written, a full disk: say which file and why
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"oblique: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("oblique: interrupted; finished results are on disk", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

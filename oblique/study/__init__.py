@@ -1,0 +1,90 @@
+"""Studies: grids of runs side by side (``oblique study``), one file per phase.
+
+- :mod:`oblique.study.spec`: plan — the grid (:class:`StudySpec`), its runs (:func:`expand`), the study
+  file's format (:func:`spec_from_tables`).
+- :mod:`oblique.study.folder`: the study folder — ``study.json`` (:func:`plan_study`, :func:`load_study`)
+  and the lock.
+- :mod:`oblique.study.execute`: the executors (in this process, local worker processes) behind one small
+  interface, and :func:`run_study`.
+- :mod:`oblique.study.tables`: ``results.csv`` and ``summary.md`` from the runs on disk.
+- :mod:`oblique.study.published`: the Norm Loss poster's figures.
+
+In a notebook::
+
+    from oblique.study import StudySpec, expand, run_study, summary_markdown
+    result = run_study("studies/s", expand(StudySpec(methods=["nl", "wd"], seeds=[0, 1])), workers=0)
+    print(summary_markdown(result.study))
+"""
+
+from oblique.study.execute import (
+    Executor,
+    InProcessExecutor,
+    LocalPoolExecutor,
+    StudyResult,
+    default_threads,
+    executor_for,
+    run_study,
+    run_task,
+)
+from oblique.study.folder import (
+    ERROR_FILE,
+    LOCK_FILE,
+    RESULTS_FILE,
+    STUDY_FILE,
+    STUDY_SCHEMA,
+    SUMMARY_FILE,
+    Lock,
+    Study,
+    StudyLockedError,
+    load_study,
+    plan_study,
+)
+from oblique.study.published import PUBLISHED, published_cell
+from oblique.study.spec import (
+    BASIC_AXES,
+    EXECUTION_FIELDS,
+    STUDY_KEYS,
+    PlannedRun,
+    StudyError,
+    StudySpec,
+    expand,
+    spec_from_tables,
+)
+from oblique.study.tables import collect, group_keys, results_frame, summary_frame, summary_markdown
+
+__all__ = [
+    "BASIC_AXES",
+    "ERROR_FILE",
+    "EXECUTION_FIELDS",
+    "LOCK_FILE",
+    "PUBLISHED",
+    "RESULTS_FILE",
+    "STUDY_FILE",
+    "STUDY_KEYS",
+    "STUDY_SCHEMA",
+    "SUMMARY_FILE",
+    "Executor",
+    "InProcessExecutor",
+    "LocalPoolExecutor",
+    "Lock",
+    "PlannedRun",
+    "Study",
+    "StudyError",
+    "StudyLockedError",
+    "StudyResult",
+    "StudySpec",
+    "collect",
+    "default_threads",
+    "executor_for",
+    "expand",
+    "group_keys",
+    "load_study",
+    "plan_study",
+    "published_cell",
+    "results_frame",
+    "run_study",
+    "run_task",
+    "spec_from_tables",
+    "summary_frame",
+    "summary_markdown",
+]

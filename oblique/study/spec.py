@@ -1,0 +1,249 @@
+"""Planning a study: the grid (:class:`StudySpec`), its runs (:func:`expand`), and the study file.
+
+The grid is methods × strengths × seeds × batch sizes × any other run setting. A method whose
+``uses_strength`` is false (``baseline``, the hard constraints) ignores the strengths and runs once per
+other grid point; its rows say ``strength_applies = False``. :func:`expand` checks the grid and every
+run's settings (:meth:`oblique.config.RunConfig.validate`) before anything is written.
+
+A study file (``oblique study --config FILE``; flags override it), read by :func:`spec_from_tables`::
+
+    [study]
+    methods = ["nl", "wd", "baseline"]   # or "all"
+    strengths = [1e-3, 1e-2, 1e-1]       # omit: each method's default
+    seeds = 3                            # or [0, 1, 2]
+    batch_sizes = [50, 100]
+    workers = 2
+    out = "studies/sweep"
+    [run]                                # fixed settings of every run (the `oblique run` flags)
+    epochs = 10
+    [grid]                               # any other run setting (or "hp.NAME") as an axis
+    targets = ["conv", "conv+linear"]
+
+Executors (how the runs are trained: here, in worker processes) are :mod:`oblique.study.execute`'s
+business; the plan is the same for every executor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from oblique.config import RunConfig, run_config_from
+from oblique.errors import ObliqueError
+from oblique.text import value as _fmt
+
+__all__ = [
+    "BASIC_AXES",
+    "EXECUTION_FIELDS",
+    "STUDY_KEYS",
+    "PlannedRun",
+    "StudyError",
+    "StudySpec",
+    "expand",
+    "spec_from_tables",
+]
+
+#: Grid variables every study has, in the order of the tables.
+BASIC_AXES = ("method", "strength", "batch_size", "seed")
+#: Run settings that are not grid variables: how a run is executed, not what it computes.
+EXECUTION_FIELDS = ("out", "threads", "progress", "overwrite")
+#: Settings with an axis of their own (not allowed in ``[run]`` or ``[grid]``).
+_OWN_AXES = ("method", "strength", "seed", "batch_size", "hp")
+#: The keys of a study file's ``[study]`` table.
+STUDY_KEYS = ("methods", "strengths", "seeds", "batch_sizes", "workers", "out")
+
+
+class StudyError(ObliqueError, ValueError):
+    """An invalid study (grid, study file or folder); the message says expected vs got."""
+
+
+@dataclass
+class StudySpec:
+    """A grid of runs.
+
+    Attributes:
+        methods: registry names (``oblique.list_methods()``).
+        strengths: λ values; ``None`` = each method's default. Ignored by methods without a strength.
+        seeds: seeds, one run each.
+        batch_sizes: batch sizes; ``None`` = the ``base`` setting (RunConfig's default unless given).
+        grid: any other run setting as a grid axis: RunConfig field (or ``hp.NAME``) -> values.
+        base: the fixed run settings (RunConfig fields) every run shares.
+    """
+
+    methods: list[str]
+    strengths: list[float] | None = None
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    batch_sizes: list[int] | None = None
+    grid: dict[str, list] = field(default_factory=dict)
+    base: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a study: its folder name, its RunConfig settings and its grid-variable values."""
+
+    name: str
+    settings: dict
+    grid: dict
+
+
+# --------------------------------------------------------------------------- the grid → its runs
+def expand(spec: StudySpec) -> list[PlannedRun]:
+    """Every run of the grid, in table order (method in registry order, strength, batch size, …, seed).
+
+    Every run's settings are resolved (the model's recipe filled in) and validated.
+
+    Raises:
+        StudyError: an unknown grid variable, an empty axis or a repeated value, a hyperparameter no
+            method of the study has.
+        oblique.config.ConfigError: a run setting that is not valid.
+        oblique.methods.UnknownMethodError: an unknown method name.
+    """
+    from oblique.methods import get_method_class
+
+    _check_axes(spec)
+    classes = {m: get_method_class(m) for m in spec.methods}
+    declared = {m: {h.name for h in cls.hyperparameters} for m, cls in classes.items()}
+    _check_hyperparameters(spec, declared)
+    runs: list[PlannedRun] = []
+    for method, cls in classes.items():
+        strengths = (spec.strengths or [None]) if cls.uses_strength else [None]
+        batch_sizes = spec.batch_sizes or [spec.base.get("batch_size")]  # None: the model's recipe
+        for strength, bs, *extra in itertools.product(strengths, batch_sizes, *spec.grid.values()):
+            values = dict(zip(spec.grid, extra, strict=True))
+            for seed in spec.seeds:
+                runs.append(_planned_run(spec, method, cls, declared[method], strength, bs, seed, values))
+    return runs
+
+
+def _check_axes(spec: StudySpec) -> None:
+    fields_ = RunConfig.field_names()
+    valid = [f for f in fields_ if f not in EXECUTION_FIELDS + _OWN_AXES]
+    for key, values in spec.grid.items():
+        if not key.startswith("hp.") and key not in valid:
+            raise StudyError(
+                f"grid variable {key!r} is not a run setting; valid: {', '.join(valid)}, hp.NAME "
+                "(method, strength, seed and batch size have their own flags)"
+            )
+        if not isinstance(values, list) or not values:
+            raise StudyError(f"grid variable {key!r} needs a non-empty list of values; got {values!r}")
+    axes = {
+        "methods": spec.methods,
+        "seeds": spec.seeds,
+        **({"strengths": spec.strengths} if spec.strengths is not None else {}),
+        **({"batch sizes": spec.batch_sizes} if spec.batch_sizes is not None else {}),
+        **{f"grid variable {k!r}": v for k, v in spec.grid.items()},
+    }
+    for what, values in axes.items():
+        if not values:
+            raise StudyError(f"{what}: expected at least one value; got none")
+        if len({json.dumps(v) for v in values}) != len(values):
+            raise StudyError(f"{what}: a value is repeated in {values!r}")
+    for seed in spec.seeds:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise StudyError(f"seeds must be integers >= 0; got {seed!r}")
+    for s in spec.strengths or []:
+        if not (isinstance(s, int | float) and not isinstance(s, bool) and s >= 0 and math.isfinite(s)):
+            raise StudyError(f"strengths must be numbers >= 0; got {s!r}")
+
+
+def _check_hyperparameters(spec: StudySpec, declared: dict[str, set[str]]) -> None:
+    asked = set(spec.base.get("hp") or {}) | {k[3:] for k in spec.grid if k.startswith("hp.")}
+    for key in sorted(asked - set().union(*declared.values())):
+        raise StudyError(f"no method of this study has a hyperparameter {key!r} (see 'oblique methods -v')")
+
+
+def _planned_run(spec, method, cls, declared, strength, bs, seed, values) -> PlannedRun:
+    """One run: its settings resolved and validated, its grid values, its folder name."""
+    settings = {k: v for k, v in spec.base.items() if k not in EXECUTION_FIELDS}
+    settings.update(method=method, strength=strength, seed=seed, batch_size=bs)
+    hp = dict(settings.get("hp") or {})
+    for key, v in values.items():
+        if key.startswith("hp."):
+            hp[key[3:]] = v
+        else:
+            settings[key] = v
+    # a method hyperparameter applies to the methods that declare it (--hp iters=3 with --methods all
+    # sets ONI's iterations and leaves the others alone)
+    settings["hp"] = {k: v for k, v in hp.items() if k in declared}
+    if cls.uses_strength:  # the resolved λ, so the same run is the same settings however asked
+        settings["strength"] = float(strength) if strength is not None else float(cls.default_strength)
+    try:  # every setting resolved (the model's recipe filled in): study.json says what each run computes
+        cfg = RunConfig(**settings).resolved()
+    except TypeError as e:
+        raise StudyError(f"run settings: {e}") from None
+    cfg.validate()
+    settings = {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS}
+    lam = settings["strength"] if cls.uses_strength else None
+    parts = [method] + ([f"lam{lam:g}"] if lam is not None else []) + [f"bs{settings['batch_size']}"]
+    parts += [f"{k[3:] if k.startswith('hp.') else k}{_fmt(v)}" for k, v in values.items()]
+    parts.append(f"seed{seed}")
+    grid = {"method": method, "strength": lam, "strength_applies": bool(cls.uses_strength),
+            "batch_size": settings["batch_size"], "seed": seed, **values}  # fmt: skip
+    return PlannedRun(_safe("_".join(parts)), _normalize(settings), _normalize(grid))
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._+=-" else "-" for c in text)
+
+
+def _normalize(obj: Any) -> Any:
+    """JSON round trip: what study.json will hold, so planned and stored settings compare equal."""
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- the study file
+def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> tuple[StudySpec, dict]:
+    """The :class:`StudySpec` and the study options (``workers``, ``out``) from a study file's tables.
+
+    ``tables`` holds ``study``, ``run`` and ``grid`` (the module docstring's format; the command line
+    lays its flags over a file's tables before calling this). ``source`` names them in messages.
+
+    Raises:
+        StudyError: an unknown table or key, a value of the wrong type.
+        oblique.config.ConfigError: an unknown run setting.
+    """
+    from oblique.methods import list_methods
+
+    unknown = sorted(set(tables) - {"study", "run", "grid"})
+    if unknown:
+        raise StudyError(f"{source}: unknown table(s) {', '.join(unknown)}; valid: study, run, grid")
+    study_t, run_t, grid_t = (
+        tables.get("study", {}),
+        dict(tables.get("run", {})),
+        dict(tables.get("grid", {})),
+    )
+    bad = sorted(set(study_t) - set(STUDY_KEYS))
+    if bad:
+        raise StudyError(f"{source}: unknown [study] key(s) {', '.join(bad)}; valid: {', '.join(STUDY_KEYS)}")
+    methods = study_t.get("methods", "all")
+    if isinstance(methods, str):
+        methods = (
+            list_methods()
+            if methods.strip() == "all"
+            else [m.strip() for m in methods.split(",") if m.strip()]
+        )
+    seeds = study_t.get("seeds", 3)
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(seeds))
+    run_config_from(run_t, source=source)  # unknown or mistyped run settings fail here, in one line
+    base = {k.replace("-", "_"): v for k, v in run_t.items()}
+    for k in ("method", "strength", "seed", "batch_size"):
+        if k in base:
+            raise StudyError(f"{source}: {k!r} is a grid variable; use the study's {k}s setting instead")
+    workers = study_t.get("workers", 2)
+    if not isinstance(workers, int) or workers < 0:
+        raise StudyError(f"workers must be an integer >= 0; got {workers!r}", settings=("workers",))
+    spec = StudySpec(
+        methods=list(methods),
+        strengths=study_t.get("strengths"),
+        seeds=list(seeds),
+        batch_sizes=study_t.get("batch_sizes"),
+        grid={k.replace("-", "_"): v for k, v in grid_t.items()},
+        base=base,
+    )
+    return spec, {"workers": workers, "out": study_t.get("out", "studies/default")}
