@@ -48,7 +48,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import geoopt
 import torch
 
 __all__ = ["MOMENTUM_INITS", "ObliqueSGD"]
@@ -58,6 +57,8 @@ MOMENTUM_INITS = ("egrad", "zero")
 
 
 def _is_sphere(p: torch.Tensor) -> bool:
+    import geoopt  # imported where it is used: geoopt's parameters are what this optimizer reads
+
     if not isinstance(p, geoopt.ManifoldParameter | geoopt.ManifoldTensor):
         return False
     m = p.manifold
@@ -138,6 +139,7 @@ class ObliqueSGD(torch.optim.Optimizer):
         ValueError: on a negative lr, momentum or weight decay, Nesterov without momentum or with
             dampening, an unknown ``momentum_init``, or a parameter on an unsupported manifold.
 
+    >>> import geoopt
     >>> x = geoopt.ManifoldParameter(torch.tensor([[1.0, 0.0]]), manifold=geoopt.Sphere())
     >>> x.grad = torch.tensor([[0.0, -1.0]])
     >>> ObliqueSGD([x], lr=1.0).step()

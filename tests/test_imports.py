@@ -207,3 +207,20 @@ def test_the_library_imports_without_its_command_line():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_broken_geoopt_breaks_only_oblique_rsgd():
+    code = (
+        "import sys; sys.modules['geoopt'] = None\n"  # any `import geoopt` now raises ImportError
+        "import torch, oblique, oblique.cli, oblique.train, oblique.study, oblique.cost\n"
+        "from oblique.models import get_model\n"
+        "for name in oblique.list_methods():\n"
+        "    if name != 'oblique-rsgd':\n"
+        "        oblique.get_method(name).prepare(get_model('cnn'))\n"
+        "try:\n"
+        "    oblique.get_method('oblique-rsgd').prepare(get_model('cnn'))\n"
+        "except ImportError:\n"
+        "    print('only oblique-rsgd needs geoopt')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "only oblique-rsgd needs geoopt"

@@ -23,25 +23,6 @@ __all__ = ["CSV_COLUMNS", "SCHEMA", "format_table", "model_dims", "read_bench", 
 
 SCHEMA = "oblique.bench/1"
 
-#: one row per model and method in the CSV and in :func:`read_bench`'s DataFrame
-CSV_COLUMNS = (
-    "model",
-    "depth",
-    "width",
-    "num_params",
-    "num_target_params",
-    "batch_size",
-    "device",
-    "threads",
-    "method",
-    "kind",
-    "step_ms",
-    "overhead_pct",
-    "regularizer_ms",
-    "peak_mem_mb",
-    "analytic_flops",
-)
-
 #: the record's keys that every CSV row of it repeats
 _MODEL_KEYS = (
     "model",
@@ -52,6 +33,18 @@ _MODEL_KEYS = (
     "batch_size",
     "device",
     "threads",
+)
+
+#: one row per model and method in the CSV and in :func:`read_bench`'s DataFrame
+CSV_COLUMNS = (
+    *_MODEL_KEYS,
+    "method",
+    "kind",
+    "step_ms",
+    "overhead_pct",
+    "regularizer_ms",
+    "peak_mem_mb",
+    "analytic_flops",
 )
 
 #: the table's columns, as printed

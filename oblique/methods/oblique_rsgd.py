@@ -53,7 +53,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import geoopt
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -94,48 +93,14 @@ def project_rows_safe(f: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     return f / torch.linalg.vector_norm(f, dim=1, keepdim=True)
 
 
-class _RiemannianSGD(geoopt.optim.RiemannianSGD):
-    """geoopt's RiemannianSGD with the momentum buffer started at zero (torch.optim.SGD's first step)."""
-
-    def step(self, closure=None):
-        for group in self.param_groups:
-            if group["momentum"] > 0:
-                for p in group["params"]:
-                    if p.grad is not None and len(self.state[p]) == 0:
-                        self.state[p]["momentum_buffer"] = torch.zeros_like(p)
-        return super().step(closure)
-
-
-class _RiemannianAdam(geoopt.optim.RiemannianAdam):
-    """geoopt's RiemannianAdam whose ``state_dict()`` leaves out orphaned state (geoopt issue 226) and
-    whose ``load_state_dict()`` resumes exactly (the step count stays an integer)."""
-
-    def __setstate__(self, state):
-        # torch.optim.Adam.__setstate__ turns an integer "step" into a float32 tensor; geoopt then computes
-        # the bias corrections β^step in float32 and a resumed run drifts from the uninterrupted one.
-        super().__setstate__(state)
-        for s in self.state.values():
-            if isinstance(s.get("step"), torch.Tensor):
-                s["step"] = int(s["step"].item())
-
-    def state_dict(self):
-        live = {id(p) for group in self.param_groups for p in group["params"]}
-        orphans = [k for k in self.state if isinstance(k, torch.Tensor) and id(k) not in live]
-        if not orphans:
-            return super().state_dict()
-        saved = {k: self.state.pop(k) for k in orphans}
-        try:
-            return super().state_dict()
-        finally:
-            self.state.update(saved)
-
-
 def _geoopt_optimizer(
     groups: list[dict], cfg: OptimizerConfig, stabilize: int | None
 ) -> torch.optim.Optimizer:
     """geoopt's Riemannian SGD/Adam: filters on the sphere (no weight decay), the rest Euclidean."""
+    from oblique.methods.geoopt_optim import RiemannianAdam, RiemannianSGD
+
     if cfg.name == "sgd":
-        return _RiemannianSGD(
+        return RiemannianSGD(
             groups,
             lr=cfg.lr,
             momentum=cfg.momentum,
@@ -143,14 +108,14 @@ def _geoopt_optimizer(
             stabilize=stabilize,
         )
     if cfg.name == "adam":
-        return _RiemannianAdam(groups, lr=cfg.lr, betas=cfg.betas, stabilize=stabilize)
+        return RiemannianAdam(groups, lr=cfg.lr, betas=cfg.betas, stabilize=stabilize)
     raise ValueError(f"oblique-rsgd: optimizer must be one of sgd, adam; got {cfg.name!r}")
 
 
 def _fused_optimizer(
     groups: list[dict], cfg: OptimizerConfig, stabilize: int | None
 ) -> torch.optim.Optimizer:
-    """SGD: :class:`oblique.optim.ObliqueSGD`, the same steps as ``_RiemannianSGD`` (momentum started at
+    """SGD: :class:`oblique.optim.ObliqueSGD`, the same steps as the corrected ``RiemannianSGD`` (momentum started at
     zero), fused over filters of equal length. Adam: geoopt's, as in the ``geoopt`` implementation."""
     if cfg.name != "sgd":
         return _geoopt_optimizer(groups, cfg, stabilize)
@@ -197,6 +162,8 @@ class ObliqueRSGD(Method):
     )
 
     def prepare(self, model: nn.Module) -> nn.Module:
+        import geoopt  # only here and in the optimizers: a geoopt problem cannot break the other methods
+
         for _, module in self.unparametrized_targets(model):
             parametrize.register_parametrization(module, "weight", FilterView(module.weight.shape))
             plist = module.parametrizations.weight
