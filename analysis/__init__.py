@@ -10,6 +10,7 @@ Public API::
     analysis.method_colors()                                         # one fixed colour per method
     analysis.figures.fig_drift(...), fig_loss, fig_strength, fig_batch_size, fig_cost
     analysis.tables.table_markdown(study_dir), analysis.tables.table_latex(study_dir)
+    analysis.notebook.show(fig), analysis.notebook.study(root, spec)  # the notebooks' helpers (IPython)
 
 Figures (PNG and PDF in ``STUDY_DIR/figures``):
 

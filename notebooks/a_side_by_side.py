@@ -21,43 +21,19 @@ import os
 SIZE = os.environ.get("OBLIQUE_NB_SIZE", "small")
 OUT = os.environ.get("OBLIQUE_NB_OUT", "studies/notebooks")  # study folders go under here
 WORKERS = 0 if SIZE == "small" else 2  # 0: train in this kernel; N: N worker processes
+THREADS = 1 if SIZE == "small" else None  # torch threads per run; None: the default for WORKERS
 assert SIZE in ("small", "full"), f"SIZE must be 'small' or 'full'; got {SIZE!r}"
 
 # %%
-import io
-
-from IPython.display import Image, Markdown, display
-
-import oblique  # noqa: F401
-from oblique.study import StudySpec, expand, results_frame, run_study, summary_markdown  # noqa: F401
-
-
-def show(fig):
-    """Display a matplotlib Figure as a PNG (works under any backend)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    display(Image(buf.getvalue()))
-
-
-def study(name, spec):
-    """Run (or resume) the study OUT/name and show its summary table."""
-    result = run_study(
-        f"{OUT}/{name}",
-        expand(spec),
-        workers=WORKERS,
-        threads=1 if SIZE == "small" else None,
-        progress=False,
-        echo=print,
-    )
-    display(Markdown(summary_markdown(result.study)))
-    return result.study
-
+import oblique
+from analysis.notebook import show, study
+from oblique.study import StudySpec, results_frame
 
 # %%
 EPOCHS = 1 if SIZE == "small" else 15
 SEEDS = [0] if SIZE == "small" else [0, 1, 2]
 spec = StudySpec(methods=oblique.list_methods(), seeds=SEEDS, base={"epochs": EPOCHS})
-s = study("side_by_side", spec)
+s = study(f"{OUT}/side_by_side", spec, workers=WORKERS, threads=THREADS)
 
 # %% [markdown]
 # The table reads like the Norm Loss poster's: the best test error over seeds, then the mean ± sample std in

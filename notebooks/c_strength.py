@@ -21,37 +21,12 @@ import os
 SIZE = os.environ.get("OBLIQUE_NB_SIZE", "small")
 OUT = os.environ.get("OBLIQUE_NB_OUT", "studies/notebooks")  # study folders go under here
 WORKERS = 0 if SIZE == "small" else 2  # 0: train in this kernel; N: N worker processes
+THREADS = 1 if SIZE == "small" else None  # torch threads per run; None: the default for WORKERS
 assert SIZE in ("small", "full"), f"SIZE must be 'small' or 'full'; got {SIZE!r}"
 
 # %%
-import io
-
-from IPython.display import Image, Markdown, display
-
-import oblique  # noqa: F401
-from oblique.study import StudySpec, expand, results_frame, run_study, summary_markdown  # noqa: F401
-
-
-def show(fig):
-    """Display a matplotlib Figure as a PNG (works under any backend)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    display(Image(buf.getvalue()))
-
-
-def study(name, spec):
-    """Run (or resume) the study OUT/name and show its summary table."""
-    result = run_study(
-        f"{OUT}/{name}",
-        expand(spec),
-        workers=WORKERS,
-        threads=1 if SIZE == "small" else None,
-        progress=False,
-        echo=print,
-    )
-    display(Markdown(summary_markdown(result.study)))
-    return result.study
-
+from analysis.notebook import show, study
+from oblique.study import StudySpec
 
 # %%
 EPOCHS = 1 if SIZE == "small" else 15
@@ -59,7 +34,12 @@ if SIZE == "small":
     METHODS, STRENGTHS, SEEDS = ["nl", "wd"], [1e-3, 1e-2, 1e-1], [0]
 else:
     METHODS, STRENGTHS, SEEDS = ["baseline", "wd", "nl"], [1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1], [0, 1, 2]
-s = study("strength", StudySpec(methods=METHODS, strengths=STRENGTHS, seeds=SEEDS, base={"epochs": EPOCHS}))
+s = study(
+    f"{OUT}/strength",
+    StudySpec(methods=METHODS, strengths=STRENGTHS, seeds=SEEDS, base={"epochs": EPOCHS}),
+    workers=WORKERS,
+    threads=THREADS,
+)
 
 # %%
 from analysis.figures import fig_drift, fig_strength

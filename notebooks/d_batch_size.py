@@ -20,37 +20,12 @@ import os
 SIZE = os.environ.get("OBLIQUE_NB_SIZE", "small")
 OUT = os.environ.get("OBLIQUE_NB_OUT", "studies/notebooks")  # study folders go under here
 WORKERS = 0 if SIZE == "small" else 2  # 0: train in this kernel; N: N worker processes
+THREADS = 1 if SIZE == "small" else None  # torch threads per run; None: the default for WORKERS
 assert SIZE in ("small", "full"), f"SIZE must be 'small' or 'full'; got {SIZE!r}"
 
 # %%
-import io
-
-from IPython.display import Image, Markdown, display
-
-import oblique  # noqa: F401
-from oblique.study import StudySpec, expand, results_frame, run_study, summary_markdown  # noqa: F401
-
-
-def show(fig):
-    """Display a matplotlib Figure as a PNG (works under any backend)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    display(Image(buf.getvalue()))
-
-
-def study(name, spec):
-    """Run (or resume) the study OUT/name and show its summary table."""
-    result = run_study(
-        f"{OUT}/{name}",
-        expand(spec),
-        workers=WORKERS,
-        threads=1 if SIZE == "small" else None,
-        progress=False,
-        echo=print,
-    )
-    display(Markdown(summary_markdown(result.study)))
-    return result.study
-
+from analysis.notebook import show, study
+from oblique.study import StudySpec
 
 # %%
 EPOCHS = 1 if SIZE == "small" else 15
@@ -58,7 +33,12 @@ if SIZE == "small":
     METHODS, SIZES, SEEDS = ["baseline", "nl"], [50, 200], [0]
 else:
     METHODS, SIZES, SEEDS = ["baseline", "wd", "nl", "pbwn"], [25, 50, 100, 200, 400], [0, 1, 2]
-s = study("batch_size", StudySpec(methods=METHODS, batch_sizes=SIZES, seeds=SEEDS, base={"epochs": EPOCHS}))
+s = study(
+    f"{OUT}/batch_size",
+    StudySpec(methods=METHODS, batch_sizes=SIZES, seeds=SEEDS, base={"epochs": EPOCHS}),
+    workers=WORKERS,
+    threads=THREADS,
+)
 
 # %%
 from analysis.figures import fig_batch_size

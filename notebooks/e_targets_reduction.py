@@ -24,46 +24,23 @@ import os
 SIZE = os.environ.get("OBLIQUE_NB_SIZE", "small")
 OUT = os.environ.get("OBLIQUE_NB_OUT", "studies/notebooks")  # study folders go under here
 WORKERS = 0 if SIZE == "small" else 2  # 0: train in this kernel; N: N worker processes
+THREADS = 1 if SIZE == "small" else None  # torch threads per run; None: the default for WORKERS
 assert SIZE in ("small", "full"), f"SIZE must be 'small' or 'full'; got {SIZE!r}"
 
 # %%
-import io
-
-from IPython.display import Image, Markdown, display
-
-import oblique  # noqa: F401
-from oblique.study import StudySpec, expand, results_frame, run_study, summary_markdown  # noqa: F401
-
-
-def show(fig):
-    """Display a matplotlib Figure as a PNG (works under any backend)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    display(Image(buf.getvalue()))
-
-
-def study(name, spec):
-    """Run (or resume) the study OUT/name and show its summary table."""
-    result = run_study(
-        f"{OUT}/{name}",
-        expand(spec),
-        workers=WORKERS,
-        threads=1 if SIZE == "small" else None,
-        progress=False,
-        echo=print,
-    )
-    display(Markdown(summary_markdown(result.study)))
-    return result.study
-
+from analysis.notebook import show, study
+from oblique.study import StudySpec, results_frame
 
 # %%
 EPOCHS = 1 if SIZE == "small" else 15
 SEEDS = [0] if SIZE == "small" else [0, 1, 2]
 targets = study(
-    "targets",
+    f"{OUT}/targets",
     StudySpec(
         methods=["wd", "nl"], seeds=SEEDS, base={"epochs": EPOCHS}, grid={"targets": ["conv", "conv+linear"]}
     ),
+    workers=WORKERS,
+    threads=THREADS,
 )
 
 # %%
@@ -100,7 +77,12 @@ nl_hp = {h.name: h for h in get_method_class("nl").hyperparameters}
 grid = {"hp.form": list(nl_hp["form"].choices)}
 if "reduction" in nl_hp:  # only where the registered Norm Loss declares a reduction
     grid["hp.reduction"] = list(nl_hp["reduction"].choices)
-form = study("nl_form", StudySpec(methods=["nl"], seeds=SEEDS, base={"epochs": EPOCHS}, grid=grid))
+form = study(
+    f"{OUT}/nl_form",
+    StudySpec(methods=["nl"], seeds=SEEDS, base={"epochs": EPOCHS}, grid=grid),
+    workers=WORKERS,
+    threads=THREADS,
+)
 
 # %%
 r = results_frame(form)
