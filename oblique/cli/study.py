@@ -1,4 +1,13 @@
-"""``oblique study`` and ``oblique plot``: the grid from a study file and flags, the run, the figures.
+"""``oblique study`` and ``oblique plot``: the grid from a study file and flags, the run, the cost bench,
+the figures.
+
+With no grid (no ``--config``, ``--methods``, ``--strengths``, ``--seeds``, ``--batch-sizes`` or
+``--grid``), ``oblique study`` runs **the main job** (:mod:`oblique.study.main_job`): every method at its
+default strength, Norm Loss and weight decay over the strength and the batch size, three seeds each; the
+run flags given (``--epochs 5``) apply to every run of it. Any grid flag makes the study that one grid.
+After the runs, the study process benches one training step of every method of the study alone on the
+machine (``bench.json``; ``--no-bench`` skips it) and writes the tables again, the claims section of
+``summary.md`` included (:mod:`oblique.study.claims`).
 
 The only module of the library that imports :mod:`analysis` (lazily, for the figures).
 """
@@ -16,19 +25,36 @@ from oblique import records
 from oblique.cli.parsing import parse_csv, parse_grid, parse_seeds
 from oblique.cli.run import add_run_arguments, given_run_settings
 from oblique.config import overlay, read_toml
+from oblique.errors import ObliqueError
 from oblique.study import (
     ERROR_FILE,
     RESULTS_FILE,
     STUDY_KEYS,
+    PlannedRun,
     StudySpec,
+    collect,
     expand,
     load_study,
     run_study,
     spec_from_tables,
     summary_markdown,
 )
+from oblique.study.bench import bench_study
+from oblique.study.main_job import expand_all, main_job
 
-__all__ = ["cmd_plot", "cmd_study", "setup_plot", "setup_study", "spec_from_args"]
+__all__ = [
+    "GRID_FLAGS",
+    "cmd_plot",
+    "cmd_study",
+    "is_main_job",
+    "runs_from_spec",
+    "setup_plot",
+    "setup_study",
+    "spec_from_args",
+]
+
+#: the flags that say which grid to run; with none of them (and no --config), the main job runs
+GRID_FLAGS = ("methods", "strengths", "seeds", "batch_sizes", "grid")
 
 
 def setup_study(p: argparse.ArgumentParser) -> None:
@@ -50,6 +76,8 @@ def setup_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete the study folder's runs and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-figures", action="store_true", help="do not write the figures")
+    p.add_argument("--no-bench", action="store_true",
+                   help="do not bench the methods' per-step cost after the runs (bench.json; claim 2)")  # fmt: skip
     add_run_arguments(
         p,
         exclude=("--method", "--strength", "--seed", "--batch-size", "--out", "--overwrite", "--no-progress"),
@@ -69,10 +97,21 @@ def spec_from_args(args: argparse.Namespace) -> tuple[StudySpec, dict]:
     return spec_from_tables(tables, source=str(getattr(args, "config", None) or "command line"))
 
 
+def is_main_job(args: argparse.Namespace) -> bool:
+    """Whether ``oblique study`` was given no grid (no study file, no grid flag): the main job."""
+    return not getattr(args, "config", None) and all(getattr(args, k, None) in (None, []) for k in GRID_FLAGS)
+
+
+def runs_from_spec(args: argparse.Namespace, spec: StudySpec) -> list[PlannedRun]:
+    """The planned runs, every one validated: the main job's grids with the run flags given
+    (:func:`is_main_job`), else the one grid of the study file and flags."""
+    return expand_all(main_job(spec.base)) if is_main_job(args) else expand(spec)
+
+
 def cmd_study(args: argparse.Namespace) -> int:
-    """``oblique study``: run the grid, print the summary table, write the figures."""
+    """``oblique study``: run the grid, bench the methods, print the summary and claims, write the figures."""
     spec, opts = spec_from_args(args)
-    runs = expand(spec)  # every run validated before anything is written
+    runs = runs_from_spec(args, spec)  # every run validated before anything is written
     t0 = time.perf_counter()
 
     def _terminate(signum, frame):  # SIGTERM (kill, a batch scheduler) stops the study as Ctrl-C does
@@ -90,11 +129,20 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"oblique: study interrupted: {done} of {len(study.runs)} runs finished and kept in {study.root}; "
               "run the same command again to finish it", file=sys.stderr)  # fmt: skip
         return 130
+    t_runs = time.perf_counter() - t0
+    if not args.no_bench:
+        try:
+            bench_study(study, echo=print)
+        except (ObliqueError, RuntimeError, ValueError) as e:  # the runs are done: say why, go on
+            print(f"oblique: the cost bench failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                  "claim 2 is not testable", file=sys.stderr)  # fmt: skip
+        collect(study)  # the tables again, the cost claim included
     print(summary_markdown(study))
-    print(f"{len(result.ran)} runs trained, {done} of {len(study.runs)} finished, in {time.perf_counter() - t0:.0f} s; "
+    print(f"{len(result.ran)} runs trained, {done} of {len(study.runs)} finished, in {t_runs:.0f} s; "
           f"results: {study.root / RESULTS_FILE}")  # fmt: skip
     if not args.no_figures:
         _figures(study.root, None, False)
+    print(f"oblique study: {time.perf_counter() - t0:.0f} s in all (runs, bench, tables and figures)")
     if result.failed:
         print(f"oblique: {len(result.failed)} runs failed (see their {ERROR_FILE}); run the command again to retry them",
               file=sys.stderr)  # fmt: skip

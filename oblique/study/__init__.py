@@ -8,14 +8,27 @@
   interface, and :func:`run_study`.
 - :mod:`oblique.study.tables`: ``results.csv`` and ``summary.md`` from the runs on disk.
 - :mod:`oblique.study.published`: the Norm Loss poster's figures.
+- :mod:`oblique.study.main_job`: the grids of the main job (``oblique study`` with no grid).
+- :mod:`oblique.study.bench`: the study's own cost bench (``bench.json``), after its runs.
+- :mod:`oblique.study.claims`: the poster's claims tested on the study's numbers (``summary.md``), with
+  the statistics of :mod:`oblique.study.stats` (Welch's t-test, Holm, bootstrap; no SciPy).
 
 In a notebook::
 
     from oblique.study import StudySpec, expand, run_study, summary_markdown
     result = run_study("studies/s", expand(StudySpec(methods=["nl", "wd"], seeds=[0, 1])), workers=0)
     print(summary_markdown(result.study))
+
+The main job, in a notebook::
+
+    from oblique.study import bench_study, collect, expand_all, main_job, run_study
+    result = run_study("studies/default", expand_all(main_job()), workers=2)
+    bench_study(result.study)   # alone on the machine, after the runs
+    collect(result.study)       # summary.md again, with the cost claim
 """
 
+from oblique.study.bench import BENCH_FILE, bench_study, read_study_bench
+from oblique.study.claims import Claim, claims_markdown, evaluate_claims
 from oblique.study.execute import (
     Executor,
     InProcessExecutor,
@@ -39,6 +52,7 @@ from oblique.study.folder import (
     load_study,
     plan_study,
 )
+from oblique.study.main_job import expand_all, main_job
 from oblique.study.published import PUBLISHED, published_cell
 from oblique.study.spec import (
     BASIC_AXES,
@@ -54,6 +68,7 @@ from oblique.study.tables import collect, group_keys, results_frame, summary_fra
 
 __all__ = [
     "BASIC_AXES",
+    "BENCH_FILE",
     "ERROR_FILE",
     "EXECUTION_FIELDS",
     "LOCK_FILE",
@@ -64,6 +79,7 @@ __all__ = [
     "STUDY_SCHEMA",
     "SUMMARY_FILE",
     "Executor",
+    "Claim",
     "InProcessExecutor",
     "LocalPoolExecutor",
     "Lock",
@@ -73,14 +89,20 @@ __all__ = [
     "StudyLockedError",
     "StudyResult",
     "StudySpec",
+    "bench_study",
+    "claims_markdown",
     "collect",
     "default_threads",
     "executor_for",
+    "evaluate_claims",
     "expand",
+    "expand_all",
     "group_keys",
     "load_study",
+    "main_job",
     "plan_study",
     "published_cell",
+    "read_study_bench",
     "results_frame",
     "run_study",
     "run_task",

@@ -9,7 +9,9 @@
     Mean ± std over seeds of every group of runs that differ only in their seed (method × strength ×
     batch size × any other grid variable), in the layout of the paper's tables (best, then the mean in
     parentheses); where the study's dataset and model are a published setting of the Norm Loss poster
-    (:data:`oblique.study.published.PUBLISHED`), the published figures stand beside ours.
+    (:data:`oblique.study.published.PUBLISHED`), the published figures stand beside ours. When the study
+    holds Norm Loss runs, the poster's claims follow, each tested on the study's own numbers
+    (:mod:`oblique.study.claims`).
 """
 
 from __future__ import annotations
@@ -116,8 +118,10 @@ def summary_frame(study: Study | str | os.PathLike):
     return pd.DataFrame.from_records(rows)
 
 
-def summary_markdown(study: Study | str | os.PathLike) -> str:
-    """``summary.md``: the poster's layout — test error best (mean ± std over seeds) per group of runs."""
+def summary_markdown(study: Study | str | os.PathLike, claims: bool = True) -> str:
+    """``summary.md``: the poster's layout — test error best (mean ± std over seeds) per group of runs —
+    then, when the study holds Norm Loss runs and ``claims``, the poster's claims tested on the study's
+    own numbers (:func:`oblique.study.claims.claims_markdown`)."""
     if not isinstance(study, Study):
         study = load_study(study)
     sf = summary_frame(study)
@@ -163,7 +167,12 @@ def summary_markdown(study: Study | str | os.PathLike) -> str:
     )
     if published:
         note += "Published: the Norm Loss poster (Georgiou et al., ICPR 2020), by dataset and model only.\n"
-    return "\n".join(lines) + "\n" + note
+    text = "\n".join(lines) + "\n" + note
+    if claims and "nl" in set(sf["method"]):
+        from oblique.study.claims import claims_markdown
+
+        text += "\n" + claims_markdown(study, results_frame(study))
+    return text
 
 
 def collect(study: Study | str | os.PathLike) -> tuple[Path, Path]:
