@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: unit -> the units it may import. The data flows one way:
 #: cli -> (study | cost | train) -> config -> (methods, models, data) -> records, then analysis reads.
+#: study runs its own cost bench after its runs (study -> cost); export reads records only.
 LIBRARY_BASE = {"oblique.errors", "oblique.text"}
 ALLOWED: dict[str, set[str]] = {
     "oblique.errors": set(),
@@ -39,7 +40,14 @@ ALLOWED: dict[str, set[str]] = {
         "oblique.models",
     },  # fmt: skip
     "oblique.study": LIBRARY_BASE
-    | {"oblique.config", "oblique.records", "oblique.geometry", "oblique.methods", "oblique.train"},
+    | {
+        "oblique.config",
+        "oblique.records",
+        "oblique.geometry",
+        "oblique.methods",
+        "oblique.train",
+        "oblique.cost",
+    },
     "oblique.cost": LIBRARY_BASE
     | {
         "oblique.config",
@@ -49,6 +57,7 @@ ALLOWED: dict[str, set[str]] = {
         "oblique.models",
         "oblique.optim",
     },  # fmt: skip
+    "oblique.export": LIBRARY_BASE | {"oblique.records"},
     "oblique": {"oblique.geometry", "oblique.methods"},
     "oblique.cli": LIBRARY_BASE
     | {
@@ -60,6 +69,7 @@ ALLOWED: dict[str, set[str]] = {
         "oblique.train",
         "oblique.study",
         "oblique.cost",
+        "oblique.export",
         "analysis",
     },  # fmt: skip
     "oblique.__main__": {"oblique.cli"},
@@ -70,6 +80,7 @@ ALLOWED: dict[str, set[str]] = {
         "oblique.records",
         "oblique.geometry",
         "oblique.methods",
+        "oblique.models",
         "oblique.study",
         "oblique.cost",
     },  # fmt: skip

@@ -1,8 +1,8 @@
-"""The ``oblique`` command: ``run``, ``methods``, ``study``, ``plot``, ``bench``.
+"""The ``oblique`` command: ``run``, ``methods``, ``study``, ``plot``, ``bench``, ``export``.
 
 The command line is a face on the library: it imports the library and is never imported by it. Each
 command lives in a module of its own (:mod:`oblique.cli.run`, :mod:`oblique.cli.study`,
-:mod:`oblique.cli.bench`); this module builds the parser and runs the command.
+:mod:`oblique.cli.bench`, :mod:`oblique.cli.export`); this module builds the parser and runs the command.
 
 User errors (every :class:`oblique.errors.ObliqueError`: an unknown name, a bad value, an unreadable
 config, a finished run in the way, a missing data folder) print one line ``oblique: error: …`` on stderr,
@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from oblique.cli.bench import cmd_bench, setup_bench
+from oblique.cli.export import cmd_export, setup_export
 from oblique.cli.parsing import Parser, flag
 from oblique.cli.run import (
     RUN_FLAGS,
@@ -52,6 +53,7 @@ COMMANDS: dict[
     "study": (setup_study, cmd_study, "run a grid of runs (methods x strengths x seeds x ...) side by side"),
     "plot": (setup_plot, cmd_plot, "write the figures and tables of a study folder"),
     "bench": (setup_bench, cmd_bench, "time one training step of every method side by side (interleaved)"),
+    "export": (setup_export, cmd_export, "run records as TensorBoard event files or a per-step CSV"),
 }
 
 
