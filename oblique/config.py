@@ -36,6 +36,13 @@ __all__ = [
 
 SCHEDULES = ("constant", "multistep", "cosine")
 OPTIMIZERS = ("sgd", "adam")
+#: Seeds are 0 <= seed < SEED_LIMIT (torch's generators take a 64-bit seed).
+SEED_LIMIT = 2**63
+#: The most epochs (and the latest warm-up end or milestone) a run may ask for: far beyond any recipe, and
+#: small enough that steps and learning-rate schedules stay finite numbers.
+MAX_EPOCHS = 1_000_000
+#: The most torch CPU threads a run may ask for.
+MAX_THREADS = 4096
 
 
 class ConfigError(ObliqueError, ValueError):
@@ -83,12 +90,20 @@ class RunConfig:
     seed: int = _setting(0, "random seed; default 0")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N; default auto")
     threads: int | None = _setting(None, "torch CPU threads; default torch's")
+    checkpoint_every: int | None = _setting(
+        None,
+        "write a checkpoint every N epochs (0: only when stopped by a signal); default: the model's "
+        "recipe (1 for CIFAR and ImageNet models, 0 for MNIST-1D)",
+    )
     drift_every: int = _setting(20, "record drift every N steps; default 20")
     eval_every: int = _setting(1, "test error every N epochs; default 1")
     out: str | None = _setting(None, "run folder; default runs/METHOD-MODEL-DATASET-seedSEED")
     overwrite: bool = _setting(False, "replace a finished run in --out")
     progress: bool = _setting(True, "no progress bar")
     save_model: bool = _setting(True, "do not write model.pt")
+
+    def __post_init__(self) -> None:
+        _check_kinds(self)
 
     def resolved(self) -> RunConfig:
         """A copy with every recipe setting left at None filled from the model's recipe."""
@@ -112,9 +127,15 @@ class RunConfig:
         self._validate_recipe()
         self._validate_execution()
         try:
-            self.build_method()
+            method = self.build_method()
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        if self.strength is not None and not method.uses_strength and self.strength != method.default_strength:
+            raise ConfigError(
+                f"strength does not apply to method {self.method} (it has no regularization factor); "
+                f"got {self.strength!r}: leave strength out",
+                settings=("strength",),
+            )
         self.torch_device()
 
     def _validate_model_and_data(self) -> None:
@@ -145,24 +166,52 @@ class RunConfig:
             v = getattr(self, name)
             if not _integer(v) or v < 1:
                 raise _bad(name, v, "an integer >= 1")
+        if self.epochs > MAX_EPOCHS:
+            raise _bad("epochs", self.epochs, f"an integer <= {MAX_EPOCHS}")
         if not (_number(self.lr) and self.lr > 0):
             raise _bad("lr", self.lr, "a number > 0")
         for name in ("momentum", "weight_decay", "warmup_epochs"):
             v = getattr(self, name)
             if not (_number(v) and v >= 0):
                 raise _bad(name, v, "a number >= 0")
-        if not (_number(self.gamma) and self.gamma > 0):
-            raise _bad("gamma", self.gamma, "a number > 0")
+        if self.warmup_epochs > MAX_EPOCHS:
+            raise _bad("warmup_epochs", self.warmup_epochs, f"a number of epochs <= {MAX_EPOCHS}")
+        if not (_number(self.gamma) and 0 < self.gamma <= 1):  # > 1 would grow the lr, and overflow it
+            raise _bad("gamma", self.gamma, "a number > 0 and <= 1")
         if not isinstance(self.nesterov, bool):
             raise _bad("nesterov", self.nesterov, "true or false")
         if not (
             isinstance(self.milestones, list | tuple) and all(_number(m) and m >= 0 for m in self.milestones)
         ):
             raise _bad("milestones", self.milestones, "a list of epochs >= 0")
+        if any(m > MAX_EPOCHS for m in self.milestones):
+            raise _bad("milestones", self.milestones, f"a list of epochs <= {MAX_EPOCHS}")
 
     def _validate_execution(self) -> None:
+        if not _integer(self.checkpoint_every) or self.checkpoint_every < 0:
+            raise _bad("checkpoint_every", self.checkpoint_every, "an integer >= 0")
         if self.threads is not None and (not _integer(self.threads) or self.threads < 1):
             raise _bad("threads", self.threads, "an integer >= 1")
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise _bad("threads", self.threads, f"an integer <= {MAX_THREADS}")
+        if not (0 <= self.seed < SEED_LIMIT):
+            raise _bad("seed", self.seed, "an integer >= 0 and < 2**63")
+        for name in ("out", "data_root"):
+            v = getattr(self, name)
+            if v is not None and (not v.strip() or "\0" in v):
+                raise _bad(name, v, "a folder name (not empty)" if not v.strip() else "a folder name")
+        out = self.resolved_out()
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"out {out} exists and is not a folder; choose another --out", settings=("out",))
+
+    def check_data(self) -> None:
+        """Check, without reading it, that the data set can be found (its folder, for on-disk data sets).
+
+        Raises:
+            oblique.data.DataError: the data folder is not there."""
+        from oblique.data import check_dataset
+
+        check_dataset(self.dataset, self.data_root)
 
     def build_method(self):
         """The method this config names, built with its strength, targets and hyperparameters."""
@@ -189,8 +238,44 @@ def setting_kind(f) -> str:
     return "str"
 
 
+#: how each kind of setting (:func:`setting_kind`) is named in messages
+_KIND_TEXT = {"str": "text", "int": "an integer", "float": "a number", "bool": "true or false",
+              "floats": "a list of numbers", "table": "a table of NAME = VALUE"}  # fmt: skip
+
+
+def _of_kind(value: Any, kind: str) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return _integer(value)
+    if kind == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "floats":
+        return isinstance(value, list | tuple) and all(_of_kind(v, "float") for v in value)
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)  # table
+
+
+def _check_kinds(cfg: RunConfig) -> None:
+    """Every setting of ``cfg`` of the kind its annotation says (a TOML ``overwrite = "no"`` is refused,
+    not read as true); ``None`` only where the default is ``None`` (= the recipe's or torch's)."""
+    for f in fields(cfg):
+        value, kind = getattr(cfg, f.name), setting_kind(f)
+        if value is None and f.default is None:
+            continue
+        if not _of_kind(value, kind):
+            raise _bad(f.name, value, _KIND_TEXT[kind])
+
+
 def _bad(setting: str, got: Any, valid: str) -> ConfigError:
-    return ConfigError(f"{setting} must be {valid}; got {got!r}", settings=(setting,))
+    return ConfigError(f"{setting} must be {valid}; got {_short(got)}", settings=(setting,))
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a message stays one readable line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _integer(x: Any) -> bool:

@@ -34,6 +34,7 @@ BASE: dict[str, Any] = {
     "warmup_epochs": 0.0,
     "epochs": 15,
     "batch_size": 100,
+    "checkpoint_every": 0,  # seconds-long runs: a checkpoint only when stopped by a signal
 }
 
 _CIFAR_RESNET = {
@@ -46,6 +47,7 @@ _CIFAR_RESNET = {
     "gamma": 0.1,
     "epochs": 200,
     "batch_size": 128,
+    "checkpoint_every": 1,
 }
 _WRN = {
     "optimizer": "sgd",
@@ -57,6 +59,7 @@ _WRN = {
     "gamma": 0.2,
     "epochs": 200,
     "batch_size": 128,
+    "checkpoint_every": 1,
 }
 
 #: model name -> the settings its recipe fixes.
@@ -76,6 +79,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "gamma": 0.1,
         "epochs": 90,
         "batch_size": 256,
+        "checkpoint_every": 1,
     },
 }
 

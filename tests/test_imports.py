@@ -18,10 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 #: unit -> the units it may import. The data flows one way:
 #: cli -> (study | cost | train) -> config -> (methods, models, data) -> records, then analysis reads.
 #: study runs its own cost bench after its runs (study -> cost); export reads records only.
-LIBRARY_BASE = {"oblique.errors", "oblique.text"}
+LIBRARY_BASE = {"oblique.errors", "oblique.text", "oblique.progress"}
 ALLOWED: dict[str, set[str]] = {
     "oblique.errors": set(),
     "oblique.text": set(),
+    "oblique.progress": set(),
+    "oblique.batches": {"oblique.data"},
     "oblique.recipes": set(),
     "oblique.geometry": set(),
     "oblique.optim": set(),
@@ -35,10 +37,11 @@ ALLOWED: dict[str, set[str]] = {
         "oblique.config",
         "oblique.records",
         "oblique.data",
+        "oblique.batches",
         "oblique.geometry",
         "oblique.methods",
         "oblique.models",
-    },  # fmt: skip
+    },
     "oblique.study": LIBRARY_BASE
     | {
         "oblique.config",
@@ -61,6 +64,7 @@ ALLOWED: dict[str, set[str]] = {
     "oblique": {"oblique.geometry", "oblique.methods"},
     "oblique.cli": LIBRARY_BASE
     | {
+        "oblique",
         "oblique.config",
         "oblique.records",
         "oblique.methods",

@@ -13,7 +13,9 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from oblique.cli.bench import cmd_bench, setup_bench
@@ -30,7 +32,7 @@ from oblique.cli.run import (
 )
 from oblique.cli.study import cmd_plot, cmd_study, setup_plot, setup_study
 from oblique.config import read_toml, run_config_from
-from oblique.errors import ObliqueError, UsageError
+from oblique.errors import ObliqueError, ObliqueWarning, UsageError
 
 __all__ = [
     "COMMANDS",
@@ -58,18 +60,47 @@ COMMANDS: dict[
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from oblique import __version__
+
     parser = Parser(prog="oblique", description="Norm Loss and every other way onto the oblique manifold.")
+    parser.add_argument("--version", action="version", version=f"oblique {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    parser.commands = {}  # name -> its parser, so an unknown flag of a command is reported by that command
     for name, (setup, _, help_) in COMMANDS.items():
-        setup(sub.add_parser(name, help=help_, description=help_))
+        parser.commands[name] = sub.add_parser(name, help=help_, description=help_)
+        setup(parser.commands[name])
     return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but an unknown flag after a command points to that command's ``--help``."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        where = getattr(parser, "commands", {}).get(getattr(args, "command", None), parser)
+        where.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """Project warnings (:class:`oblique.errors.ObliqueWarning`) as one line ``oblique: warning: …``."""
+    if issubclass(category, ObliqueWarning):
+        print(f"oblique: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``oblique`` command; returns the exit status."""
+    with warnings.catch_warnings():  # restores the caller's filters and showwarning afterwards
+        warnings.simplefilter("always", ObliqueWarning)
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
         if not args.command:
             parser.print_help()
             return 2
@@ -81,9 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"oblique: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("oblique: interrupted; finished results are on disk", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        run_dir = getattr(e, "run_dir", None)
+        if run_dir is not None:  # a run stopped by a signal, with its checkpoint written
+            print(f"oblique: interrupted; the run's checkpoint is in {run_dir}: continue it with "
+                  f"'oblique run --resume {run_dir}'", file=sys.stderr)  # fmt: skip
+        else:
+            print("oblique: interrupted; finished results are on disk", file=sys.stderr)
+        return 128 + getattr(e, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":  # pragma: no cover

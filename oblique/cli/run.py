@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import asdict, fields
+from pathlib import Path
 from typing import Any
 
 from oblique.cli.parsing import flag, parse_bool, parse_floats, parse_hp
-from oblique.config import RunConfig, overlay, read_toml, run_config_from, setting_kind
+from oblique.config import ConfigError, RunConfig, overlay, read_toml, run_config_from, setting_kind
 
 __all__ = ["RUN_FLAGS", "add_run_arguments", "cmd_methods", "cmd_run", "run_config_from_args", "setup_methods",
            "setup_run"]  # fmt: skip
@@ -68,21 +69,67 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
 def setup_run(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     p.add_argument("--config", help="TOML file of run settings (flags override it)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the killed or interrupted run in RUN_DIR from its last checkpoint, with the "
+                   "settings of its config.json (a flag that contradicts them is refused)")  # fmt: skip
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from oblique.methods import get_method_class
-    from oblique.train import train
+    from oblique.train import resume, train
 
-    cfg = run_config_from_args(args)
-    summary = train(cfg)
+    if args.resume is not None:
+        given = _settings_given(args)
+        _refuse_contradictions(Path(args.resume), given)
+        summary = resume(args.resume, progress=given.get("progress"))
+        out = Path(args.resume)
+    else:
+        cfg = run_config_from_args(args)
+        summary = train(cfg)
+        out = cfg.resolved_out()
+    return _report(out, summary)
+
+
+def _settings_given(args: argparse.Namespace) -> dict[str, Any]:
+    values = read_toml(args.config) if getattr(args, "config", None) else {}
+    return {k.replace("-", "_"): v for k, v in overlay(values, given_run_settings(args)).items()}
+
+
+def _refuse_contradictions(run_dir: Path, given: dict[str, Any]) -> None:
+    """A setting given with ``--resume`` must agree with the run's recorded one (progress aside)."""
+    from oblique.records import CONFIG, read_config
+
+    if not given.keys() - {"progress"} or not (run_dir / CONFIG).is_file():
+        return  # nothing to compare (train.resume says what is missing)
+    recorded = read_config(run_dir)
+    if not isinstance(recorded, dict):
+        return
+    fields_ = set(RunConfig.field_names())
+    mine = run_config_from({k: v for k, v in recorded.items() if k in fields_}, source=str(run_dir / CONFIG))
+    theirs = run_config_from(overlay(asdict(mine), given), source="command line")
+    mine, theirs = mine.resolved(), theirs.resolved()
+    for key in sorted(given.keys() - {"progress"}):
+        a, b = getattr(mine, key), getattr(theirs, key)
+        if key == "hp":
+            a, b = mine.build_method().hp, theirs.build_method().hp
+        if a != b:
+            raise ConfigError(
+                f"{key} {b!r} contradicts the run's recorded {key} {a!r} ({run_dir / CONFIG}); resume continues "
+                "a run with its own settings: leave the setting out",
+                settings=(key,),
+            )
+
+
+def _report(out: Path, summary: dict) -> int:
+    """The one line ``oblique run`` prints about a finished run; exit status 1 when it diverged."""
+    from oblique.methods import get_method_class
+
     d = summary["drift"]["mean"]
     if summary["status"] == "diverged":
-        print(f"{cfg.resolved_out()}: diverged at step {summary['diverged_step']} (non-finite loss)")
+        print(f"{out}: diverged at step {summary['diverged_step']} (non-finite loss)")
         return 1
     lam = f" λ={summary['strength']:g}" if get_method_class(summary["method"]).uses_strength else ""
     print(
-        f"{cfg.resolved_out()}: {summary['method']}{lam} test error {summary['test_error']:.2f} % "
+        f"{out}: {summary['method']}{lam} test error {summary['test_error']:.2f} % "
         f"(top-5 {summary['test_error_top5']:.2f} %), norm_dev_mean {d['norm_dev_mean']:.3g}, "
         f"offdiag_dev {d['offdiag_dev']:.3g}, {summary['train_time_s']:.1f} s "
         f"(regularizer {summary['regularizer_time_s']:.2f} s)"

@@ -58,6 +58,10 @@ _KIND_COST_NOTES = {
 }
 
 
+#: how a hyperparameter's type is named in messages ("expects an integer")
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 @dataclass(frozen=True)
 class Hyper:
     """One declared hyperparameter of a method.
@@ -92,7 +96,7 @@ class Hyper:
                 value = typ(value)
         except (TypeError, ValueError):
             raise ValueError(
-                f"hyperparameter {self.name!r} expects a {typ.__name__}; got {value!r}"
+                f"hyperparameter {self.name!r} expects {_KIND_NAMES.get(typ, typ.__name__)}; got {value!r}"
             ) from None
         if self.choices is not None and value not in self.choices:
             raise ValueError(
@@ -279,6 +283,17 @@ class Method:
         """Floating-point operations the regularizer adds per training step (forward and backward),
         counted from the shapes of the targeted weights. 0 for plain training."""
         return 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own state beyond the model's and the optimizer's (tensors and plain containers),
+        for checkpoints: what an exact resume needs (e.g. SRIP's power-iteration vectors). Empty for a
+        method that keeps none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(f"method {self.name!r} keeps no state; got a state with {', '.join(state)}")
 
     def effective_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The weights the forward pass computes with, by layer name (detached).

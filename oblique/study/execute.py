@@ -16,8 +16,9 @@ group, or to the study process alone) stops the workers, records the runs in fli
 and returns True.
 
 Resuming: :func:`run_study` skips the finished runs of the folder (status ``ok`` or ``diverged``,
-:func:`oblique.records.is_finished`); an unfinished run directory (interrupted, crashed) is removed and
-rerun from the start.
+:func:`oblique.records.is_finished`); an unfinished run with a checkpoint (stopped by Ctrl-C, SIGTERM, or
+its study process killed — the workers are then signalled) continues from it (:func:`oblique.train.resume`);
+one without (crashed, killed before its first checkpoint) is removed and rerun from the start.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from oblique import records
+from oblique.progress import progress as _bar
 from oblique.study.folder import ERROR_FILE, Lock, Study, plan_study
 from oblique.study.spec import BASIC_AXES, PlannedRun, StudyError
 from oblique.study.tables import collect
@@ -141,6 +143,8 @@ def run_study(
         tasks = _unfinished_tasks(study, threads)
         bar = _progress(study, len(tasks), progress)
         say = echo or (lambda line: bar.write(line, file=sys.stderr))
+        if tasks and (note := _threads_note(study, threads)):
+            say(note)
         ran: list[str] = []
         failed: list[str] = []
 
@@ -158,22 +162,41 @@ def run_study(
 
 
 def _unfinished_tasks(study: Study, threads: int) -> list[dict]:
-    """A task for every unfinished run; its old folder (interrupted, crashed) is removed first."""
+    """A task for every unfinished run: resumed from its checkpoint when it has one, else started over
+    (its old folder — crashed, or killed before its first checkpoint — removed first)."""
     from oblique.train import remove_run
 
-    todo = study.unfinished()
-    for name in todo:  # unfinished runs start over (train's checkpoints are final-only)
-        remove_run(study.run_dir(name))
-    return [{"name": n, "out": str(study.run_dir(n)), "settings": study.runs[n]["settings"], "threads": threads}
-            for n in todo]  # fmt: skip
+    tasks = []
+    for name in study.unfinished():
+        run_dir = study.run_dir(name)
+        resume = (run_dir / records.CHECKPOINT).is_file() and (run_dir / records.CONFIG).is_file()
+        if not resume:
+            remove_run(run_dir)
+        tasks.append({"name": name, "out": str(run_dir), "settings": study.runs[name]["settings"],
+                      "threads": threads, "resume": resume})  # fmt: skip
+    return tasks
+
+
+def _threads_note(study: Study, threads: int) -> str | None:
+    """One line when finished runs of the study were trained with another torch thread count than this
+    session's: their numbers may differ from a rerun in the last digits (results.csv has a column)."""
+    used = set()
+    for name in study.runs:
+        try:
+            used.add(records.read_config(study.run_dir(name)).get("threads_used"))
+        except (records.RecordError, AttributeError):
+            continue
+    used.discard(None)
+    if used and used != {threads}:
+        return (
+            f"note: finished runs of this study used {', '.join(map(str, sorted(used)))} torch thread(s), "
+            f"this session trains with {threads}; results depend on the thread count (column 'threads')"
+        )
+    return None
 
 
 def _progress(study: Study, todo: int, progress: bool):
-    from tqdm.auto import tqdm
-
-    done = len(study.runs) - todo
-    return tqdm(total=len(study.runs), initial=done, desc="study", unit="run", disable=not progress,
-                dynamic_ncols=True)  # fmt: skip
+    return _bar(len(study.runs), "study", "run", enabled=progress, initial=len(study.runs) - todo)
 
 
 def _collect_uninterrupted(study: Study) -> None:
@@ -196,17 +219,21 @@ def default_threads(workers: int) -> int:
 
 
 def run_task(task: dict) -> tuple:
-    """Train one planned run (in a worker or in this process); return the message for the parent.
-
-    ``("done", name, brief)`` or ``("error", name, message)``; a KeyboardInterrupt propagates.
+    """Train one planned run (in a worker or in this process): resume it from its checkpoint if the task
+    says so (a checkpoint that cannot be used: start over), else train it; return the message for the
+    parent: ``("done", name, brief)`` or ``("error", name, message)``; a KeyboardInterrupt propagates.
     """
-    from oblique.train import RunConfig, train
+    from oblique.train import RunConfig, remove_run, resume, train
 
     name, out = task["name"], Path(task["out"])
     try:
+        if task.get("resume"):
+            try:
+                return ("done", name, _brief(resume(out, progress=False)))
+            except records.RecordError:  # a corrupt or foreign checkpoint: this run starts over
+                remove_run(out)
         cfg = RunConfig(**task["settings"], out=str(out), threads=task["threads"], progress=False)
-        s = train(cfg)
-        return ("done", name, _brief(s))
+        return ("done", name, _brief(train(cfg)))
     except KeyboardInterrupt:
         raise
     except Exception as e:  # a crashed run must not stop the study; the file says why
@@ -234,10 +261,14 @@ def _interrupt_when_parent_dies() -> None:  # pragma: no cover - runs in a child
 def _worker_main(conn) -> None:  # pragma: no cover - runs in a child process (tested end to end)
     """A worker process: train the runs the parent sends until it sends ``None``.
 
-    SIGINT is ignored while idle (the parent tells idle workers to stop) and raises KeyboardInterrupt only
-    while a run trains, so ``train`` records the run as interrupted and the worker exits quietly.
+    SIGINT is ignored while idle (the parent tells idle workers to stop); while a run trains, SIGINT (and
+    SIGTERM) ask it to stop at the next step boundary with a checkpoint (``oblique.train.StopOnSignal``),
+    so the run is recorded as interrupted and resumable, and the worker exits quietly.
     """
+    from oblique.train import StopOnSignal
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    StopOnSignal.second_signal_stops = False  # stop requests come from the study process, maybe twice
     _interrupt_when_parent_dies()
     try:
         while True:
@@ -346,7 +377,7 @@ def _run_pool(tasks: list[dict], workers: int, finished: Finished) -> bool:
         for w in pool:
             w.send(None)
         for w in pool:
-            w.proc.join(timeout=10)
+            w.proc.join(timeout=60)  # a stopping run finishes its step and checkpoints
             if w.proc.is_alive():  # pragma: no cover - a stuck worker
                 w.proc.kill()
 

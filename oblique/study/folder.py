@@ -8,7 +8,7 @@ plus what the study runner writes beside them:
 ``results.csv``, ``summary.md``
     The tables (:mod:`oblique.study.tables`).
 ``.lock``
-    Held by the process running the study; holds its PID.
+    Held by the process running the study (``.lock.pid`` says which).
 
 A study folder is a *set* of runs: planning a grid into a folder adds the runs it lacks; a run name that is
 already planned with *different* settings (e.g. the same grid with another ``--epochs``) is refused with a
@@ -17,7 +17,6 @@ one-line message: pass ``--overwrite`` to start the folder over, or choose anoth
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from collections.abc import Sequence
@@ -70,9 +69,11 @@ class Study:
         """``ok``, ``diverged``, ``error`` (crashed; see ``study_error.txt``), ``interrupted`` or ``pending``."""
         d = self.run_dir(name)
         try:
-            status = records.read_summary(d).get("status", "pending")
+            status = records.read_summary(d)["status"]
         except records.RecordError:
             status = "pending"
+        if status in records.FINISHED and not records.is_finished(d):
+            status = "pending"  # its metrics.jsonl is corrupt or incomplete: the next study run redoes it
         if status not in records.FINISHED and (d / ERROR_FILE).exists():
             return "error"
         return status
@@ -104,7 +105,50 @@ def load_study(root: str | os.PathLike) -> Study:
         raise StudyError(
             f"{root / STUDY_FILE}: expected a study file of schema {STUDY_SCHEMA}; got something else"
         )
-    return Study(root, data["runs"], list(data.get("grid_variables", BASIC_AXES)))
+    grid_variables = data.get("grid_variables", list(BASIC_AXES))
+    if not (isinstance(grid_variables, list) and all(isinstance(k, str) for k in grid_variables)):
+        raise StudyError(f"{root / STUDY_FILE}: grid_variables must be a list of names; got {grid_variables!r:.60}")
+    for name, entry in data["runs"].items():
+        problem = _entry_problem(name, entry, grid_variables)
+        if problem:
+            raise StudyError(f"{root / STUDY_FILE}: run {name!r:.80}: {problem}; the file is corrupt")
+    return Study(root, data["runs"], list(grid_variables))
+
+
+#: the grid values every planned run has, name -> check
+_GRID_KEYS = {
+    "method": lambda v: isinstance(v, str),
+    "strength": lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool)),
+    "strength_applies": lambda v: isinstance(v, bool),
+    "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
+}
+
+
+def _entry_problem(name: str, entry, grid_variables: list[str]) -> str | None:
+    """Why a planned run of ``study.json`` cannot be one, or None. Its name must be a plain folder name
+    (a run folder is deleted and rewritten: never outside the study)."""
+    from oblique.config import ConfigError, RunConfig
+    from oblique.study.spec import EXECUTION_FIELDS
+
+    if not name or name in (".", "..") or any(not (c.isalnum() or c in "._+=-") for c in name):
+        return "not a folder name of a planned run"
+    if not isinstance(entry, dict) or not isinstance(entry.get("settings"), dict):
+        return "expected a table with settings and grid"
+    grid = entry.get("grid")
+    if not isinstance(grid, dict):
+        return "grid must be a table of grid values"
+    for key, ok in _GRID_KEYS.items():
+        if key not in grid or not ok(grid[key]):
+            return f"grid {key} is missing or of the wrong kind"
+    extra = sorted(set(entry["settings"]) - (set(RunConfig.field_names()) - set(EXECUTION_FIELDS)))
+    if extra:
+        return f"settings {', '.join(extra)} are not run settings"
+    try:
+        RunConfig(**entry["settings"])
+    except ConfigError as e:
+        return f"settings: {e}"
+    return None
 
 
 def _write_study(study: Study) -> None:
@@ -155,35 +199,16 @@ def plan_study(
     return study, new
 
 
-class Lock:
-    """An exclusive ``fcntl.flock`` on ``STUDY_DIR/.lock`` (released when the process ends), with our PID."""
+class Lock(records.FolderLock):
+    """The study folder's lock (``STUDY_DIR/.lock``, through :mod:`filelock`; released when the process
+    ends however it ends). Raises :class:`StudyLockedError` when another study holds it."""
 
-    def __init__(self, root: Path):
-        root.mkdir(parents=True, exist_ok=True)
-        self.path = root / LOCK_FILE
-        self._f = open(self.path, "a+")
-        try:
-            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._f.seek(0)
-            pid = self._f.read().strip() or "unknown"
-            self._f.close()
-            raise StudyLockedError(
-                f"study folder {root} is in use by another oblique study (pid {pid}); wait for it to end "
-                "or choose another --out"
-            ) from None
-        self._f.seek(0)
-        self._f.truncate()
-        self._f.write(f"{os.getpid()}\n")
-        self._f.flush()
-
-    def release(self) -> None:
-        if not self._f.closed:
-            fcntl.flock(self._f, fcntl.LOCK_UN)
-            self._f.close()
+    def __init__(self, root: str | os.PathLike):
+        super().__init__(root, "study folder", "study")
 
     def __enter__(self) -> Lock:
+        try:
+            super().__enter__()
+        except records.FolderLockedError as e:
+            raise StudyLockedError(str(e)) from None
         return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
