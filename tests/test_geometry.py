@@ -137,3 +137,41 @@ def test_model_drift_layers_and_mean():
     for k in DRIFT_KEYS:
         assert d["mean"][k] == pytest.approx(sum(v[k] for v in d["layers"].values()) / 3)
     assert d["layers"]["4"] == drift(net[4].weight)
+
+
+def _offdiag_direct(f: torch.Tensor) -> float:
+    """``offdiag_dev`` the slow way: every off-diagonal dot product as an exactly rounded sum (math.fsum)."""
+    rows = f.double().tolist()
+    n = len(rows)
+    squares = [
+        math.fsum(a * b for a, b in zip(rows[i], rows[j], strict=True)) ** 2
+        for i in range(n)
+        for j in range(n)
+        if i != j
+    ]
+    return math.sqrt(math.fsum(squares) / (n * (n - 1)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_offdiag_dev_is_accurate_near_zero(seed, dtype):
+    """Note [exact offdiag]: rows orthonormal up to rounding (float32) or up to a 1e-11 perturbation
+    (float64); ``‖G‖² − Σ r⁴`` returned 0 or 3e-9 here, the entries of FFᵀ give the true value."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(64, 16, dtype=torch.float64, generator=g))  # orthonormal columns
+    f = q.T.contiguous()  # (16, 64): wide, orthonormal rows
+    if dtype == torch.float64:
+        f = f + 1e-11 * torch.randn(16, 64, dtype=torch.float64, generator=g)
+    w = f.to(dtype).reshape(16, 4, 4, 4)  # as a conv weight
+    want = _offdiag_direct(filter_matrix(w))
+    assert 1e-13 < want < 1e-7  # near zero, and not zero
+    assert drift(w)["offdiag_dev"] == pytest.approx(want, rel=1e-6)
+
+
+def test_offdiag_dev_of_a_tall_matrix_uses_the_smaller_gram():
+    """Tall rows cannot be orthogonal: the identity on FᵀF does not cancel (Note [exact offdiag])."""
+    q, _ = torch.linalg.qr(
+        torch.randn(12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    )
+    f = torch.cat([q, q[:3] + 1e-3 * q[3:6]])  # (15, 12): 12 orthonormal rows and 3 near-copies
+    assert drift(f)["offdiag_dev"] == pytest.approx(_offdiag_direct(f), rel=1e-10)

@@ -2,8 +2,10 @@
 
 A new method in ``REGISTRY`` is tested here without anyone remembering to: prepare, train three steps the
 way ``oblique.train`` does, effective weights finite, state_dict round trip into a freshly prepared model,
-optimizer state round trip, ``copy.deepcopy``, per-filter (never per-kernel-row) action, and one
-``oblique run --epochs 1`` per method through the CLI.
+optimizer state round trip, ``copy.deepcopy``, per-filter (never per-kernel-row) action, one
+``oblique run --epochs 1`` per method through the CLI, and — for every method with a batched form (it
+declares the ``batched`` hyperparameter) — batched and per-layer forms equal in float64 to 1e-12, weights
+and gradients, over every layer kind of ``LAYERS`` at once.
 """
 
 from __future__ import annotations
@@ -137,6 +139,81 @@ def test_contract(name, key):
     _step(method, twin, opt3, x, r, 5)
     assert not torch.allclose(twin(x), model(x))
     assert torch.isfinite(twin.layer.weight).all()
+
+
+#: every method with a batched form and its per-layer reference (the ``batched`` hyperparameter)
+BATCHED = [m for m in METHODS if any(h.name == "batched" for h in REGISTRY[m].hyperparameters)]
+
+
+class _Parallel(nn.Module):
+    """Two layers of every kind of ``LAYERS`` (so that layers of one shape are batched together), each on
+    its own input, their outputs summed."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([LAYERS[k][0]() for k in LAYERS for _ in range(2)])
+        self.inputs = [LAYERS[k][1] for k in LAYERS for _ in range(2)]
+
+    def forward(self, xs: list[torch.Tensor], rs: list[torch.Tensor]) -> torch.Tensor:
+        return sum((torch.tanh(layer(x)) * r).sum() for layer, x, r in zip(self.layers, xs, rs, strict=True))
+
+
+def _batched_pair(name: str, **hp):
+    """The same float64 model prepared by ``name`` batched and per layer, with inputs and output weights."""
+    out = []
+    for batched in (True, False):
+        torch.manual_seed(0)
+        model = _Parallel().double()
+        method = get_method(name, targets="conv+linear", batched=batched, **hp)
+        out.append((method, method.prepare(model)))
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(*shape, generator=g, dtype=torch.float64) for shape in out[0][1].inputs]
+    with torch.no_grad():
+        rs = [
+            torch.randn(layer(x).shape, generator=g, dtype=torch.float64)
+            for layer, x in zip(out[0][1].layers, xs, strict=True)
+        ]
+    return out, xs, rs
+
+
+def _batched_cases() -> list:
+    cases = []
+    for name in BATCHED:
+        if REGISTRY[name].kind == "reparam":  # several group sizes (tall layers split further), learnable γ
+            cases += [(name, {"group_size": g, "learn_scale": True}) for g in (0, 2, 3)]
+        else:
+            cases.append((name, {}))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "hp"), _batched_cases(), ids=lambda v: v if isinstance(v, str) else str(v))
+def test_batched_equals_per_layer(name, hp):
+    """Every layer kind (conv1d, conv2d, linear; tall and wide) twice in one model: the batched form gives
+    the per-layer form's weights and gradients to 1e-12 in float64, over three training steps."""
+    assert BATCHED, "no method declares a batched form"
+    ((mb, batched), (mp, per_layer)), xs, rs = _batched_pair(name, **hp)
+    if mb.kind == "reparam":  # the batched form is really in use (Note [batched across layers])
+        assert all(p.shared is not None for p in mb.parametrizations(batched))
+        assert all(p.shared is None for p in mp.parametrizations(per_layer))
+    opts = [
+        m.make_optimizer(model, OptimizerConfig(lr=0.05)) for m, model in ((mb, batched), (mp, per_layer))
+    ]
+    for step in range(1, 4):
+        marks = [
+            training_step(m, model, opt, model(xs, rs), step)
+            for m, model, opt in ((mb, batched, opts[0]), (mp, per_layer, opts[1]))
+        ]
+        if marks[0].penalty is not None:
+            torch.testing.assert_close(marks[0].penalty, marks[1].penalty, rtol=0, atol=1e-12)
+        for (nb, pb), (np_, pp) in zip(batched.named_parameters(), per_layer.named_parameters(), strict=True):
+            assert nb == np_
+            torch.testing.assert_close(pb.grad, pp.grad, rtol=0, atol=1e-12, msg=f"step {step}: grad of {nb}")
+        eff_b, eff_p = mb.effective_weights(batched), mp.effective_weights(per_layer)
+        assert list(eff_b) == list(eff_p) and len(eff_b) == 12
+        for k in eff_b:
+            torch.testing.assert_close(eff_b[k], eff_p[k], rtol=0, atol=1e-12, msg=f"step {step}: weight {k}")
+    # the two forms share one state_dict layout
+    assert list(batched.state_dict()) == list(per_layer.state_dict())
 
 
 def _kernel_row_spread(method) -> tuple[float, torch.Tensor]:

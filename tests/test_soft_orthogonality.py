@@ -73,3 +73,52 @@ def test_method_penalties_are_strength_times_the_functions():
     f = model[0].weight.detach().reshape(3, -1)
     want = torch.linalg.eigvalsh(f @ f.T - torch.eye(3, dtype=f.dtype)).abs().max()
     torch.testing.assert_close(srip.penalty(model), 0.1 * want)
+
+
+class _NoHostSync(torch.utils._python_dispatch.TorchDispatchMode):
+    """Fails on any read of a tensor's value by the host (``.item()``, ``if tensor``, ``float(tensor)``)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+            raise AssertionError(f"the step path reads a tensor on the host: {func}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("name", ["srip", "so"])
+def test_penalty_and_backward_never_wait_for_the_device(name, batched):
+    """Note [batched by shape]: no data-dependent branch on the host in the step path, including at
+    σ = 0 (an exactly orthogonal layer) where the power iteration keeps its vector."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 3, 3), nn.Conv1d(3, 3, 1, bias=False), nn.Conv1d(4, 3, 3)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(3, dtype=torch.float64).view(3, 3, 1))  # G = I: σ = 0
+    method = get_method(name, batched=batched)
+    for _ in range(2):
+        with _NoHostSync():
+            pen = method.penalty(model)
+            pen.backward()
+    assert torch.isfinite(pen) and all(
+        torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
+    )
+    torch.testing.assert_close(model[1].weight.grad, torch.zeros_like(model[1].weight.grad))
+    if name == "srip":
+        assert all(
+            torch.isfinite(v).all() and abs(v.norm().item() - 1) < 1e-12 for v in method._vectors.values()
+        )
+
+
+def test_batched_srip_matches_the_per_layer_vectors_and_draws():
+    """Same random starts (drawn in model order from the method's generator), same vectors after."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv1d(4, 5, 3), nn.Conv1d(5, 5, 3), nn.Conv1d(5, 5, 3), nn.Flatten(), nn.Linear(5, 9)
+    )
+    model = model.double()
+    methods = [get_method("srip", targets="conv+linear", batched=b) for b in (True, False)]
+    for _ in range(3):
+        values = [m.penalty(model) for m in methods]
+        torch.testing.assert_close(values[0], values[1], rtol=0, atol=1e-12)
+    assert list(methods[0]._vectors) == list(methods[1]._vectors) == ["0", "1", "2", "4"]
+    for k in methods[0]._vectors:
+        torch.testing.assert_close(methods[0]._vectors[k], methods[1]._vectors[k], rtol=0, atol=1e-12)

@@ -25,11 +25,26 @@ written in closed form,
 which is finite and exact at repeated eigenvalues (``K_ii = −½ λ_i^{-3/2}``, the derivative). The whole
 map is computed in float64 and cast back to the weight's dtype (``float64`` hyperparameter).
 
-Differences from the authors' code: the authors compute ``S^{-1/2}`` by SVD with autograd (the unstable
-backward above) and no ``ε``; tall groups are split (Note [tall groups] in
-:mod:`oblique.methods._grouping`) instead of giving a rank-deficient ``W``; groups are given by
-``group_size`` and need not divide ``C_out``; ``ε`` is relative to the mean eigenvalue, so ``W`` does not
-depend on the scale of ``Z``.
+With ``batched=True`` (the default) all targeted layers are computed together, one batched
+eigendecomposition per group shape (Note [batched across layers] in :mod:`oblique.methods._grouping`);
+``batched=False`` computes layer by layer (the reference; both give the same weights and gradients).
+
+What upstream does, and where this differs:
+
+- Scale. The original Torch7 code (github.com/huangleiBuaa/OthogonalWN, ``Spatial_Weight_DBN_Row``,
+  ``Linear_Weight_DBN_Row_Group``) applies *no* output scale: its ``W`` has unit-norm rows (it whitens
+  ``Σ = ZcZcᵀ/p + εI`` and multiplies by ``√(1/p)``). The later PyTorch ``OWN_Conv2d`` (same repository and
+  the ONI repository) multiplies by ``NScale = 1.414``. Here ``γ = √2`` by default, as ``oni`` (``--hp
+  scale=1`` gives the Torch7 weights up to ``ε``).
+- Groups. Torch7: ``m_perGroup`` filters per group (64 in the CIFAR scripts), capped at ``p`` (the
+  filter length), consecutive groups with the remainder last; a centred group of ``p`` rows has rank
+  ``p − 1``, so its ``Σ`` is singular but for ``ε``. PyTorch ``OWN_Conv2d``: ``norm_groups`` groups that must
+  divide ``C_out``, no cap, no ``ε``. Here ``group_size`` (0: one group), capped at ``p − 1`` when centring,
+  sizes differing by at most one (Note [tall groups] in :mod:`oblique.methods._grouping`).
+- ``S^{-1/2}``: Torch7 by SVD with a hand-written backward; PyTorch by ``svd`` with autograd (the unstable
+  backward above). Here ``eigh`` with the Daleckii–Krein backward, in float64.
+- ``ε``: Torch7 adds an absolute ``1e-8`` (conv) or ``1e-7`` (linear) to ``Σ``; PyTorch none. Here
+  ``ε · tr(S)/m``, so ``W`` does not depend on the scale of ``Z``.
 """
 
 from __future__ import annotations
@@ -37,7 +52,13 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from oblique.methods._grouping import GROUP_HYPERS, GroupedOrthogonal, GroupedReparamMethod, regularized_gram
+from oblique.methods._grouping import (
+    BATCHED_HYPER,
+    GROUP_HYPERS,
+    GroupedOrthogonal,
+    GroupedReparamMethod,
+    regularized_gram,
+)
 from oblique.methods.base import Hyper
 
 __all__ = ["OLM", "OLMParametrization", "inv_sqrt_psd", "olm_orthogonalize"]
@@ -77,8 +98,11 @@ def inv_sqrt_psd(s: torch.Tensor) -> torch.Tensor:
     return _InvSqrtPSD.apply(s)
 
 
-def olm_orthogonalize(zc: torch.Tensor, eps: float = 1e-7, float64: bool = True) -> torch.Tensor:
-    """``W = (Zc Zcᵀ + ε·tr/m·I)^{-1/2} Zc`` for a batch of (centred) groups ``(k, m, p)``.
+def olm_orthogonalize(
+    zc: torch.Tensor, eps: float = 1e-7, float64: bool = True, row_scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``W = (Zc Zcᵀ + ε·tr/m·I)^{-1/2} Zc`` for a batch of (centred) groups ``(k, m, p)``, each row
+    multiplied by ``row_scale`` (``(k, m, 1)``) when given (applied to the ``m × m`` factor).
 
     .. math:: W = (Z_c Z_c^T + \\epsilon I)^{-1/2} Z_c
 
@@ -89,7 +113,10 @@ def olm_orthogonalize(zc: torch.Tensor, eps: float = 1e-7, float64: bool = True)
     """
     z = zc.to(torch.float64) if float64 else zc
     s = regularized_gram(z, eps)  # (k, m, m)
-    return (inv_sqrt_psd(s) @ z).to(zc.dtype)  # (k, m, p)
+    root = inv_sqrt_psd(s)  # S^{-1/2}, (k, m, m)
+    if row_scale is not None:
+        root = root * row_scale.to(root.dtype)  # diag(γ)·S^{-1/2}
+    return (root @ z).to(zc.dtype)  # (k, m, p)
 
 
 class OLMParametrization(GroupedOrthogonal):
@@ -107,8 +134,8 @@ class OLMParametrization(GroupedOrthogonal):
         self.eps = eps
         self.float64 = float64
 
-    def orthogonalize(self, zc: torch.Tensor) -> torch.Tensor:
-        return olm_orthogonalize(zc, self.eps, self.float64)
+    def orthogonalize(self, zc: torch.Tensor, row_scale: torch.Tensor | None = None) -> torch.Tensor:
+        return olm_orthogonalize(zc, self.eps, self.float64, row_scale)
 
 
 class OLM(GroupedReparamMethod):
@@ -117,11 +144,12 @@ class OLM(GroupedReparamMethod):
     name = "olm"
     summary = "orthogonal weight normalization W = γ·(ZcZcᵀ + εI)^(-1/2)·Zc per group, by eigendecomposition"
     paper = "Huang et al., AAAI 2018 (arXiv 1709.06079)"
-    cost_note = "eigendecomposition of ZcZcᵀ per group (≈ 11m³) + Gram and product (4m²p)"
+    cost_note = "eigendecomposition of ZcZcᵀ per group (≈ 11m³) + Gram and product (4m²p); batched={batched}"
     hyperparameters = (
         *GROUP_HYPERS,
         Hyper("eps", 1e-7, "ε, relative to the mean eigenvalue of ZcZcᵀ, added to its diagonal", minimum=0.0),
         Hyper("float64", True, "compute S, its eigendecomposition and W in float64, cast back"),
+        BATCHED_HYPER,
     )
 
     def build(self, weight: torch.Tensor) -> OLMParametrization:

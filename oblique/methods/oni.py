@@ -20,38 +20,62 @@ arithmetic ``Y_t = Ŝ B_t`` and the iterates ``B_t`` are the paper's, at the sam
 products per step), but rounding errors do not grow.
 
 ``B_T → (S/‖S‖_F)^{-1/2}``, so ``W → S^{-1/2} Z_c`` (orthonormal rows) as ``T`` grows; ``T`` controls how
-orthogonal the weight is (the paper's point). The effective weight is ``γ_i · W_i`` with ``γ = √2`` (upstream
-``NScale``; learnable with ``learn_scale``). ``module.weight`` is the effective weight
-(``torch.nn.utils.parametrize``); the trainable tensor is ``module.parametrizations.weight.original``.
+orthogonal the weight is (the paper's point). The effective weight is ``γ_i · W_i`` with ``γ = √2`` by default
+(learnable with ``learn_scale``). ``module.weight`` is the effective weight (``torch.nn.utils.parametrize``);
+the trainable tensor is ``module.parametrizations.weight.original``. With ``batched=True`` (the default) all
+targeted layers are computed together, one batched iteration per group shape (Note [batched across
+layers] in :mod:`oblique.methods._grouping`); ``batched=False`` computes layer by layer (the reference;
+both give the same weights and gradients).
 
-Differences from the authors' code:
+What upstream does (github.com/huangleiBuaa/ONI), and where this differs:
 
-- Tall groups (more filters than entries per filter, e.g. a stem conv or a 1×1 shortcut that widens):
-  upstream switches to a column variant (``ONINorm_colum``) that orthonormalizes *columns*, so filters are
-  no longer unit norm, and DESIGN.md records it as numerically broken. Here such a layer is split into
-  groups none taller than wide (Note [tall groups] in :mod:`oblique.methods._grouping`); each group gets
-  orthonormal rows.
-- The coupled form of the iteration (Note [coupled Newton iteration]): same iterates, stable.
-- ``group_size`` (filters per group) instead of upstream's number of groups, and groups need not divide
-  ``C_out`` (sizes differ by at most one).
-- ``ε`` is relative: ``ε · tr(S)/m`` is added, so ``W`` is invariant to the scale of ``Z`` (upstream adds an
-  absolute ``1e-5``).
+- Defaults per layer type. The PyTorch ``ONI_Conv2d`` uses ``T = 5`` and a fixed output scale
+  ``NScale = 1.414`` (``adjustScale=False``; the ImageNet scripts make it learnable); ``ONI_Linear`` uses
+  ``T = 4`` and ``NScale = 1``. Here one ``iters`` and one ``scale`` apply to every targeted layer, conv and
+  linear alike (defaults ``T = 5``, ``γ = √2``, conv's): with ``--targets conv+linear`` the linear layers get
+  conv's defaults, not ``ONI_Linear``'s (``--hp iters=4 --hp scale=1`` gives ``ONI_Linear``'s everywhere).
+  The Torch7 CIFAR code (``Spatial_Weight_DBN_PowerIter_F2``) defaults to ``nIter = 3`` and ``N_scale = 1``
+  in the module; its CIFAR script sets 5 and 1.414, with a learnable scale in the residual networks.
+- Groups. PyTorch: ``norm_groups`` groups (or ``norm_channels`` filters per group) that must divide
+  ``C_out``, no cap. Torch7: ``m_perGroup`` filters per group (64 in the CIFAR script), capped at
+  ``min(C_out, p)``, consecutive groups with the remainder last. Here ``group_size`` (0: one group), capped
+  at ``p − 1`` when centring, sizes differing by at most one (Note [tall groups]).
+- Tall layers (more filters than entries per filter, e.g. a stem conv or a widening 1×1 shortcut): the
+  PyTorch code switches to a column variant (``ONINorm_colum``, orthonormal *columns*: filters no longer
+  unit norm; DESIGN.md records it as numerically broken). Here such a layer is split into groups none
+  taller than wide, each with orthonormal rows.
+- The iteration: the coupled form (Note [coupled Newton iteration]), same iterates, stable.
+- ``ε``: upstream PyTorch adds an absolute ``1e-5·I`` to ``S`` (Torch7 none); here ``ε · tr(S)/m`` is added, so
+  ``W`` is invariant to the scale of ``Z``.
+
 """
 
 from __future__ import annotations
 
 import torch
 
-from oblique.methods._grouping import GROUP_HYPERS, GroupedOrthogonal, GroupedReparamMethod, regularized_gram
+from oblique.methods._grouping import (
+    BATCHED_HYPER,
+    GROUP_HYPERS,
+    GroupedOrthogonal,
+    GroupedReparamMethod,
+    regularized_gram,
+)
 from oblique.methods.base import Hyper
 
 __all__ = ["ONI", "ONIParametrization", "newton_orthogonalize"]
 
 
-def newton_orthogonalize(zc: torch.Tensor, iters: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """ONI's Newton iteration on a batch of (centred) groups ``(k, m, p)``; returns ``≈ S^{-1/2} Zc``.
+def newton_orthogonalize(
+    zc: torch.Tensor, iters: int = 5, eps: float = 1e-7, row_scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """ONI's Newton iteration on a batch of (centred) groups ``(k, m, p)``; returns ``≈ S^{-1/2} Zc``, each
+    row multiplied by ``row_scale`` (``(k, m, 1)``) when given.
 
-    Run in the coupled, numerically stable form (Note [coupled Newton iteration]).
+    Run in the coupled, numerically stable form (Note [coupled Newton iteration]), with the products an
+    identity makes skipped: ``B_1 = T_0 = (3I − Ŝ)/2`` needs none, and the last step needs no ``Y``, so ``T``
+    iterations cost ``3T − 3`` products of ``m × m`` matrices. The scales (``1/√‖S‖_F`` and ``row_scale``) are
+    applied to the ``m × m`` matrix ``B_T``, not to the ``m × p`` result.
 
     .. math:: B_{t+1} = \\tfrac{3}{2} B_t - \\tfrac{1}{2} B_t^3 \\hat S,\\quad W = B_T Z_c / \\sqrt{\\lVert S\\rVert_F}
 
@@ -63,13 +87,17 @@ def newton_orthogonalize(zc: torch.Tensor, iters: int = 5, eps: float = 1e-7) ->
     s = regularized_gram(zc, eps)  # (k, m, m)
     norm = torch.linalg.matrix_norm(s).clamp_min(torch.finfo(s.dtype).tiny)[:, None, None]  # (k, 1, 1)
     s_hat = s / norm  # eigenvalues in (0, 1]: the iteration converges
-    eye = torch.eye(s.shape[-1], dtype=s.dtype, device=s.device)
+    eye15 = torch.eye(s.shape[-1], dtype=s.dtype, device=s.device).mul_(1.5)  # 1.5·I, (m, m)
     # Note [coupled Newton iteration]: Y_t = Ŝ·B_t carried alongside B_t; same iterates, stable rounding
-    y, b = s_hat, eye.expand_as(s)
-    for _ in range(iters):
-        t = 1.5 * eye - 0.5 * (b @ y)  # (3I − B_t Y_t)/2, (k, m, m)
-        y, b = y @ t, t @ b
-    return (b @ zc) / norm.sqrt()  # (k, m, p)
+    b = eye15 - 0.5 * s_hat  # B_1 = T_0 = (3I − Ŝ)/2  (B_0 = I, Y_0 = Ŝ)
+    y = s_hat @ b if iters > 1 else None  # Y_1 = Y_0·T_0
+    for t in range(1, iters):
+        step = torch.baddbmm(eye15, b, y, alpha=-0.5)  # T_t = (3I − B_t Y_t)/2, (k, m, m)
+        if t < iters - 1:
+            y = y @ step  # Y_{t+1} = Y_t T_t
+        b = step @ b  # B_{t+1} = T_t B_t
+    coef = norm.rsqrt() if row_scale is None else row_scale * norm.rsqrt()  # (k, m or 1, 1)
+    return (b * coef) @ zc  # (k, m, p)
 
 
 class ONIParametrization(GroupedOrthogonal):
@@ -87,8 +115,8 @@ class ONIParametrization(GroupedOrthogonal):
         self.iters = iters
         self.eps = eps
 
-    def orthogonalize(self, zc: torch.Tensor) -> torch.Tensor:
-        return newton_orthogonalize(zc, self.iters, self.eps)
+    def orthogonalize(self, zc: torch.Tensor, row_scale: torch.Tensor | None = None) -> torch.Tensor:
+        return newton_orthogonalize(zc, self.iters, self.eps, row_scale)
 
 
 class ONI(GroupedReparamMethod):
@@ -97,11 +125,12 @@ class ONI(GroupedReparamMethod):
     name = "oni"
     summary = "ONI: W = γ·B_T·Zc/√‖S‖_F, B_{t+1} = 1.5B_t − 0.5B_t³S/‖S‖_F → (ZcZcᵀ)^(-1/2)Zc, per group"
     paper = "Huang et al., CVPR 2020 (arXiv 2004.00917)"
-    cost_note = "{iters} Newton iterations per group (6T·m³) + Gram and product (4m²p)"
+    cost_note = "{iters} Newton iterations per group (6(T−1)·m³) + Gram and product (4m²p); batched={batched}"
     hyperparameters = (
         Hyper("iters", 5, "Newton iterations T (upstream 5; 2 for ResNet-50 with BN)", minimum=1),
         *GROUP_HYPERS,
         Hyper("eps", 1e-7, "ε, relative to the mean eigenvalue of ZcZcᵀ, added to its diagonal", minimum=0.0),
+        BATCHED_HYPER,
     )
 
     def build(self, weight: torch.Tensor) -> ONIParametrization:
@@ -116,5 +145,5 @@ class ONI(GroupedReparamMethod):
         )
 
     def group_flops(self, m: int, p: int) -> float:
-        # S = ZcZcᵀ (2m²p), T·(B³: 4m³, B³S: 2m³), B_T·Zc (2m²p)
-        return 4.0 * m * m * p + 6.0 * self.hp["iters"] * m**3
+        # S = ZcZcᵀ (2m²p), 3T − 3 products of m × m matrices (2m³ each), B_T·Zc (2m²p)
+        return 4.0 * m * m * p + 6.0 * (self.hp["iters"] - 1) * m**3

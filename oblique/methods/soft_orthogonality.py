@@ -18,28 +18,76 @@ tall layer (more filters than entries) the minimum ``n − p`` is reached when `
 *columns*: that is as close to orthonormal rows as a tall matrix can get.
 
 For SRIP the choice is not a constant: ``FFᵀ`` has the eigenvalues of ``FᵀF`` plus ``n − p`` zeros, so for a
-tall layer ``σ_max(FFᵀ − I_n) = max(σ_max(FᵀF − I_p), 1)`` — stuck at 1 with a useless gradient. Like the
-authors' code, :func:`srip_penalty` uses the smaller Gram matrix; for a wide layer it is the paper's term.
+tall layer ``σ_max(FFᵀ − I_n) = max(σ_max(FᵀF − I_p), 1)`` — stuck at 1 with a useless gradient (and the
+same holds for ``FᵀF`` of a wide layer). :func:`srip_penalty` uses the smaller Gram matrix; for a wide layer
+it is the paper's term.
 
-Differences from the authors' code: the targeted layers are explicit (conv, or conv and linear; never
-biases or BN); the authors' SRIP returns ``σ²`` from one power step from a fresh random vector each step,
-this returns ``σ`` (the paper's formula) from ``iters`` power steps (default 2) warm-started from the last
-step's vector (``persistent``), and never forms ``G`` (matrix-vector products with ``F`` and ``Fᵀ``); the
-authors decay λ by hand (0.1 → 1e-3 → 1e-4 → 1e-6 over the run), here λ is constant and the default is
-set for the default setting (README).
+Note [batched by shape]: a network has hundreds of targeted layers but a handful of filter-matrix shapes
+(ResNet-110: 16×144, 32×288, 64×576 and three singletons). With ``batched=True`` (the default) the weights of
+one shape are stacked into one ``(L, n, p)`` tensor and handled by batched products, in a
+``torch.autograd.Function`` whose backward is written out: SO's gradient ``4(FFᵀ − I)F`` (``4F(FᵀF − I)``
+when tall) is one batched product, where autograd would take two; SRIP's power iteration and its
+gradient (two outer products at the estimated vector) are a few batched matrix-vector products. Nothing
+in it waits for the device: the power iteration keeps the previous vector where a step gives zero
+(``torch.where``, no data-dependent branch on the host), and the value is returned as a tensor. The
+per-layer form (``batched=False``) is the reference: same values and gradients (tested in float64).
+
+What the authors' code does (github.com/nbansal90/Can-we-Gain-More-from-Orthogonality), and where this
+differs:
+
+- SRIP, σ or σ². The PyTorch scripts (``Wide-Resnet/train_n.py``, ``SVHN/train.py``,
+  ``Imagenet/*/train_n.py``, ``l2_reg_ortho``) add ``σ²`` per layer; the Keras script
+  (``ResNet/resnet_cifar_new.py``, ``l2_reg``) adds ``σ`` (plus ``1e-4·‖W‖_F``). This returns ``σ``, the paper's
+  formula.
+- SRIP, which Gram matrix. The Wide-ResNet script uses the smaller one (``FᵀF`` when tall, ``FFᵀ`` when
+  wide), as here; the SVHN and ImageNet scripts always use ``FᵀF`` (``p × p``: for a wide layer the larger
+  one, whose ``σ`` is at least 1); the Keras script the filter Gram ``FFᵀ``.
+- SRIP, the power iteration: upstream takes one step from a fresh random vector every training step
+  (uniform in the Wide-ResNet and Keras scripts, Gaussian in the SVHN and ImageNet ones); here ``iters`` steps (default 2) from the last
+  step's vector (``persistent``), and ``G`` is never formed (products with ``F`` and ``Fᵀ``).
+- Which weights: upstream regularizes every parameter with two or more dimensions (conv and linear); here
+  the targets are explicit (conv, or conv and linear; never biases or BN).
+- The strength schedule comes from the authors' training scripts (``adjust_ortho_decay_rate``; the Keras
+  ``decay_schedule``), not from a formula: the initial λ (``--ortho-decay``, default 1e-2) is multiplied by
+  1e-3 after epoch 20 (ImageNet: 30), 1e-4 after 50, 1e-6 after 70 and set to 0 after 120 of 200 epochs.
+  Here λ is constant and the default is set for the default setting (README).
+- SO: the authors' repository has no code for it (its README lists SO as not released); this follows the
+  paper's formula.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from oblique.geometry import filter_matrix
+from oblique.methods._grouping import BATCHED_HYPER
 from oblique.methods.base import Hyper, Method
 
-__all__ = ["SRIP", "SoftOrthogonality", "so_penalty", "spectral_deviation", "srip_penalty"]
+__all__ = [
+    "SRIP",
+    "SoftOrthogonality",
+    "so_penalty",
+    "spectral_deviation",
+    "spectral_deviations",
+    "srip_penalty",
+]
+
+
+def _by_shape(weights: Sequence[torch.Tensor]) -> dict[tuple, list[int]]:
+    """Indices of ``weights`` grouped by filter-matrix shape, dtype and device (Note [batched by shape])."""
+    classes: dict[tuple, list[int]] = {}
+    for i, w in enumerate(weights):
+        classes.setdefault((w.shape[0], w[0].numel(), w.dtype, w.device), []).append(i)
+    return classes
+
+
+def _stack(weights: Sequence[torch.Tensor], n: int, p: int) -> torch.Tensor:
+    """The filter matrices of same-shape weights as one ``(L, n, p)`` tensor (a copy, no autograd)."""
+    return torch.stack([w.detach().reshape(n, p) for w in weights])
 
 
 def _so_one(f: torch.Tensor) -> torch.Tensor:
@@ -51,20 +99,52 @@ def _so_one(f: torch.Tensor) -> torch.Tensor:
     return (g - torch.eye(p, dtype=f.dtype, device=f.device)).square().sum() + (n - p)
 
 
-def so_penalty(weights: Iterable[torch.Tensor]) -> torch.Tensor:
+class _SOByShape(torch.autograd.Function):
+    """``Σ_l ‖F_l F_lᵀ − I‖²_F`` over weights of one filter-matrix shape ``(n, p)``, from the smaller Gram
+    matrix (Note [smaller Gram]); backward ``4(G − I)F`` (``4F(G − I)`` when tall), one batched product."""
+
+    @staticmethod
+    def forward(ctx, *weights: torch.Tensor) -> torch.Tensor:
+        n, p = weights[0].shape[0], weights[0][0].numel()
+        f = _stack(weights, n, p)  # (L, n, p)
+        tall = n > p
+        d = f.mT @ f if tall else f @ f.mT  # G, (L, m, m) with m = min(n, p)
+        d.diagonal(dim1=-2, dim2=-1).sub_(1.0)  # G − I
+        ctx.save_for_backward(f, d)
+        ctx.tall, ctx.shapes = tall, [w.shape for w in weights]
+        return d.square().sum() + len(weights) * max(n - p, 0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        f, d = ctx.saved_tensors
+        g = (f @ d if ctx.tall else d @ f).mul_(4.0 * grad)  # ∂/∂F, (L, n, p)
+        return tuple(gi.view(shape) for gi, shape in zip(g.unbind(0), ctx.shapes, strict=True))
+
+
+def so_penalty(weights: Iterable[torch.Tensor], batched: bool = True) -> torch.Tensor:
     """Soft orthogonality ``Σ_layers ‖F Fᵀ − I_n‖²_F``, from the smaller Gram matrix (Note [smaller Gram]).
 
     .. math:: L_{so} = \\sum_l \\lVert F^{(l)} F^{(l)T} - I \\rVert_F^2
+
+    Args:
+        weights: conv or linear weights.
+        batched: one batched computation per filter-matrix shape (Note [batched by shape]); ``False``:
+            layer by layer, by autograd (the reference).
 
     >>> so_penalty([torch.tensor([[2.0, 0.0], [0.0, 1.0]])])
     tensor(9.)
     >>> so_penalty([torch.tensor([[1.0], [0.0], [0.0]])])   # tall: ‖FFᵀ − I₃‖² = 2
     tensor(2.)
     """
-    terms = [_so_one(filter_matrix(w)) for w in weights]
+    weights = list(weights)
+    if not batched:
+        terms = [_so_one(filter_matrix(w)) for w in weights]
+    else:
+        terms = [_SOByShape.apply(*(weights[i] for i in idx)) for idx in _by_shape(weights).values()]
     if not terms:
         return torch.zeros(())
-    return torch.stack(terms).sum()
+    return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
 
 
 def _matvec(f: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -73,6 +153,14 @@ def _matvec(f: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     if n <= p:
         return f @ (f.T @ v) - v  # (n,)
     return f.T @ (f @ v) - v  # (p,)
+
+
+def _unit(u: torch.Tensor, fallback: torch.Tensor, dim: int) -> torch.Tensor:
+    """``u / ‖u‖``, or ``fallback`` where ``‖u‖ = 0`` (``G = I`` exactly: σ = 0 and any vector will do) —
+    a ``torch.where``, no branch on the host."""
+    norm = torch.linalg.vector_norm(u, dim=dim, keepdim=True)
+    tiny = torch.finfo(u.dtype).tiny
+    return torch.where(norm > tiny, u / norm.clamp_min(tiny), fallback)
 
 
 def spectral_deviation(
@@ -84,7 +172,8 @@ def spectral_deviation(
     """``σ_max(G − I)`` of one weight's smaller Gram matrix by ``iters`` power steps, and the final vector.
 
     The power steps run without autograd; the returned value ``‖(G − I) v‖`` (``v`` the unit iterate) is
-    differentiable in ``weight``, so its gradient is ``∇σ`` at the estimated singular vector.
+    differentiable in ``weight``, so its gradient is ``∇σ`` at the estimated singular vector. This is the
+    per-layer form; :func:`srip_penalty` and ``srip`` batch it by shape (Note [batched by shape]).
 
     .. math:: \\sigma_{max}(G - I) \\approx \\lVert (G - I) v_k \\rVert,\\quad v_{k+1} = (G - I) v_k / \\lVert\\cdot\\rVert
 
@@ -102,26 +191,114 @@ def spectral_deviation(
     8.0
     """
     f = filter_matrix(weight)  # (n, p)
-    m = min(f.shape)
     with torch.no_grad():
-        if v is None:
-            v = torch.randn(m, generator=generator, dtype=torch.float64).to(f)
+        v = _start(v, min(f.shape), f, generator)
         fd = f.detach()
-        v = v / v.norm().clamp_min(torch.finfo(f.dtype).tiny)
         for _ in range(iters):
-            u = _matvec(fd, v)
-            norm = u.norm()
-            if norm == 0:  # G = I exactly: σ = 0 and any v will do
-                break
-            v = u / norm
+            v = _unit(_matvec(fd, v), v, dim=0)
     return _matvec(f, v).norm(), v
 
 
-def srip_penalty(weights: Iterable[torch.Tensor], iters: int = 2) -> torch.Tensor:
-    """SRIP ``Σ_layers σ_max(G − I)`` (fresh random start for each layer).
+def _start(
+    v: torch.Tensor | None, m: int, like: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The unit starting vector: ``v`` normalized, or a fresh Gaussian one (drawn in float64)."""
+    if v is None:
+        v = torch.randn(m, generator=generator, dtype=torch.float64)
+    v = v.to(like)
+    return v / v.norm().clamp_min(torch.finfo(like.dtype).tiny)
+
+
+class _SRIPByShape(torch.autograd.Function):
+    """``σ_l = ‖(G_l − I) v_l‖`` for weights of one filter-matrix shape, after ``iters`` batched power steps
+    from the unit vectors ``v`` (``(L, m)``); returns ``(σ (L,), v (L, m))``. Backward in closed form: with
+    ``r = (G − I)v``, ``∂σ/∂F = (r (Fᵀv)ᵀ + v (Fᵀr)ᵀ)/σ`` (wide, ``G = FFᵀ``) or ``((Fv) rᵀ + (Fr) vᵀ)/σ``
+    (tall, ``G = FᵀF``); zero where ``σ = 0``."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, iters: int, *weights: torch.Tensor):
+        n, p = weights[0].shape[0], weights[0][0].numel()
+        f = _stack(weights, n, p)  # (L, n, p)
+        tall = n > p
+        v = v.to(f).unsqueeze(-1)  # (L, m, 1)
+
+        def apply(x: torch.Tensor) -> torch.Tensor:  # (G − I) x without forming G
+            return (f.mT @ (f @ x) if tall else f @ (f.mT @ x)) - x
+
+        for _ in range(iters):
+            v = _unit(apply(v), v, dim=1)
+        a = f @ v if tall else f.mT @ v  # Fv (L, n, 1) or Fᵀv (L, p, 1)
+        r = (f.mT @ a if tall else f @ a) - v  # (G − I) v, (L, m, 1)
+        sigma = torch.linalg.vector_norm(r, dim=(1, 2))  # (L,)
+        ctx.save_for_backward(f, v, a, r, sigma)
+        ctx.tall, ctx.shapes = tall, [w.shape for w in weights]
+        v = v.squeeze(-1)
+        ctx.mark_non_differentiable(v)
+        return sigma, v
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_sigma: torch.Tensor, _grad_v: torch.Tensor):
+        f, v, a, r, sigma = ctx.saved_tensors
+        coef = (grad_sigma / sigma.clamp_min(torch.finfo(sigma.dtype).tiny)).view(-1, 1, 1)
+        if ctx.tall:
+            b = f @ r  # F r, (L, n, 1)
+            g = torch.baddbmm(a @ r.mT, b, v.mT)  # (L, n, p)
+        else:
+            b = f.mT @ r  # Fᵀ r, (L, p, 1)
+            g = torch.baddbmm(r @ a.mT, v, b.mT)  # (L, n, p)
+        g.mul_(coef)
+        return (None, None, *(gi.view(shape) for gi, shape in zip(g.unbind(0), ctx.shapes, strict=True)))
+
+
+def spectral_deviations(
+    weights: Sequence[torch.Tensor],
+    vectors: Sequence[torch.Tensor | None],
+    iters: int = 2,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """:func:`spectral_deviation` of every weight, batched by shape (Note [batched by shape]).
+
+    Args:
+        weights: conv or linear weights.
+        vectors: each weight's starting vector, or None for a fresh random one (drawn in the order of
+            ``weights``, as the per-layer form draws them).
+        iters: power steps (>= 1).
+        generator: random source for fresh starts.
+
+    Returns:
+        ``(Σ σ, vectors)``: the sum of the estimates (a 0-d tensor) and every weight's final unit vector.
+    """
+    starts = [
+        _start(v, min(w.shape[0], w[0].numel()), w, generator) for w, v in zip(weights, vectors, strict=True)
+    ]
+    out: list[torch.Tensor | None] = [None] * len(weights)
+    terms = []
+    for idx in _by_shape(weights).values():
+        sigma, vs = _SRIPByShape.apply(
+            torch.stack([starts[i] for i in idx]), iters, *(weights[i] for i in idx)
+        )
+        terms.append(sigma.sum())
+        for i, v in zip(idx, vs.unbind(0), strict=True):
+            out[i] = v
+    total = torch.zeros(()) if not terms else terms[0] if len(terms) == 1 else torch.stack(terms).sum()
+    return total, out  # type: ignore[return-value]
+
+
+def srip_penalty(weights: Iterable[torch.Tensor], iters: int = 2, batched: bool = True) -> torch.Tensor:
+    """SRIP ``Σ_layers σ_max(G − I)`` (fresh random start for each layer, from the global generator).
 
     .. math:: L_{srip} = \\sum_l \\sigma_{max}\\left(G^{(l)} - I\\right)
+
+    Args:
+        weights: conv or linear weights.
+        iters: power steps (>= 1).
+        batched: one batched computation per filter-matrix shape (Note [batched by shape]); ``False``:
+            layer by layer (the reference).
     """
+    weights = list(weights)
+    if batched:
+        return spectral_deviations(weights, [None] * len(weights), iters)[0]
     terms = [spectral_deviation(w, iters=iters)[0] for w in weights]
     if not terms:
         return torch.zeros(())
@@ -135,22 +312,24 @@ class SoftOrthogonality(Method):
     kind = "soft"
     summary = "soft orthogonality λ·Σ‖FFᵀ − I‖²_F (computed on the smaller Gram matrix)"
     paper = "Bansal, Chen, Wang, NeurIPS 2018 (arXiv 1810.09102)"
-    cost_note = "Gram FFᵀ − I per layer (2n²p) and its backward"
+    cost_note = "Gram FFᵀ − I per layer (2n²p) and its backward (2n²p batched); batched={batched}"
     default_strength = 1e-3
     uses_strength = True
+    hyperparameters = (BATCHED_HYPER,)
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         if self.strength == 0:
             return None
-        return self.strength * so_penalty(self.target_weights(model))
+        return self.strength * so_penalty(self.target_weights(model), batched=self.hp["batched"])
 
     def analytic_flops(self, model: nn.Module) -> float:
-        # Gram 2·m²·M, its square-sum 2m², backward 4·m²·M  (m = min(n, p), M = max(n, p))
+        # Gram 2·m²·M, its square-sum 2m², backward 2·m²·M batched (closed form), 4·m²·M by autograd
+        # (m = min(n, p), M = max(n, p))
         total = 0.0
         for w in self.target_weights(model):
             n, p = filter_matrix(w).shape
             m, big = min(n, p), max(n, p)
-            total += 6.0 * m * m * big + 2.0 * m * m
+            total += (4.0 if self.hp["batched"] else 6.0) * m * m * big + 2.0 * m * m
         return total
 
 
@@ -161,7 +340,7 @@ class SRIP(Method):
     kind = "soft"
     summary = "spectral restricted isometry λ·Σ σ_max(FFᵀ − I) by power iteration (smaller Gram)"
     paper = "Bansal, Chen, Wang, NeurIPS 2018 (arXiv 1810.09102)"
-    cost_note = "{iters} power iterations on FFᵀ − I per layer, and the backward"
+    cost_note = "{iters} power iterations on FFᵀ − I per layer, and the backward; batched={batched}"
     default_strength = 1e-2
     uses_strength = True
     hyperparameters = (
@@ -169,6 +348,7 @@ class SRIP(Method):
         Hyper(
             "persistent", True, "warm-start each step from the last step's vector (else a fresh random one)"
         ),
+        BATCHED_HYPER,
     )
 
     def __init__(self, *args, **kwargs):
@@ -176,18 +356,37 @@ class SRIP(Method):
         self._vectors: dict[str, torch.Tensor] = {}
         self._generator = torch.Generator().manual_seed(0)  # own random source: the global RNG is untouched
 
+    def state_dict(self) -> dict:
+        """The warm-start vectors and the generator's state: a resumed run iterates from the same vectors."""
+        return {"vectors": dict(self._vectors), "generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._vectors = dict(state["vectors"])
+        self._generator.set_state(state["generator"])
+
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         if self.strength == 0:
             return None
+        mods = self.target_modules(model)
+        if not mods:
+            return None
+        persistent = self.hp["persistent"]
+        if self.hp["batched"]:
+            names = [name for name, _ in mods]
+            starts = [self._vectors.get(name) if persistent else None for name in names]
+            total, vectors = spectral_deviations(
+                [m.weight for _, m in mods], starts, self.hp["iters"], self._generator
+            )
+            if persistent:
+                self._vectors.update(zip(names, vectors, strict=True))
+            return self.strength * total
         terms = []
-        for name, module in self.target_modules(model):
-            v0 = self._vectors.get(name) if self.hp["persistent"] else None
+        for name, module in mods:
+            v0 = self._vectors.get(name) if persistent else None
             sigma, v = spectral_deviation(module.weight, v0, self.hp["iters"], self._generator)
-            if self.hp["persistent"]:
+            if persistent:
                 self._vectors[name] = v
             terms.append(sigma)
-        if not terms:
-            return None
         return self.strength * torch.stack(terms).sum()
 
     def analytic_flops(self, model: nn.Module) -> float:
