@@ -25,6 +25,12 @@ Non-finite floats are written as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (s
 as floats by :func:`read_json` and :func:`read_metrics`.
 ``model.pt``
     The final ``state_dict`` of the model (load with ``torch.load(..., weights_only=True)``).
+``checkpoint.pt``
+    While a run is unfinished: everything an exact resume needs (Note [exact resume] in
+    :mod:`oblique.train`) and ``metrics_offset``, the bytes of ``metrics.jsonl`` it covers. Read with
+    :func:`read_checkpoint` (``weights_only``). Removed when the run finishes.
+``.lock``, ``.lock.pid``
+    The folder lock (:class:`FolderLock`) of the process writing the run, and its PID.
 
 JSON files are written atomically (a temporary file in the same folder, then ``os.replace``). Readers treat
 every file as untrusted: a truncated last line of ``metrics.jsonl`` (a run killed mid-write) is dropped; a

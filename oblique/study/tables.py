@@ -69,13 +69,24 @@ def results_frame(study: Study | str | os.PathLike):
             regularizer_time_s=_float(summary.get("regularizer_time_s")),
             steps=summary.get("steps"),
             diverged_step=summary.get("diverged_step"),
+            threads=_threads_used(study.run_dir(name)) if summary else None,
         )
         rows.append(row)
     frame = pd.DataFrame.from_records(rows)
     if not frame.empty:
         frame["diverged_step"] = frame["diverged_step"].astype("Int64")
         frame["steps"] = frame["steps"].astype("Int64")
+        frame["threads"] = frame["threads"].astype("Int64")
     return frame
+
+
+def _threads_used(run_dir) -> int | None:
+    """The torch CPU thread count a run trained with (results depend on it in the last digits)."""
+    try:
+        used = records.read_config(run_dir).get("threads_used")
+    except (records.RecordError, AttributeError):
+        return None
+    return used if isinstance(used, int) else None
 
 
 def group_keys(study: Study) -> list[str]:
