@@ -1,4 +1,5 @@
-"""``oblique bench`` at tiny size: every registered method, the record's fields, JSON/CSV, sweeps."""
+"""``oblique bench`` at tiny size: every registered method, the record's fields, the A/A control and the
+targets, JSON/CSV (and records made before the A/A control), sweeps."""
 
 from __future__ import annotations
 
@@ -8,11 +9,22 @@ import pytest
 import torch
 
 from oblique.cli import main
-from oblique.cost import CSV_COLUMNS, SCHEMA, SWEEPS, BenchError, bench, format_table, read_bench, run_sweep
+from oblique.cost import (
+    BATCHED_OVERHEAD_TARGET_PCT,
+    CSV_COLUMNS,
+    SCHEMA,
+    SWEEPS,
+    BenchError,
+    bench,
+    format_table,
+    read_bench,
+    run_sweep,
+)
+from oblique.cost.targets import evaluate
 from oblique.methods import list_methods
 from oblique.records import RecordError
 
-TINY = dict(batch_size=4, rounds=2, warmup=1, micro_repeats=2, threads=1, progress=False)
+TINY = dict(batch_size=4, rounds=4, warmup=1, micro_repeats=2, threads=1, progress=False)
 FIELDS = ("step_ms", "overhead_pct", "regularizer_ms", "peak_mem_mb", "analytic_flops")
 
 
@@ -58,12 +70,94 @@ def test_targets_are_measured_and_printed(record):
     t = record["targets"]
     assert t["nl"]["ratio_to_foreach_norm"] > 0 and isinstance(t["nl"]["holds"], bool)
     assert t["oblique-rsgd"]["speedup"] > 0 and isinstance(t["oblique-rsgd"]["holds"], bool)
+    for name in BATCHED_OVERHEAD_TARGET_PCT:  # each batched form against its per-layer reference
+        assert (
+            t[name]["batched_ms"] > 0 and t[name]["per_layer_ms"] > 0 and isinstance(t[name]["holds"], bool)
+        )
+        assert t[name]["speedup"] == pytest.approx(t[name]["per_layer_ms"] / t[name]["batched_ms"])
+        assert t[name]["overhead_pct"] == record["methods"][name]["overhead_pct"]
     table = format_table(record)
     for name in list_methods():
         assert f"\n{name} " in table
     lines = [ln for ln in table.splitlines() if ln.startswith("target ")]
-    assert len(lines) == 2 and all(ln.endswith((": holds", ": does NOT hold")) for ln in lines)
+    assert [ln.split(":")[0] for ln in lines] == [
+        f"target {n}" for n in ("nl", "oblique-rsgd", *BATCHED_OVERHEAD_TARGET_PCT)
+    ]
+    assert all(ln.endswith((": holds", ": does NOT hold")) for ln in lines)
     assert "_foreach_norm" in lines[0] and "geoopt" in lines[1]
+    assert all("faster than per layer" in ln and "A/A floor" in ln for ln in lines[2:])
+
+
+def test_aa_control_is_the_noise_floor(record):
+    """Note [noise floor]: the baseline stepped twice per round; its paired difference and floor."""
+    aa = record["aa"]
+    assert aa["step_ms"] > 0 and aa["overhead_pct_se"] >= 0
+    assert aa["floor_pct"] == pytest.approx(abs(aa["overhead_pct"]) + 2 * aa["overhead_pct_se"])
+    for name, r in record["methods"].items():
+        want = None if name == "baseline" else abs(r["overhead_pct"]) > aa["floor_pct"]
+        assert r["overhead_resolved"] is want, name
+    assert "A/A control (baseline stepped twice per round)" in format_table(record).splitlines()[1]
+    nl = record["targets"]["nl"]
+    assert set(nl["vs"]) == set(record["methods"]) - {"baseline", "nl"}
+    assert set(nl["tied_with"]) | set(nl["resolvably_lower"]) <= set(nl["vs"])
+
+
+def _methods(**overheads: float) -> dict[str, dict]:
+    return {
+        name: {"overhead_pct": o, "overhead_pct_se": 0.1, "regularizer_pct": 0.1}
+        for name, o in {"baseline": 0.0, **overheads}.items()
+    }
+
+
+def test_lowest_claims_only_what_the_floor_resolves():
+    nl = {"ratio_to_foreach_norm": 2.0, "nl_ms": 1.0, "floor_ms": 0.5}
+    results = _methods(nl=0.5, wd=1.0, pbwn=3.0)
+    cases = [  # (paired differences other − nl, floor) → lowest, tied, resolvably lower, holds
+        ({"wd": 0.5, "pbwn": 2.5}, 1.0, False, ["wd"], [], True),  # wd inside the floor: a tie, not a loss
+        ({"wd": 1.5, "pbwn": 2.5}, 1.0, True, [], [], True),
+        ({"wd": -1.5, "pbwn": 2.5}, 1.0, False, [], ["wd"], False),
+    ]
+    for vs, floor, lowest, tied, lower, holds in cases:
+        t = {**nl, "vs": vs}
+        evaluate({"nl": t}, results, {"floor_pct": floor})
+        assert (t["lowest_overhead"], t["tied_with"], t["resolvably_lower"], t["holds"]) == (
+            lowest,
+            tied,
+            lower,
+            holds,
+        )
+    t = {**nl, "vs": {"wd": 0.5, "pbwn": 2.5}}
+    evaluate({"nl": t}, results, {"floor_pct": 1.0})
+    assert "lowest not resolved: within the A/A floor ±1.00 % of wd" in t["figure"]
+
+
+def test_batched_targets_hold_on_both_conditions():
+    for name, limit in BATCHED_OVERHEAD_TARGET_PCT.items():
+        for overhead, speedup, holds in (
+            (limit - 0.5, 3.5, True),
+            (limit + 0.5, 3.5, False),
+            (1.0, 2.5, False),
+        ):
+            t = {"batched_ms": 1.0, "per_layer_ms": speedup, "speedup": speedup}
+            evaluate({name: t}, _methods(**{name: overhead}), {"floor_pct": 2.0})
+            assert t["holds"] is holds and t["overhead_resolved"] is (overhead > 2.0)
+            assert f"overhead ≤ {limit:g} %" in t["target"]
+
+
+def test_records_from_before_the_aa_control_still_read_and_print(record, tmp_path):
+    old = json.loads(json.dumps(record))
+    del old["aa"]
+    for r in old["methods"].values():
+        del r["overhead_resolved"]
+    old["targets"] = {k: v for k, v in old["targets"].items() if k in ("nl", "oblique-rsgd")}
+    for k in ("vs", "tied_with", "resolvably_lower", "floor_pct"):
+        del old["targets"]["nl"][k]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    df = read_bench(path)
+    assert list(df.columns) == list(CSV_COLUMNS) and list(df["method"]) == list_methods()
+    table = format_table(old)
+    assert not any(ln.startswith("A/A control") for ln in table.splitlines()) and "target nl:" in table
 
 
 def test_cli_writes_json_and_csv_that_read_bench_reads(tmp_path, capsys):

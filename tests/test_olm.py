@@ -10,7 +10,7 @@ from torch import nn
 
 from oblique.geometry import drift, filter_matrix
 from oblique.methods import get_method
-from oblique.methods.olm import inv_sqrt_psd
+from oblique.methods.olm import inv_sqrt_psd, olm_orthogonalize
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,14 @@ def test_gradcheck_through_the_parametrization(shape):
     par = model[0].parametrizations.weight[0]
     z = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(par, (z,))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7), (1, 4, 4)])  # two wide groups; a square group (m = p)
+def test_gradcheck_of_the_whole_map_with_row_scale(shape):
+    """Note [OLM precision]: the hand-written backward (through S^{-1/2}, the ε term and γ) against finite
+    differences, in float64."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(*shape, dtype=torch.float64, generator=g)
+    z = (z - z.mean(-1, keepdim=True)).requires_grad_()
+    gamma = (1 + torch.rand(shape[0], shape[1], 1, dtype=torch.float64, generator=g)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: olm_orthogonalize(a, eps=1e-2, row_scale=b), (z, gamma))

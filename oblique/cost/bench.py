@@ -1,7 +1,8 @@
 """The bench of one model: its settings (:class:`BenchConfig`) and :func:`bench`, over named steps.
 
-:func:`bench` prepares every method on its own copy of the model (:mod:`oblique.cost.entries`), times the
-interleaved rounds, then the isolated parts, measures the two targets (:mod:`oblique.cost.targets`) and
+:func:`bench` prepares every method on its own copy of the model (:mod:`oblique.cost.entries`) and a
+second baseline (the A/A control, Note [noise floor] in :mod:`oblique.cost.targets`), times the
+interleaved rounds, then the isolated parts, measures the targets (:mod:`oblique.cost.targets`) and
 each method's peak memory (:mod:`oblique.cost.memory`), and returns the record
 (:mod:`oblique.cost.record`; the format is in :mod:`oblique.cost`'s docstring).
 
@@ -25,7 +26,17 @@ from oblique.config import ConfigError, resolve_device
 from oblique.cost.entries import Entry, plain_sgd_fn, prepare_entry, reparam_fn
 from oblique.cost.memory import peak_mem_mb
 from oblique.cost.record import SCHEMA, model_dims
-from oblique.cost.targets import TARGET_TICKS, evaluate, nl_applies, nl_floor, rsgd_speedup
+from oblique.cost.targets import (
+    BATCHED_OVERHEAD_TARGET_PCT,
+    TARGET_TICKS,
+    batched_applies,
+    batched_speedup,
+    evaluate,
+    nl_applies,
+    nl_floor,
+    resolved,
+    rsgd_speedup,
+)
 from oblique.cost.timing import Timer, median, quantile, robust_se, time_call
 from oblique.errors import ObliqueError
 from oblique.methods import list_methods
@@ -182,6 +193,7 @@ class _Bench:
     t_start: float
     entries: list[Entry]
     errors: dict[str, str]
+    aa: Entry  # the A/A control: the baseline once more, on its own copy of the model
     by_name: dict[str, Entry] = field(init=False)
     reparam: dict[str, Callable[[], None]] = field(init=False)  # reparametrizations: forward + backward alone
     riem: dict[str, tuple[Callable[[], None], Callable[[], None]]] = field(init=False)  # own step, plain SGD
@@ -201,6 +213,10 @@ class _Bench:
             self.target_names.append("nl")
         if self.config.targets and "oblique-rsgd" in self.by_name:
             self.target_names.append("oblique-rsgd")
+        for name in BATCHED_OVERHEAD_TARGET_PCT:
+            e = self.by_name.get(name)
+            if self.config.targets and e is not None and batched_applies(e.method):
+                self.target_names.append(name)
 
     @classmethod
     def prepare(cls, config: BenchConfig) -> _Bench:
@@ -226,14 +242,15 @@ class _Bench:
                 if name == "baseline":
                     raise
                 errors[name] = _one_line(e)
-        return cls(config, dev, t_start, entries, errors)
+        aa = prepare_entry("baseline", config.model, config.num_classes, config.seed, dev, x, y, _LR)
+        return cls(config, dev, t_start, entries, errors, aa)
 
     def progress_total(self) -> int | None:
         """The progress bar's steps (unknown with adaptive rounds)."""
         c = self.config
         if c.rounds is None:
             return None
-        steps = (c.warmup + c.rounds) * len(self.entries)  # the rounds
+        steps = (c.warmup + c.rounds) * (len(self.entries) + 1)  # the rounds, with the A/A control
         steps += c.micro_repeats * (len(self.reparam) + len(self.riem))  # the isolated parts
         steps += sum(TARGET_TICKS[t] for t in self.target_names)  # the targets
         return steps + len(self.entries)  # the memory steps
@@ -241,9 +258,9 @@ class _Bench:
     def time_rounds(self, timer: Timer, tick: Callable[[], None]) -> int:
         """The warm-up and timed rounds, each stepping every method once in a fresh random order; a method
         that fails is dropped (with why). Returns the number of timed rounds."""
-        c, entries = self.config, self.entries
+        c, entries, aa = self.config, self.entries, self.aa
         rng = random.Random(c.seed)
-        order = list(entries)
+        order = [*entries, aa]
         r = 0
         t_rounds = time.perf_counter()
         while c.rounds is None or r < c.warmup + c.rounds:
@@ -252,14 +269,16 @@ class _Bench:
                 try:
                     e.step(timer)
                 except (RuntimeError, ValueError) as err:  # a method that fails at this size
+                    if e is aa or e.name == "baseline":
+                        raise
                     self.errors[e.name] = _one_line(err)
                     entries.remove(e)
                 tick()
-            order = [e for e in order if e in entries]
+            order = [e for e in order if e is aa or e in entries]
             r += 1
             now = time.perf_counter()
             if r == c.warmup:
-                for e in entries:
+                for e in (*entries, aa):
                     e.clear()
                 t_rounds = now
             timed = r - c.warmup
@@ -297,6 +316,11 @@ class _Bench:
             measured["oblique-rsgd"] = rsgd_speedup(
                 c.model, c.num_classes, c.seed, self.device, timer, c.micro_repeats, tick
             )
+        for name in BATCHED_OVERHEAD_TARGET_PCT:
+            if name in self.target_names:
+                e = self.by_name[name]
+                args = (c.model, c.num_classes, c.seed, self.device, timer, c.micro_repeats, tick)
+                measured[name] = batched_speedup(e, *args)
         return measured
 
     def measure_peaks(self, tick: Callable[[], None]) -> dict[str, float]:
@@ -307,8 +331,37 @@ class _Bench:
             tick()
         return peaks
 
-    def summarize(self, isolated: dict[str, dict[str, float]], peaks: dict[str, float]) -> dict[str, dict]:
-        """The record's ``methods`` table (the module docstring of :mod:`oblique.cost` says what each is)."""
+    def _paired(self, a: Entry, b: Entry) -> list[float]:
+        """``step(a) − step(b)`` of every timed round, in % of the median baseline step."""
+        base_med = median(self.by_name["baseline"].step_ms)
+        return [(x - y) / base_med * 100 for x, y in zip(a.step_ms, b.step_ms, strict=True)]
+
+    def aa_control(self) -> dict[str, float | None]:
+        """The A/A control (Note [noise floor] in :mod:`oblique.cost.targets`): the second baseline's
+        paired difference to the baseline (median ± robust se, % of the baseline step) and the floor."""
+        paired = self._paired(self.aa, self.by_name["baseline"])
+        se = robust_se(paired) if len(paired) >= 4 else None  # too few rounds: no floor
+        center = median(paired)
+        return {
+            "step_ms": median(self.aa.step_ms),
+            "overhead_pct": center,
+            "overhead_pct_se": se,
+            "floor_pct": None if se is None else abs(center) + 2 * se,
+        }
+
+    def paired_to(self, name: str) -> dict[str, float]:
+        """Every other method's step minus ``name``'s, paired round by round (median, % of the baseline
+        step): what the "lowest" verdict compares (Note [noise floor])."""
+        ref = self.by_name[name]
+        return {
+            e.name: median(self._paired(e, ref)) for e in self.entries if e.name not in ("baseline", name)
+        }
+
+    def summarize(
+        self, isolated: dict[str, dict[str, float]], peaks: dict[str, float], floor: float | None = None
+    ) -> dict[str, dict]:
+        """The record's ``methods`` table (the module docstring of :mod:`oblique.cost` says what each is);
+        ``floor``: the A/A floor, for ``overhead_resolved``."""
         base = self.by_name["baseline"]
         base_med = median(base.step_ms)
         results: dict[str, dict] = {}
@@ -325,6 +378,8 @@ class _Bench:
                 "overhead_pct": 0.0 if e is base else median(paired),
                 # standard error of that median, robust to the odd slow round: 1.2533·(IQR/1.349)/√n
                 "overhead_pct_se": 0.0 if e is base or len(paired) < 4 else robust_se(paired),
+                # beyond the bench's own bias and noise (the A/A floor)? None for the baseline
+                "overhead_resolved": None if e is base else resolved(median(paired), floor),
                 "regularizer_ms": reg_ms,
                 "regularizer_parts": parts,
                 "optimizer_ms": median(e.opt_ms),
@@ -336,7 +391,9 @@ class _Bench:
             }
         return results
 
-    def record(self, rounds: int, methods: dict[str, dict], targets: dict[str, dict]) -> dict[str, Any]:
+    def record(
+        self, rounds: int, methods: dict[str, dict], targets: dict[str, dict], aa: dict[str, float]
+    ) -> dict[str, Any]:
         """The bench record (schema :data:`oblique.cost.record.SCHEMA`)."""
         c, dev = self.config, self.device
         base = self.by_name["baseline"]
@@ -359,6 +416,7 @@ class _Bench:
             "seed": c.seed,
             "torch_version": torch.__version__,
             "seconds": time.perf_counter() - self.t_start,
+            "aa": aa,
             "methods": methods,
             "errors": self.errors,
             "targets": targets,
@@ -390,6 +448,9 @@ def bench(config: BenchConfig | None = None, **settings: Any) -> dict[str, Any]:
         isolated = run.time_isolated(timer, tick)
         targets = run.measure_targets(timer, tick)
         peaks = run.measure_peaks(tick)
-    methods = run.summarize(isolated, peaks)
-    evaluate(targets, methods)
-    return run.record(rounds, methods, targets)
+    aa = run.aa_control()
+    methods = run.summarize(isolated, peaks, aa["floor_pct"])
+    if "nl" in targets:
+        targets["nl"]["vs"] = run.paired_to("nl")
+    evaluate(targets, methods, aa)
+    return run.record(rounds, methods, targets, aa)

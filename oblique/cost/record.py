@@ -54,6 +54,7 @@ _TABLE_COLUMNS = (
     "step ms",
     "overhead %",
     "± se",
+    "resolved",
     "regularizer ms",
     "reg. % of step",
     "peak MB",
@@ -88,6 +89,7 @@ def _table_row(name: str, r: dict) -> tuple[str, ...]:
         _fmt(r["step_ms"], 1),
         _fmt(r["overhead_pct"], 2) if name != "baseline" else "0 (ref)",
         _fmt(r.get("overhead_pct_se"), 2),
+        {True: "yes", False: "no"}.get(r.get("overhead_resolved"), "—"),
         _fmt(r["regularizer_ms"], 3),
         _fmt(r.get("regularizer_pct"), 3),
         _fmt(r["peak_mem_mb"], 1),
@@ -107,7 +109,20 @@ def format_table(record: dict) -> str:
     cols = _TABLE_COLUMNS
     rows = [_table_row(name, r) for name, r in record["methods"].items()]
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
-    lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines = [head]
+    aa = record.get("aa")  # the A/A control (absent from records made before it existed)
+    if aa:
+        floor = aa.get("floor_pct")
+        lines.append(
+            f"A/A control (baseline stepped twice per round): {aa['overhead_pct']:+.2f} ± "
+            f"{_fmt(aa.get('overhead_pct_se'))} % of the baseline step → "
+            + (
+                f"floor ±{floor:.2f} %: an overhead (or a difference between two methods) inside it is not resolved"
+                if floor is not None and floor == floor
+                else "no floor (too few rounds for a standard error)"
+            )
+        )
+    lines.append("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
         lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))

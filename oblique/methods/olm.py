@@ -22,8 +22,9 @@ written in closed form,
 .. math:: K_{ij} = \\frac{\\lambda_i^{-1/2} - \\lambda_j^{-1/2}}{\\lambda_i - \\lambda_j}
           = \\frac{-1}{\\sqrt{\\lambda_i}\\sqrt{\\lambda_j}(\\sqrt{\\lambda_i} + \\sqrt{\\lambda_j})},
 
-which is finite and exact at repeated eigenvalues (``K_ii = −½ λ_i^{-3/2}``, the derivative). The whole
-map is computed in float64 and cast back to the weight's dtype (``float64`` hyperparameter).
+which is finite and exact at repeated eigenvalues (``K_ii = −½ λ_i^{-3/2}``, the derivative). The forward
+is computed in float64 and cast back to the weight's dtype (``float64`` hyperparameter); the backward's
+large products run in the weight's dtype (Note [OLM precision]).
 
 With ``batched=True`` (the default) all targeted layers are computed together, one batched
 eigendecomposition per group shape (Note [batched across layers] in :mod:`oblique.methods._grouping`);
@@ -52,16 +53,40 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from oblique.methods._grouping import (
-    BATCHED_HYPER,
-    GROUP_HYPERS,
-    GroupedOrthogonal,
-    GroupedReparamMethod,
-    regularized_gram,
-)
+from oblique.methods._grouping import BATCHED_HYPER, GROUP_HYPERS, GroupedOrthogonal, GroupedReparamMethod
 from oblique.methods.base import Hyper
 
 __all__ = ["OLM", "OLMParametrization", "inv_sqrt_psd", "olm_orthogonalize"]
+
+
+def _eigh(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.linalg.eigh`` of a batch of small symmetric matrices, on the CPU with one thread.
+
+    Note [eigh threads]: LAPACK's symmetric eigensolver (MKL here) run with several threads on small
+    matrices spends most of its time synchronizing them: measured on this project's 2-core machine, a
+    batch of 35 matrices of 64 × 64 in float64 took 9 ms of CPU time with one thread and 50 ms with two
+    (wall time 17 ms against 75 ms on a busy machine), and the batch is looped over one matrix at a time
+    anyway. So the eigendecomposition runs with one intra-op thread, restored right after
+    (``torch.set_num_threads``, a process-wide setting: another Python thread's torch ops in that window
+    run single-threaded too).
+    """
+    threads = torch.get_num_threads()
+    if s.device.type != "cpu" or threads == 1:
+        return torch.linalg.eigh(s)
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.eigh(s)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _divided_difference_backward(u: torch.Tensor, root: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``∂L/∂S`` of ``S^{-1/2}`` from ``∂L/∂S^{-1/2}`` (``grad``), with ``S = U diag(root²) Uᵀ``: Note [inverse
+    square root backward], symmetrized (S is symmetric). All ``(k, m, m)``."""
+    ri, rj = root.unsqueeze(-1), root.unsqueeze(-2)  # (k, m, 1), (k, 1, m)
+    k = -1.0 / (ri * rj * (ri + rj))  # divided differences of λ^{-1/2}, (k, m, m)
+    g = u @ (k * (u.mT @ grad @ u)) @ u.mT
+    return 0.5 * (g + g.mT)
 
 
 class _InvSqrtPSD(torch.autograd.Function):
@@ -69,7 +94,7 @@ class _InvSqrtPSD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s: torch.Tensor) -> torch.Tensor:
-        lam, u = torch.linalg.eigh(s)  # (k, m), (k, m, m)
+        lam, u = _eigh(s)  # (k, m), (k, m, m); Note [eigh threads]
         root = lam.clamp_min(torch.finfo(s.dtype).tiny).sqrt()  # √λ, (k, m)
         ctx.save_for_backward(u, root)
         return (u / root.unsqueeze(-2)) @ u.mT  # U Λ^{-1/2} Uᵀ
@@ -78,11 +103,7 @@ class _InvSqrtPSD(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         u, root = ctx.saved_tensors
-        ri, rj = root.unsqueeze(-1), root.unsqueeze(-2)  # (k, m, 1), (k, 1, m)
-        k = -1.0 / (ri * rj * (ri + rj))  # divided differences of λ^{-1/2}, (k, m, m)
-        inner = u.mT @ grad @ u
-        g = u @ (k * inner) @ u.mT
-        return 0.5 * (g + g.mT)  # S is symmetric: the symmetric part is its gradient
+        return _divided_difference_backward(u, root, grad)
 
 
 def inv_sqrt_psd(s: torch.Tensor) -> torch.Tensor:
@@ -98,11 +119,58 @@ def inv_sqrt_psd(s: torch.Tensor) -> torch.Tensor:
     return _InvSqrtPSD.apply(s)
 
 
+class _OLM(torch.autograd.Function):
+    """``(Zc, γ) ↦ diag(γ)·(ZcZcᵀ + ε·tr/m·I)^{-1/2}·Zc`` for a batch ``(k, m, p)``, in one function.
+
+    Note [OLM precision]: the forward runs in ``dtype`` (float64 by default): the Gram matrix, its
+    eigendecomposition and the product ``W = S^{-1/2} Zc`` — this is what makes the rows of ``W`` orthonormal
+    to the weight dtype's rounding. The backward needs no such accuracy (it is a gradient): its three
+    ``m × p`` products (``Ḡ Zcᵀ``, ``S^{-1/2}ᵀ Ḡ`` and the Gram's ``2·∂S·Zc``) run in the weight's dtype, the
+    ``m × m`` parts (Daleckii–Krein, the ``ε`` term, γ's gradient) in ``dtype``. For a float64 weight every
+    part is float64.
+    """
+
+    @staticmethod
+    def forward(ctx, zc: torch.Tensor, gamma: torch.Tensor | None, eps: float, dtype: torch.dtype):
+        z = zc.to(dtype)  # (k, m, p)
+        s = z @ z.mT  # (k, m, m)
+        m = s.shape[-1]
+        mean_eig = s.diagonal(dim1=-2, dim2=-1).sum(-1).div(m).clamp_min(torch.finfo(dtype).tiny)  # (k,)
+        s.diagonal(dim1=-2, dim2=-1).add_((eps * mean_eig).unsqueeze(-1))  # S + ε·tr/m·I
+        lam, u = _eigh(s)  # (k, m), (k, m, m); Note [eigh threads]
+        root = lam.clamp_min(torch.finfo(dtype).tiny).sqrt()  # √λ, (k, m)
+        inv_root = (u / root.unsqueeze(-2)) @ u.mT  # S^{-1/2}, (k, m, m)
+        scaled = inv_root if gamma is None else inv_root * gamma.to(dtype)  # diag(γ)·S^{-1/2}
+        ctx.save_for_backward(zc, gamma, u, root, inv_root, scaled)
+        ctx.eps = eps
+        return (scaled @ z).to(zc.dtype)  # (k, m, p)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        zc, gamma, u, root, inv_root, scaled = ctx.saved_tensors
+        dtype, m = u.dtype, u.shape[-1]
+        grad = grad.to(zc.dtype)
+        d_scaled = (grad @ zc.mT).to(dtype)  # ∂L/∂(diag(γ)S^{-1/2}) = Ḡ Zcᵀ, (k, m, m)
+        d_zc = scaled.to(zc.dtype).mT @ grad  # through W's right factor, (k, m, p)
+        d_gamma = None
+        if gamma is not None:
+            if ctx.needs_input_grad[1]:
+                d_gamma = (d_scaled * inv_root).sum(-1, keepdim=True).to(gamma.dtype)  # (k, m, 1)
+            d_scaled = d_scaled * gamma.to(dtype)  # ∂L/∂S^{-1/2}
+        d_s = _divided_difference_backward(u, root, d_scaled)  # ∂L/∂(S + ε·tr/m·I)
+        trace = d_s.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True)  # (k, 1)
+        d_s.diagonal(dim1=-2, dim2=-1).add_((ctx.eps / m) * trace)  # ∂L/∂S, through the ε·tr(S)/m·I term
+        d_zc.baddbmm_(d_s.to(zc.dtype), zc, alpha=2.0)  # + (∂S + ∂Sᵀ)·Zc, ∂S symmetric
+        return d_zc, d_gamma, None, None
+
+
 def olm_orthogonalize(
     zc: torch.Tensor, eps: float = 1e-7, float64: bool = True, row_scale: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``W = (Zc Zcᵀ + ε·tr/m·I)^{-1/2} Zc`` for a batch of (centred) groups ``(k, m, p)``, each row
-    multiplied by ``row_scale`` (``(k, m, 1)``) when given (applied to the ``m × m`` factor).
+    multiplied by ``row_scale`` (``(k, m, 1)``) when given (applied to the ``m × m`` factor). With ``float64``
+    the forward is computed in float64 (Note [OLM precision]) and cast back.
 
     .. math:: W = (Z_c Z_c^T + \\epsilon I)^{-1/2} Z_c
 
@@ -111,12 +179,7 @@ def olm_orthogonalize(
     >>> torch.allclose(w @ w.mT, torch.eye(2, dtype=torch.float64))
     True
     """
-    z = zc.to(torch.float64) if float64 else zc
-    s = regularized_gram(z, eps)  # (k, m, m)
-    root = inv_sqrt_psd(s)  # S^{-1/2}, (k, m, m)
-    if row_scale is not None:
-        root = root * row_scale.to(root.dtype)  # diag(γ)·S^{-1/2}
-    return (root @ z).to(zc.dtype)  # (k, m, p)
+    return _OLM.apply(zc, row_scale, eps, torch.float64 if float64 else zc.dtype)
 
 
 class OLMParametrization(GroupedOrthogonal):
@@ -148,7 +211,9 @@ class OLM(GroupedReparamMethod):
     hyperparameters = (
         *GROUP_HYPERS,
         Hyper("eps", 1e-7, "ε, relative to the mean eigenvalue of ZcZcᵀ, added to its diagonal", minimum=0.0),
-        Hyper("float64", True, "compute S, its eigendecomposition and W in float64, cast back"),
+        Hyper(
+            "float64", True, "forward (S, its eigendecomposition, W) in float64, cast back; see OLM precision"
+        ),
         BATCHED_HYPER,
     )
 
