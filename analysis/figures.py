@@ -1,17 +1,23 @@
-"""Figures 1–5 of a study (see :mod:`analysis`), drawn from its run records.
+"""The figures of a study (see :mod:`analysis`), drawn from its run records.
 
-Records are read through :mod:`oblique.records` (``metrics_frame``) and :mod:`oblique.study`
-(``results_frame``, which reads ``summary.json`` through ``oblique.records``).
+Records are read through :mod:`oblique.records` (``metrics_frame``), :mod:`oblique.study`
+(``results_frame``, which reads ``summary.json`` through ``oblique.records``; the study's ``bench.json``)
+and :mod:`analysis.norms` (``model.pt``).
 
-Figures 1, 2 and 5 show each method at one *reference setting*, so that a study with several strengths
-or batch sizes still gives one curve per method: the batch size is the model's standard one
-(:mod:`oblique.recipes`; 100 for resnet1d) when the study has it, else the most frequent one; the strength
-is the one nearest (in log) to the method's
-default; any other grid variable takes its first value. Figures 3 and 4 are always drawn: with a single
-strength (batch size) per method they show one point per method with its spread over seeds, and a
-one-line note says that a curve needs several values (``--strengths a,b,c`` / ``--batch-sizes a,b,c``).
-A method without a strength (``baseline``, the hard constraints) is a horizontal dashed line with its band
-in figure 3: it is the level the soft methods are compared against.
+Figures 1, 1b, 2 and 5 show each method at one *reference setting*
+(:func:`oblique.study.claims.reference_runs`, the setting the claims test too), so that a study with
+several strengths or batch sizes still gives one curve per method: the batch size is the model's standard
+one (:mod:`oblique.recipes`; 100 for resnet1d) when the study has it, else the most frequent one; the
+strength is the one nearest (in log) to the method's default; any other grid variable takes its first
+value.
+
+Figures 3 and 4 draw a curve for every method run at several strengths (batch sizes), with ``baseline`` as
+a dashed level in figure 3; a study with one value per method draws every method as a point with its
+spread over seeds, and a one-line note says that a curve needs several values (``--strengths a,b,c`` /
+``--batch-sizes a,b,c``).
+
+Every method keeps its style (:func:`analysis.style.style`: colour, marker, line style) in every figure;
+dense per-step lines are rasterized inside the PDF; log axes label decades (or 1-2-5) only.
 """
 
 from __future__ import annotations
@@ -21,12 +27,19 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import NullFormatter
 
-from analysis.style import FLOOR, color, new_figure, print_style, save
+from analysis.style import FLOOR, PLAIN, log_ticks, new_figure, print_style, save, style
 from oblique import records
-from oblique.study import Study, load_study, results_frame
+from oblique.study import Study, load_study, read_study_bench, results_frame
+from oblique.study.claims import (
+    at_first_extras,
+    at_reference_strengths,
+    reference_batch_size,
+)
+from oblique.study.claims import reference_runs as _reference_runs
 
 __all__ = [
     "DRIFT_PANELS",
@@ -34,6 +47,7 @@ __all__ = [
     "fig_cost",
     "fig_drift",
     "fig_drift_layers",
+    "fig_filter_norms",
     "fig_loss",
     "fig_strength",
     "reference_runs",
@@ -49,8 +63,10 @@ DRIFT_PANELS = {
 
 Echo = Callable[[str], None]
 
-#: Log-axis tick labels as plain numbers (0.5, 1, 2) rather than 5×10⁻¹.
-PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
+#: markers along a curve: about this many per line (a fraction of its length)
+MARK_EVERY = 0.1
+#: the methods the poster compares in its figures (Norm Loss against weight decay)
+PAIR = ("nl", "wd")
 
 
 def _study(study: Study | str | os.PathLike) -> Study:
@@ -64,76 +80,29 @@ def _method_order(methods) -> list[str]:
     return sorted(set(methods), key=lambda m: (order.get(m, len(order)), m))
 
 
-def _default_strength(method: str) -> float | None:
-    from oblique.methods import REGISTRY
-
-    cls = REGISTRY.get(method)
-    return cls.default_strength if cls is not None and cls.uses_strength else None
-
-
-def _reference_batch_size(res: pd.DataFrame) -> int:
-    from oblique.config import RunConfig
-
-    sizes = res["batch_size"].value_counts()
-    recipe = RunConfig(model=res["model"].iloc[0]).resolved().batch_size  # the model's standard batch size
-    if recipe in sizes.index:
-        return int(recipe)
-    return int(sorted(sizes.index, key=lambda b: (-sizes[b], b))[0])
-
-
-def _extras(study: Study) -> list[str]:
-    return [k for k in study.grid_variables if k not in ("method", "strength", "batch_size", "seed")]
-
-
-def _at_first_extras(study: Study, res: pd.DataFrame) -> pd.DataFrame:
-    for key in _extras(study):
-        if key in res and len(res):
-            res = res[res[key] == res[key].iloc[0]]
-    return res
-
-
-def _nearest_strength(method: str, strengths) -> float | None:
-    strengths = sorted(
-        s for s in set(strengths) if s is not None and not (isinstance(s, float) and math.isnan(s))
-    )
-    if not strengths:
-        return None
-    default = _default_strength(method)
-    if default is None or default <= 0:
-        return strengths[len(strengths) // 2]
-    return min(strengths, key=lambda s: abs(math.log(max(s, 1e-300)) - math.log(default)))
-
-
 def reference_runs(study: Study | str | os.PathLike, statuses=("ok",)) -> pd.DataFrame:
     """The runs of every method at its reference setting (module docstring), with ``statuses``."""
     study = _study(study)
-    res = results_frame(study)
-    if res.empty:
-        return res
-    res = _at_reference_strengths(
-        _at_first_extras(study, res[res["batch_size"] == _reference_batch_size(res)])
-    )
-    return res[res["status"].isin(statuses)]
-
-
-def _at_reference_strengths(res: pd.DataFrame) -> pd.DataFrame:
-    """Each method's runs at the strength nearest its default (all its runs if it has no strength)."""
-    parts = []
-    for method in _method_order(res["method"]):
-        r = res[res["method"] == method]
-        if bool(r["strength_applies"].iloc[0]):
-            r = r[r["strength"] == _nearest_strength(method, r["strength"])]
-        parts.append(r)
-    return pd.concat(parts) if parts else res
+    return _reference_runs(study, results_frame(study), statuses)
 
 
 def _label(row) -> str:
     return f"{row['method']} (λ={row['strength']:g})" if row["strength_applies"] else str(row["method"])
 
 
-def _band(ax, x, mean, lo, hi, c, label, **kw) -> None:
-    ax.plot(x, mean, color=c, label=label, **kw)
-    ax.fill_between(x, lo, hi, color=c, alpha=0.18, linewidth=0)
+def _line(ax, x, y, method: str, label: str | None = None, *, dense: bool = False, **kw):
+    """One method's curve in its style; a dense (per-step) line is rasterized and marked at every
+    ``len/8``-th point (a zigzag would get a marker per zig at a fixed distance along the line)."""
+    s = style(method)
+    every = max(1, len(x) // 8) if dense else MARK_EVERY
+    kw = {"color": s["color"], "linestyle": s["linestyle"], "marker": s["marker"], "markersize": 3.5,
+          "markevery": every, "label": label, "rasterized": dense, **kw}  # fmt: skip
+    return ax.plot(x, y, **kw)
+
+
+def _band(ax, x, mean, lo, hi, method: str, label: str, *, dense: bool = False) -> None:
+    _line(ax, x, mean, method, label, dense=dense)
+    ax.fill_between(x, lo, hi, color=style(method)["color"], alpha=0.18, linewidth=0, rasterized=dense)
 
 
 def _legend_below(fig, ax) -> None:
@@ -149,6 +118,13 @@ def _note_diverged(study: Study, echo: Echo) -> None:
         echo(f"note: {len(div)} diverged runs are left out of the curves (see results.csv)")
 
 
+def _finite_range(arrays) -> tuple[float, float]:
+    """The smallest and largest finite positive value of ``arrays`` (for a log axis)."""
+    v = np.concatenate([np.ravel(np.asarray(a, dtype=float)) for a in arrays] or [np.empty(0)])
+    v = v[np.isfinite(v) & (v > 0)]
+    return (float(v.min()), float(v.max())) if len(v) else (1.0, 10.0)
+
+
 # --------------------------------------------------------------------------- figure 1
 def fig_drift(study: Study | str | os.PathLike, metrics: tuple[str, ...] = tuple(DRIFT_PANELS)):
     """Figure 1: drift over training per method, mean over layers, mean and min–max band over seeds."""
@@ -157,6 +133,7 @@ def fig_drift(study: Study | str | os.PathLike, metrics: tuple[str, ...] = tuple
     with print_style():
         fig, axes = new_figure(len(metrics))
         for ax, key in zip(axes[0], metrics, strict=True):
+            seen = []
             for method in _method_order(ref["method"]):
                 rows = ref[ref["method"] == method]
                 frames = [
@@ -164,8 +141,10 @@ def fig_drift(study: Study | str | os.PathLike, metrics: tuple[str, ...] = tuple
                 ]
                 table = pd.concat(frames).groupby("epoch")[key].agg(["mean", "min", "max"]).clip(lower=FLOOR)
                 label = f"{_label(rows.iloc[0])}, {len(frames)} seed{'s' * (len(frames) > 1)}"
-                _band(ax, table.index, table["mean"], table["min"], table["max"], color(method), label)
+                _band(ax, table.index, table["mean"], table["min"], table["max"], method, label)
+                seen.append(table.to_numpy())
             ax.set_yscale("log")
+            log_ticks(ax.yaxis, *_finite_range(seen))
             ax.set_xlabel("epoch")
             ax.set_ylabel(DRIFT_PANELS.get(key, key))
             ax.set_title(key)
@@ -196,10 +175,14 @@ def fig_drift_layers(study: Study | str | os.PathLike, key: str):
         fig, axes = new_figure(ncols, nrows, height=2.0, sharex=True)
         flat = axes.ravel()
         for ax, layer in zip(flat, layers, strict=False):
+            seen = []
             for method, c in curves.items():
                 if layer in c:
-                    ax.plot(c[layer].index, c[layer].clip(lower=FLOOR), color=color(method), label=method)
+                    y = c[layer].clip(lower=FLOOR)
+                    _line(ax, c[layer].index, y, method, method)
+                    seen.append(y.to_numpy())
             ax.set_yscale("log")
+            log_ticks(ax.yaxis, *_finite_range(seen))
             ax.set_title(layer, fontsize=8)
             ax.set_xlabel("epoch")
             ax.set_ylabel(key)
@@ -210,84 +193,182 @@ def fig_drift_layers(study: Study | str | os.PathLike, key: str):
     return fig
 
 
-# --------------------------------------------------------------------------- figure 2
-def fig_loss(study: Study | str | os.PathLike, span_epochs: float = 0.5):
-    """Figure 2: train cross-entropy per batch over epochs — raw (first seed) and smoothed (exponential
-    moving average over ``span_epochs`` epochs, mean and min–max band over seeds)."""
+# --------------------------------------------------------------------------- figure 1b
+def fig_filter_norms(study: Study | str | os.PathLike, echo: Echo = print):
+    """Figure 1b: the distribution of the filter norms ``‖F_i‖`` at the end of training, one violin per
+    method (every targeted layer, every seed of the reference setting), the manifold (norm 1) dashed; a
+    method whose norms are all equal (to 1e-6) is a bar at that value. Runs without ``model.pt`` are left
+    out (with a note). Returns ``None`` when no run has one."""
+    from analysis.norms import filter_norms
+
     study = _study(study)
     ref = reference_runs(study)
+    norms: dict[str, np.ndarray] = {}
+    missing = 0
+    for method in _method_order(ref["method"]):
+        parts = []
+        for name in ref[ref["method"] == method]["run"]:
+            try:
+                parts += list(filter_norms(study.run_dir(name)).values())
+            except records.RecordError:
+                missing += 1
+        if parts:
+            norms[method] = np.concatenate(parts)
+    if missing:
+        echo(f"figure 1b: {missing} runs saved no model.pt and are left out")
+    if not norms:
+        echo("figure 1b skipped: no run of the reference setting saved its model (model.pt)")
+        return None
+    with print_style():
+        fig, axes = new_figure(1, width=7.0, height=2.8)
+        ax = axes[0][0]
+        ax.axhline(1.0, color="0.3", linestyle="--", linewidth=0.8, label="the oblique manifold (‖F_i‖ = 1)")
+        for i, (method, v) in enumerate(norms.items()):
+            s = style(method)
+            if np.ptp(v) > 1e-6:
+                parts = ax.violinplot([v], positions=[i], widths=0.8, showextrema=False)
+                for body in parts["bodies"]:
+                    body.set_facecolor(s["color"])
+                    body.set_edgecolor("black")
+                    body.set_linewidth(0.5)
+                    body.set_alpha(0.55)
+            else:
+                ax.plot([i - 0.35, i + 0.35], [v.mean()] * 2, color=s["color"], linewidth=2.5)
+            ax.plot([i], [np.median(v)], marker=s["marker"], color=s["color"], markeredgecolor="black",
+                    markeredgewidth=0.5, markersize=5, linestyle="none")  # fmt: skip
+        ax.set_xticks(range(len(norms)), list(norms), rotation=30, ha="right")
+        ax.set_ylabel(r"filter norm $\|F_i\|$")
+        ax.set_title("Filter norms at the end of training, every targeted layer and seed (marker: median)")
+        ax.legend(frameon=False, loc="best", fontsize=7)
+    return fig
+
+
+# --------------------------------------------------------------------------- figure 2
+def fig_loss(study: Study | str | os.PathLike, span_epochs: float = 0.5):
+    """Figure 2: train cross-entropy per batch against the step — (a) raw, per batch, first seed; (b)
+    smoothed (exponential moving average over ``span_epochs`` epochs), mean and min–max band over seeds.
+    When the study has Norm Loss and weight decay, the poster's comparison: those two (and baseline in
+    (b)); else every method. Log y, labelled at decades (or 1-2-5) only; the per-step lines are
+    rasterized in the PDF."""
+    study = _study(study)
+    ref = reference_runs(study)
+    methods = _method_order(ref["method"])
+    if set(PAIR) <= set(methods):  # the poster's comparison, with baseline as the reference when smoothed
+        raw_methods = [m for m in methods if m in PAIR]
+        methods = [m for m in methods if m in (*PAIR, "baseline")]
+    else:
+        raw_methods = methods
     with print_style():
         fig, axes = new_figure(2)
         raw_ax, smooth_ax = axes[0]
-        for method in _method_order(ref["method"]):
+        seen = []
+        for method in methods:
             rows = ref[ref["method"] == method]
             smoothed = []
             for i, name in enumerate(rows.sort_values("seed")["run"]):
                 steps = records.metrics_frame(study.run_dir(name), "step")
-                per_epoch = max(1, int(round(1 / steps["epoch"].iloc[0]))) if len(steps) else 1
-                if i == 0:
-                    raw_ax.plot(steps["epoch"], steps["loss"], color=color(method), linewidth=0.4, alpha=0.6,
-                                label=_label(rows.iloc[0]))  # fmt: skip
+                if steps.empty:
+                    continue
+                per_epoch = max(1, int(round(1 / steps["epoch"].iloc[0])))
+                if i == 0 and method in raw_methods:
+                    _line(raw_ax, steps["step"], steps["loss"], method, _label(rows.iloc[0]), dense=True,
+                          linewidth=0.5, alpha=0.75, linestyle="-")  # fmt: skip
+                    seen.append(steps["loss"].to_numpy())
                 ema = steps["loss"].ewm(span=max(2.0, span_epochs * per_epoch)).mean()
-                smoothed.append(pd.Series(ema.to_numpy(), index=steps["epoch"].to_numpy()))
+                smoothed.append(pd.Series(ema.to_numpy(), index=steps["step"].to_numpy()))
+            if not smoothed:
+                continue
             table = pd.concat(smoothed, axis=1)
-            _band(smooth_ax, table.index, table.mean(axis=1), table.min(axis=1), table.max(axis=1), color(method),
-                  _label(rows.iloc[0]))  # fmt: skip
+            _band(smooth_ax, table.index, table.mean(axis=1), table.min(axis=1), table.max(axis=1), method,
+                  _label(rows.iloc[0]), dense=True)  # fmt: skip
+            seen.append(table.to_numpy())
+        lo, hi = _finite_range(seen)
         for ax, title in (
-            (raw_ax, "raw, per batch (first seed)"),
-            (smooth_ax, f"EMA over {span_epochs:g} epoch, band over seeds"),
+            (raw_ax, "(a) raw, per batch (first seed)"),
+            (smooth_ax, f"(b) EMA over {span_epochs:g} epoch, band over seeds"),
         ):
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(PLAIN)
-            ax.yaxis.set_minor_formatter(PLAIN)
-            ax.set_xlabel("epoch")
+            log_ticks(ax.yaxis, lo, hi)
+            ax.set_xlabel("step")
             ax.set_ylabel("train cross-entropy (nats)")
             ax.set_title(title)
+        raw_ax.legend(frameon=False, fontsize=7)
         _legend_below(fig, smooth_ax)
     return fig
 
 
 # --------------------------------------------------------------------------- figures 3 and 4
-def _error_against(study: Study, res: pd.DataFrame, x: str, ax, echo: Echo, flat_methods: bool) -> int:
-    """Test error of ``res`` against column ``x``, one line per method; returns the most x values drawn."""
-    most = 0
+def _error_against(res: pd.DataFrame, x: str, ax, *, level: str | None) -> int:
+    """Test error of ``res`` against column ``x``: a curve (mean, min–max band over seeds) per method run
+    at several values; against the strength, ``level`` (a method without a strength) as a dashed level.
+    With no curve at all, every method is a point (against the strength, every method without one a
+    level). Returns the most x values drawn for one method."""
+    counts = {
+        m: res[(res["method"] == m) & (res["status"] == "ok")][x].nunique() for m in res["method"].unique()
+    }
+    most = max(counts.values(), default=0)
+    curves = most >= 2
     for method in _method_order(res["method"]):
         rows = res[res["method"] == method]
         ok = rows[rows["status"] == "ok"]
-        c = color(method)
-        if flat_methods and not bool(rows["strength_applies"].iloc[0]):
+        s = style(method)
+        if x == "strength" and not bool(rows["strength_applies"].iloc[0]):
+            if curves and method != level:
+                continue
             if len(ok):
                 m, lo, hi = ok["test_error"].mean(), ok["test_error"].min(), ok["test_error"].max()
-                ax.axhline(m, color=c, linestyle="--", label=f"{method} (no strength)")
-                ax.axhspan(lo, hi, color=c, alpha=0.12, linewidth=0)
+                ax.axhline(
+                    m, color=s["color"], linestyle=s["linestyle"], linewidth=1.0, label=f"{method} (level)"
+                )
+                ax.axhspan(lo, hi, color=s["color"], alpha=0.10, linewidth=0)
+            continue
+        if curves and counts.get(method, 0) < 2:
             continue
         stats = ok.groupby(x)["test_error"].agg(["mean", "min", "max"]).sort_index()
-        most = max(most, len(stats))
         if len(stats):
             ax.errorbar(stats.index, stats["mean"], yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
-                        color=c, marker="o", markersize=3, capsize=2, label=method)  # fmt: skip
-            ax.fill_between(stats.index, stats["min"], stats["max"], color=c, alpha=0.15, linewidth=0)
+                        color=s["color"], marker=s["marker"], linestyle=s["linestyle"], markersize=4, capsize=2,
+                        label=method)  # fmt: skip
+            ax.fill_between(
+                stats.index, stats["min"], stats["max"], color=s["color"], alpha=0.15, linewidth=0
+            )
         div = sorted(set(rows[rows["status"] == "diverged"][x]))
         if div:
-            ax.plot(div, [0.97] * len(div), "x", color=c, transform=ax.get_xaxis_transform(), markersize=6,
+            ax.plot(div, [0.97] * len(div), "x", color=s["color"], transform=ax.get_xaxis_transform(), markersize=6,
                     label=f"{method} diverged")  # fmt: skip
     return most
 
 
+def _error_axis(ax, res: pd.DataFrame) -> None:
+    """Test error on a log axis when it spans more than a factor 4 (a flat curve stays readable beside one
+    that climbs), labelled at 1-2-5 values."""
+    ok = res[res["status"] == "ok"]["test_error"]
+    lo, hi = _finite_range([ok.to_numpy()])
+    if hi / lo > 4:
+        ax.set_yscale("log")
+        log_ticks(ax.yaxis, lo, hi, subs=(1.0, 2.0, 3.0, 5.0))
+        ax.set_ylabel("test error (%, log scale)")
+    else:
+        ax.set_ylabel("test error (%)")
+
+
 def fig_strength(study: Study | str | os.PathLike, echo: Echo = print):
     """Figure 3: test error against the strength λ (log x), mean with min–max band over seeds, at the
-    reference batch size; methods without a strength as dashed levels; diverged strengths as ×."""
+    reference batch size, a curve per method run at several strengths; ``baseline`` as a dashed level;
+    diverged strengths as ×."""
     study = _study(study)
     res = results_frame(study)
-    res = _at_first_extras(study, res[res["batch_size"] == _reference_batch_size(res)])
+    bs = reference_batch_size(res)
+    res = at_first_extras(study, res[res["batch_size"] == bs])
     with print_style():
         fig, axes = new_figure(1, width=4.5, height=3.0)
         ax = axes[0][0]
-        most = _error_against(study, res, "strength", ax, echo, flat_methods=True)
+        most = _error_against(res, "strength", ax, level="baseline")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(PLAIN)
+        _error_axis(ax, res)
         ax.set_xlabel("regularization strength λ (log scale)")
-        ax.set_ylabel("test error (%)")
-        ax.set_title(f"Test error against λ (batch {_reference_batch_size(res)}; band: min–max over seeds)")
+        ax.set_title(f"Test error against λ (batch {bs}; band: min–max over seeds)")
         ax.legend(frameon=False, fontsize=7)
     if most < 2:
         echo("figure 3: one strength per method, drawn as points; pass --strengths a,b,c for a curve")
@@ -295,16 +376,20 @@ def fig_strength(study: Study | str | os.PathLike, echo: Echo = print):
 
 
 def fig_batch_size(study: Study | str | os.PathLike, echo: Echo = print):
-    """Figure 4: test error against the batch size (log₂ x), each method at its reference strength."""
+    """Figure 4: test error against the batch size (log₂ x), each method at its reference strength, a curve
+    per method run at several batch sizes."""
     study = _study(study)
-    res = _at_reference_strengths(_at_first_extras(study, results_frame(study)))
+    res = at_reference_strengths(at_first_extras(study, results_frame(study)))
     with print_style():
         fig, axes = new_figure(1, width=4.5, height=3.0)
         ax = axes[0][0]
-        most = _error_against(study, res, "batch_size", ax, echo, flat_methods=False)
+        most = _error_against(res, "batch_size", ax, level=None)
         ax.set_xscale("log", base=2)
+        sizes = sorted(set(res["batch_size"]))
+        ax.set_xticks(sizes, [str(b) for b in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        _error_axis(ax, res)
         ax.set_xlabel("batch size (log₂ scale)")
-        ax.set_ylabel("test error (%)")
         ax.set_title("Test error against batch size (band: min–max over seeds)")
         ax.legend(frameon=False, fontsize=7)
     if most < 2:
@@ -327,11 +412,45 @@ def _bench_frame(path: str | os.PathLike) -> pd.DataFrame | None:
 OVERHEAD_FLOOR_PCT = 0.01
 
 
+def _cost_bars(ax, study: Study, ref: pd.DataFrame) -> None:
+    """Figure 5 (a): one step per method from the study's bench (benched alone, interquartile range as
+    the error bar), else the runs' wall time per step (which shared the cores), the regularizer hatched."""
+    record = read_study_bench(study)
+    if record is not None:
+        table = record["methods"]
+        methods = _method_order(table)
+        step = [table[m]["step_ms"] for m in methods]
+        err = [[table[m]["step_ms"] - table[m]["step_ms_q25"] for m in methods],
+               [table[m]["step_ms_q75"] - table[m]["step_ms"] for m in methods]]  # fmt: skip
+        reg = [table[m]["regularizer_ms"] for m in methods]
+        title = (f"(a) one training step, each method benched alone\n{record['model']}, batch "
+                 f"{record['batch_size']}, {str(record['device']).split(' ')[0]}, {record['threads']} thread"
+                 f"{'s' * (record['threads'] != 1)}, {record['rounds']} rounds")  # fmt: skip
+    else:
+        methods = _method_order(ref["method"])
+        step, err, reg = [], None, []
+        for method in methods:
+            rows = ref[ref["method"] == method]
+            step.append((1e3 * rows["train_time_s"] / rows["steps"].astype(float)).mean())
+            reg.append((1e3 * rows["regularizer_time_s"] / rows["steps"].astype(float)).mean())
+        title = "(a) wall time per step of the runs\n(they shared the cores; no bench.json)"
+    for i, method in enumerate(methods):
+        ax.bar(i, step[i], color=style(method)["color"], edgecolor="black", linewidth=0.5,
+               yerr=None if err is None else [[err[0][i]], [err[1][i]]], capsize=2)  # fmt: skip
+        ax.bar(i, reg[i], color="white", alpha=0.6, edgecolor="black", hatch="///", linewidth=0.5)
+    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+    ax.set_ylabel("time per training step (ms)")
+    ax.set_title(title, fontsize=8)
+    ax.bar([], [], color="white", edgecolor="black", hatch="///", linewidth=0.5, label="the regularizer's own time")
+    ax.legend(frameon=False, fontsize=7, loc="upper left")
+
+
 def fig_cost(study: Study | str | os.PathLike, bench: str | os.PathLike | None = None, echo: Echo = print):
-    """Figure 5: (a) training time per step per method, the regularizer's share hatched, from the study's
-    own runs at the reference setting; with ``bench`` records (``oblique bench``, a sweep over model
-    sizes), (b) the step overhead over baseline and (c) the regularizer's isolated time, both against the
-    parameter count (log-log)."""
+    """Figure 5: (a) the time of one training step per method, the regularizer's own time hatched — from
+    the study's ``bench.json`` (each method benched alone after the runs), else (with a note in the title)
+    from the runs' wall time; with ``bench`` records (``oblique bench``, a sweep over model sizes), (b) the
+    step overhead over baseline and (c) the regularizer's isolated time, both against the parameter count
+    (log-log)."""
     study = _study(study)
     ref = reference_runs(study)
     bench_df = _bench_frame(bench) if bench else None
@@ -340,23 +459,7 @@ def fig_cost(study: Study | str | os.PathLike, bench: str | os.PathLike | None =
     with print_style():
         ncols = 3 if bench_df is not None else 1
         fig, axes = new_figure(ncols, width=10.0 if ncols == 3 else 4.5, height=3.0)
-        ax = axes[0][0]
-        methods = _method_order(ref["method"])
-        for i, method in enumerate(methods):
-            rows = ref[ref["method"] == method]
-            per_step = 1e3 * rows["train_time_s"] / rows["steps"].astype(float)
-            reg = 1e3 * rows["regularizer_time_s"] / rows["steps"].astype(float)
-            ax.bar(
-                i,
-                per_step.mean(),
-                yerr=per_step.std(ddof=1) if len(rows) > 1 else None,
-                color=color(method),
-                capsize=2,
-            )
-            ax.bar(i, reg.mean(), color="none", edgecolor="black", hatch="///", linewidth=0.5)
-        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
-        ax.set_ylabel("training time per step (ms)")
-        ax.set_title("(a) this study; hatched: the regularizer's hooks", fontsize=8)
+        _cost_bars(axes[0][0], study, ref)
         if bench_df is not None:
             bench_df = bench_df[bench_df["method"] != "baseline"]
             low = (bench_df["overhead_pct"] <= OVERHEAD_FLOOR_PCT).sum()
@@ -364,14 +467,17 @@ def fig_cost(study: Study | str | os.PathLike, bench: str | os.PathLike | None =
                 ("overhead_pct", axes[0][1], "step overhead over baseline (%)", "(b) bench: paired overhead"),
                 ("regularizer_ms", axes[0][2], "regularizer's own time per step (ms)", "(c) bench: isolated"),
             ):
+                seen = []
                 for method in _method_order(bench_df["method"]):
                     b = bench_df[bench_df["method"] == method].sort_values("num_params")
                     y = b[col].astype(float).clip(lower=OVERHEAD_FLOOR_PCT if col == "overhead_pct" else 1e-4)
-                    bx.plot(b["num_params"], y, marker="o", markersize=3, color=color(method), label=method)
+                    s = style(method)
+                    bx.plot(b["num_params"], y, marker=s["marker"], markersize=3.5, color=s["color"],
+                            linestyle=s["linestyle"], label=method)  # fmt: skip
+                    seen.append(y.to_numpy())
                 bx.set_xscale("log")
                 bx.set_yscale("log")
-                bx.yaxis.set_major_formatter(PLAIN)
-                bx.yaxis.set_minor_formatter(PLAIN)
+                log_ticks(bx.yaxis, *_finite_range(seen))
                 bx.set_xlabel("parameters of the model (log scale)")
                 bx.set_ylabel(label)
                 bx.set_title(title, fontsize=8)
@@ -391,7 +497,7 @@ def write_figures(
     per_layer: bool = False,
     echo: Echo = print,
 ) -> list[Path]:
-    """Write figures 1–5 (PNG and PDF) and table 6 (``table.md``, ``table.tex``) of a study.
+    """Write figures 1–5 and 1b (PNG and PDF) and table 6 (``table.md``, ``table.tex``) of a study.
 
     Args:
         study_dir: a study folder (``oblique study --out``).
@@ -412,6 +518,9 @@ def write_figures(
         return []
     paths: list[Path] = []
     paths += save(fig_drift(study), out_dir, "fig1_drift")
+    norms = fig_filter_norms(study, echo)
+    if norms is not None:
+        paths += save(norms, out_dir, "fig1b_filter_norms")
     if per_layer:
         for key in DRIFT_PANELS:
             paths += save(fig_drift_layers(study, key), out_dir, f"fig1_drift_layers_{key}")

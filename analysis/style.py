@@ -1,20 +1,40 @@
-"""One look for every figure: print-readable sizes and one fixed colour per method.
+"""One look for every figure: print-readable sizes, one fixed style per method, byte-stable files.
 
-The colour of a method is fixed by its position in the registry (``oblique.list_methods()``), so a method
-has the same colour in every figure of every study, whichever methods a study holds.
+Every method has a fixed *style* — a colour, a marker and a line style — by its position in the registry
+(``oblique.list_methods()``), so it looks the same in every figure of every study, whichever methods a
+study holds. The colours are Paul Tol's *muted* scheme (distinct under the common colour-vision
+deficiencies; https://personal.sron.nl/~pault/), with black for ``baseline``; the marker and the line style
+tell the methods apart where colour cannot (a greyscale print).
+
+Files (:func:`save`): PNG at 200 dpi, PDF with TrueType text, dense per-step lines rasterized inside the
+PDF (``rasterized=True`` on the artist; 300 dpi), and no creation date or software version in either, so
+that regenerating a figure from the same records gives the same bytes.
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib as mpl
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from oblique import records
 
-__all__ = ["FLOOR", "PRINT_RC", "color", "method_colors", "new_figure", "print_style", "save"]
+__all__ = [
+    "FLOOR",
+    "PRINT_RC",
+    "color",
+    "log_ticks",
+    "method_colors",
+    "method_styles",
+    "new_figure",
+    "print_style",
+    "save",
+    "style",
+]
 
 #: Drift values below this are drawn at it on log axes (hard constraints hold the norms to ~1e-7).
 FLOOR = 1e-8
@@ -36,19 +56,60 @@ PRINT_RC = {
 }
 
 
-def method_colors() -> dict[str, str]:
-    """Method name -> colour (hex), in registry order: tab10 for the first ten, then tab20's light half."""
+#: Paul Tol's muted scheme (9 colours), after black for the first method (``baseline``): colour-blind safe
+PALETTE = ("#000000", "#cc6677", "#332288", "#117733", "#88ccee", "#882255", "#44aa99", "#999933",
+           "#aa4499", "#ddcc77")  # fmt: skip
+#: one marker per method (filled shapes that stay apart in greyscale)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
+#: one line style per method (Norm Loss solid, baseline long dashes)
+LINESTYLES = ((0, (6, 2)), "-.", "-", (0, (1, 1)), (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), "--",
+              (0, (1, 2, 4, 2)), (0, (8, 2, 1, 2)), (0, (2, 2)))  # fmt: skip
+
+
+def method_styles() -> dict[str, dict]:
+    """Method name -> ``{"color", "marker", "linestyle"}``, in registry order (cycled past ten methods)."""
     from oblique import list_methods
 
-    tab10 = mpl.colormaps["tab10"].colors
-    tab20 = mpl.colormaps["tab20"].colors
-    palette = list(tab10) + [tab20[i] for i in range(1, 20, 2)]
-    return {m: mpl.colors.to_hex(palette[i % len(palette)]) for i, m in enumerate(list_methods())}
+    return {
+        m: {
+            "color": PALETTE[i % len(PALETTE)],
+            "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": LINESTYLES[i % len(LINESTYLES)],
+        }
+        for i, m in enumerate(list_methods())
+    }
+
+
+def style(method: str) -> dict:
+    """The method's colour, marker and line style (grey, ``.`` and solid for an unregistered name)."""
+    return dict(method_styles().get(method, {"color": "#7f7f7f", "marker": ".", "linestyle": "-"}))
+
+
+def method_colors() -> dict[str, str]:
+    """Method name -> colour (hex), in registry order."""
+    return {m: s["color"] for m, s in method_styles().items()}
 
 
 def color(method: str) -> str:
     """The method's colour; grey for a name that is not (or no longer) registered."""
-    return method_colors().get(method, "#7f7f7f")
+    return style(method)["color"]
+
+
+#: a log axis's tick labels as plain numbers (0.5, 1, 2) rather than 5×10⁻¹
+PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
+
+
+def log_ticks(axis, lo: float, hi: float, subs: tuple[float, ...] | None = None) -> None:
+    """Label a log-scaled ``axis`` (``ax.yaxis``) spanning ``lo`` … ``hi`` with well-spaced values only:
+    the decades when it spans more than two, else 1, 2 and 5 times the decades (every digit on a very
+    short span), or the multiples ``subs`` of each decade; minor ticks unlabelled."""
+    decades = math.log10(hi / lo) if lo > 0 and hi > lo else 0.0
+    if subs is None:
+        subs = (1.0,) if decades > 2.0 else (1.0, 2.0, 5.0) if decades > 0.4 else tuple(map(float, range(1, 10)))
+    axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    axis.set_major_formatter(PLAIN)
+    axis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10)), numticks=12))
+    axis.set_minor_formatter(NullFormatter())
 
 
 @contextmanager
@@ -66,7 +127,15 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 7.0, height: float
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
-    """Write ``stem.png`` (200 dpi) and ``stem.pdf`` into ``out_dir``, each atomically; return both paths."""
-    png = records.write_atomic(out_dir / f"{stem}.png", lambda f: fig.savefig(f, format="png", dpi=200))
-    pdf = records.write_atomic(out_dir / f"{stem}.pdf", lambda f: fig.savefig(f, format="pdf"))
+    """Write ``stem.png`` (200 dpi) and ``stem.pdf`` into ``out_dir``, each atomically and byte-stable (no
+    creation date, no software version: the same figure gives the same bytes); return both paths."""
+    png = records.write_atomic(
+        out_dir / f"{stem}.png", lambda f: fig.savefig(f, format="png", dpi=200, metadata={"Software": None})
+    )
+    pdf = records.write_atomic(
+        out_dir / f"{stem}.pdf",
+        lambda f: fig.savefig(
+            f, format="pdf", dpi=300, metadata={"CreationDate": None, "Producer": None, "Creator": None}
+        ),  # fmt: skip
+    )
     return [png, pdf]

@@ -1,6 +1,6 @@
 """Figure 6: the study's summary table, figure-ready, as markdown and LaTeX (booktabs).
 
-Same content as ``summary.md`` (:func:`oblique.study.summary_markdown`): per group of runs that differ
+The table of ``summary.md`` (:func:`oblique.study.summary_markdown`; its claims section stays there): per group of runs that differ
 only in their seed, the test error best (mean ± sample std over seeds), as the Norm Loss poster lays out
 its tables (Georgiou et al., ICPR 2020), the final drift and the time, with the poster's figures beside
 ours where the dataset and model match a published setting.
@@ -18,8 +18,8 @@ __all__ = ["table_latex", "table_markdown"]
 
 
 def table_markdown(study: Study | str | os.PathLike) -> str:
-    """The summary table as markdown (exactly ``summary.md``)."""
-    return summary_markdown(study)
+    """The summary table as markdown (``summary.md`` without its claims section)."""
+    return summary_markdown(study, claims=False)
 
 
 _n = partial(number, missing="--")  # LaTeX: a missing number is an en dash

@@ -1,35 +1,42 @@
-"""Tests of the analysis package: figures 1-6 from a tiny real study, colours, notes, `oblique plot`."""
+"""Tests of the analysis package: figures 1-6 and 1b from a tiny real study, styles, log ticks, rasterized
+per-step lines, byte-stable files, notes, `oblique plot`."""
 
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 
 import matplotlib.colors as mcolors
 import matplotlib.image as mpimg
+import numpy as np
 import pytest
 
 from analysis import method_colors, write_figures
-from analysis.figures import fig_cost, fig_drift, fig_strength, reference_runs
+from analysis.figures import (
+    fig_batch_size,
+    fig_cost,
+    fig_drift,
+    fig_filter_norms,
+    fig_loss,
+    fig_strength,
+    reference_runs,
+)
+from analysis.style import method_styles
 from analysis.tables import table_latex, table_markdown
 from oblique import list_methods
 from oblique.cli import main
 from oblique.study import SUMMARY_FILE, StudySpec, expand, run_study
 
 TINY = {"epochs": 1, "drift_every": 10}
-STEMS = ("fig1_drift", "fig2_loss", "fig3_strength", "fig4_batch_size", "fig5_cost")
+STEMS = ("fig1_drift", "fig1b_filter_norms", "fig2_loss", "fig3_strength", "fig4_batch_size", "fig5_cost")
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """nl at two strengths and baseline, two batch sizes, two seeds, one epoch: 12 short real runs."""
-    root = tmp_path_factory.mktemp("study")
-    spec = StudySpec(
-        methods=["nl", "baseline"], strengths=[0.01, 0.1], seeds=[0, 1], batch_sizes=[100, 200], base=TINY
-    )
-    result = run_study(root, expand(spec), workers=0, threads=1, progress=False, echo=lambda line: None)
-    assert len(result.ran) == 12 and not result.failed
-    return root
+def study(tiny_study):
+    """nl and wd at two strengths, baseline; two batch sizes, two seeds, one epoch (tests/conftest.py)."""
+    return tiny_study
 
 
 @pytest.fixture(scope="module")
@@ -66,34 +73,142 @@ def test_write_figures_writes_every_figure_and_table(study):
 
 def test_tables_match_the_study(study):
     md = table_markdown(study)
-    assert md == (study / SUMMARY_FILE).read_text()
+    summary = (study / SUMMARY_FILE).read_text()
+    assert summary.startswith(md) and "## The poster's claims" in summary and "claims" not in md
     tex = table_latex(study)
     assert (
         tex.startswith("\\begin{tabular}") and "\\toprule" in tex and tex.rstrip().endswith("\\end{tabular}")
     )
-    assert tex.count("\\\\") == 1 + 2 * 2 + 2  # header + nl (2 strengths x 2 batch sizes) + baseline (2)
+    assert tex.count("\\\\") == 1 + 2 * 2 * 2 + 2  # header + nl, wd (2 strengths x 2 batch sizes) + baseline
 
 
-def test_one_colour_per_method_in_registry_order(study):
-    colors = method_colors()
-    assert list(colors) == list_methods()
-    assert len(set(colors.values())) == len(colors)
+def test_one_style_per_method_in_registry_order(study):
+    styles = method_styles()
+    assert list(styles) == list_methods()
+    assert list(method_colors()) == list_methods()
+    for key in ("color", "marker", "linestyle"):  # colour, marker and line style each tell methods apart
+        assert len({json.dumps(s[key]) for s in styles.values()}) == len(styles), key
     fig = fig_strength(study, echo=lambda line: None)
     handles, labels = fig.axes[0].get_legend_handles_labels()
-    lines = {
-        lab: (h[0] if isinstance(h, tuple) else h).get_color() for h, lab in zip(handles, labels, strict=True)
-    }
-    assert mcolors.to_hex(lines["nl"]) == colors["nl"]
-    assert mcolors.to_hex(lines["baseline (no strength)"]) == colors["baseline"]
+    lines = {lab: (h[0] if isinstance(h, tuple) else h) for h, lab in zip(handles, labels, strict=True)}
+    assert mcolors.to_hex(lines["nl"].get_color()) == styles["nl"]["color"]
+    assert (
+        lines["nl"].get_marker() == styles["nl"]["marker"]
+        and lines["wd"].get_marker() == styles["wd"]["marker"]
+    )
+    assert mcolors.to_hex(lines["baseline (level)"].get_color()) == styles["baseline"]["color"]
     drift_lines = [ln for ln in fig_drift(study).axes[0].get_lines()]
-    assert {mcolors.to_hex(ln.get_color()) for ln in drift_lines} == {colors["nl"], colors["baseline"]}
+    assert {mcolors.to_hex(ln.get_color()) for ln in drift_lines} == {
+        styles[m]["color"] for m in ("nl", "wd", "baseline")
+    }
+    assert {ln.get_marker() for ln in drift_lines} == {styles[m]["marker"] for m in ("nl", "wd", "baseline")}
+
+
+def test_figures_3_and_4_draw_curves(study):
+    for fig, x in ((fig_strength(study, echo=lambda line: None), {0.01, 0.1}),
+                   (fig_batch_size(study, echo=lambda line: None), {100, 200})):  # fmt: skip
+        curves = {c.get_label(): c.lines[0] for c in fig.axes[0].containers if c.get_label() in ("nl", "wd")}
+        assert set(curves) == {"nl", "wd"}
+        for ln in curves.values():
+            assert set(map(float, ln.get_xdata())) == x  # a curve through every value, not a point
+
+
+def _render(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    return fig
+
+
+def test_log_axes_label_only_well_spaced_values(study):
+    fig = _render(fig_loss(study))
+    for ax in fig.axes[:2]:
+        assert ax.get_yscale() == "log"
+        lo, hi = sorted(ax.get_ylim())
+        shown = [
+            float(t.get_text())
+            for t in ax.get_yticklabels()
+            if t.get_text() and lo <= t.get_position()[1] <= hi
+        ]
+        assert shown, "a log axis with no label"
+        for v in shown:  # 1, 2 or 5 times a power of ten, or a tick of a short linear-looking span
+            mant = v / 10 ** math.floor(math.log10(v) + 1e-12)
+            assert round(mant, 6) in (1.0, 2.0, 5.0) or len(shown) >= 3, shown
+        assert not any(t.get_text() for t in ax.get_yminorticklabels())  # minor ticks unlabelled
+    sf = _render(fig_drift(study))
+    for ax in sf.axes[:3]:
+        assert not any(t.get_text() for t in ax.get_yminorticklabels())
+
+
+def test_per_step_lines_are_rasterized_in_the_pdf_and_files_are_byte_stable(study, tmp_path):
+    fig = fig_loss(study)
+    assert any(ln.get_rasterized() for ln in fig.axes[0].get_lines())
+    a = write_figures(study, out=tmp_path / "a", echo=lambda line: None)
+    b = write_figures(study, out=tmp_path / "b", echo=lambda line: None)
+    assert [p.name for p in a] == [p.name for p in b]
+    for pa, pb in zip(a, b, strict=True):
+        assert pa.read_bytes() == pb.read_bytes(), pa.name  # the same records give the same bytes
+    pdf = (tmp_path / "a" / "fig2_loss.pdf").read_bytes()
+    assert b"/Subtype /Image" in pdf  # the dense lines are an image inside the PDF
+    assert b"CreationDate" not in pdf and b"ModDate" not in pdf
+
+
+def test_filter_norms_are_those_the_drift_was_measured_on(study, tmp_path):
+    from analysis.norms import filter_norms
+    from oblique import records as rec
+    from oblique.train import RunConfig, train
+
+    for name in sorted((study / "runs").iterdir())[:1]:
+        norms = filter_norms(name)
+        drift = rec.read_summary(name)["drift"]["layers"]
+        assert set(norms) == set(drift)
+        for layer, r in norms.items():
+            assert np.mean(np.abs(r - 1)) == pytest.approx(drift[layer]["norm_dev_mean"], rel=1e-5)
+    for method in ("wn", "pbwn"):  # a reparametrization (rebuilt and loaded) and a projection
+        out = tmp_path / method
+        s = train(RunConfig(method=method, epochs=1, drift_every=50, threads=1, out=str(out)))
+        norms = filter_norms(out)
+        for layer, r in norms.items():
+            assert np.mean(np.abs(r - 1)) == pytest.approx(
+                s["drift"]["layers"][layer]["norm_dev_mean"], rel=1e-5
+            )
+    assert np.allclose(np.concatenate(list(norms.values())), 1.0, atol=1e-5)  # pbwn: on the manifold
+    fig = fig_filter_norms(study, echo=lambda line: None)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["baseline", "wd", "nl"]
+
+
+def test_cost_figure_uses_the_study_bench_when_there_is_one(study, tmp_path):
+    import shutil
+
+    from oblique.study import BENCH_FILE
+
+    copy = tmp_path / "s"
+    shutil.copytree(study, copy)
+    assert "no bench.json" in fig_cost(copy, echo=lambda line: None).axes[0].get_title()
+    methods = {m: {"step_ms": 5.0 + i, "step_ms_q25": 4.9 + i, "step_ms_q75": 5.3 + i, "regularizer_ms": 0.1 * i,
+                   "overhead_pct": 10.0 * i, "overhead_pct_se": 0.5}
+               for i, m in enumerate(("baseline", "wd", "nl"))}  # fmt: skip
+    rec = {
+        "model": "resnet1d",
+        "batch_size": 100,
+        "device": "cpu",
+        "threads": 2,
+        "rounds": 9,
+        "methods": methods,
+    }
+    (copy / BENCH_FILE).write_text(json.dumps(rec))
+    ax = fig_cost(copy, echo=lambda line: None).axes[0]
+    assert "benched alone" in ax.get_title()
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert {5.0, 6.0, 7.0} <= set(heights)
 
 
 def test_reference_setting_is_the_default_strength_and_batch_size(study):
     ref = reference_runs(study)
     assert set(ref["batch_size"]) == {100}
     assert set(ref[ref["method"] == "nl"]["strength"]) == {0.01}  # nl's default
-    assert len(ref) == 4  # 2 methods x 2 seeds
+    assert set(ref[ref["method"] == "wd"]["strength"]) == {0.01}  # the nearest to wd's default (5e-4)
+    assert len(ref) == 6  # 3 methods x 2 seeds
 
 
 def test_single_values_are_drawn_as_points_with_a_note(single, tmp_path):

@@ -271,4 +271,5 @@ def test_bench_study_writes_bench_json_and_claim_2_reads_it(tiny_study, tmp_path
     mtime = path.stat().st_mtime_ns
     assert bench_study(copy, seconds=1.0) == read_study_bench(copy)  # fits the study: not measured again
     assert path.stat().st_mtime_ns == mtime
-    assert _claims(copy)[2].verdict in (SUPPORTED, NOT_SUPPORTED)
+    c = _claims(copy)[2]  # read from bench.json (a 1-second bench may be too noisy to give a verdict)
+    assert c.values["overhead_pct"] == pytest.approx(record["methods"]["nl"]["overhead_pct"])

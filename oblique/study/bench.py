@@ -4,11 +4,13 @@ into the study folder as ``bench.json``.
 The training time of a study's runs is wall time of runs that shared the cores with each other (two
 workers on two cores), so it cannot say what a method costs. After the runs, the study process — alone on
 the machine by then — benches one training step of every method of the study on the study's model at its
-reference batch size (interleaved rounds, paired overhead against ``baseline``, the regularizer's isolated
-time; :mod:`oblique.cost`). The claims (claim 2, :mod:`oblique.study.claims`) and figure 5 (a) read it.
+reference batch size, with the torch threads its runs used (interleaved rounds, paired overhead against
+``baseline``, the regularizer's isolated time; :mod:`oblique.cost`). The claims (claim 2,
+:mod:`oblique.study.claims`) and figure 5 (a) read it.
 
 ``bench.json`` is an ordinary bench record (schema ``oblique.bench/1``, :mod:`oblique.cost`). It is
-measured again only when it is missing or was made for other methods, another model, batch size or device.
+measured again only when it is missing or was made for other methods, another model, batch size, device
+or thread count.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def _study(study: Study | str | os.PathLike) -> Study:
 
 
 def study_bench_settings(study: Study | str | os.PathLike) -> dict[str, Any]:
-    """The bench a study needs: its methods (``baseline`` first), its most frequent model and device, and
-    the model's standard batch size (its recipe's) or else the study's most frequent one."""
+    """The bench a study needs: its methods (``baseline`` first), its most frequent model and device, the
+    model's standard batch size (its recipe's) or else the study's most frequent one, and the torch threads
+    its runs used (``threads_used`` of a run's ``config.json``; 1 when none says)."""
     from oblique.config import RunConfig
     from oblique.methods import list_methods
 
@@ -48,7 +51,20 @@ def study_bench_settings(study: Study | str | os.PathLike) -> dict[str, Any]:
     batch = recipe if recipe in sizes else sizes.most_common(1)[0][0]
     order = {m: i for i, m in enumerate(list_methods())}
     methods = sorted({s["method"] for s in settings} | {"baseline"}, key=lambda m: order.get(m, len(order)))
-    return {"model": model, "batch_size": int(batch), "device": device, "methods": methods}
+    return {"model": model, "batch_size": int(batch), "device": device, "methods": methods,
+            "threads": _run_threads(study)}  # fmt: skip
+
+
+def _run_threads(study: Study) -> int:
+    """The torch threads the study's runs trained with (the first finished run's ``threads_used``)."""
+    for name in study.runs:
+        try:
+            threads = records.read_config(study.run_dir(name)).get("threads_used")
+        except records.RecordError:
+            continue
+        if isinstance(threads, int) and threads >= 1:
+            return threads
+    return 1
 
 
 def read_study_bench(study: Study | str | os.PathLike) -> dict | None:
@@ -63,13 +79,6 @@ def read_study_bench(study: Study | str | os.PathLike) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("methods"), dict) else None
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
-
-
 def _matches(record: dict | None, wanted: dict[str, Any]) -> bool:
     if record is None:
         return False
@@ -80,6 +89,7 @@ def _matches(record: dict | None, wanted: dict[str, Any]) -> bool:
         record.get("model") == wanted["model"]
         and record.get("batch_size") == wanted["batch_size"]
         and benched == set(wanted["methods"])
+        and record.get("threads") == wanted["threads"]
         and same_device
     )
 
@@ -93,7 +103,9 @@ def bench_study(
 ) -> dict:
     """Bench the study's methods on its model (see the module docstring); write and return ``bench.json``.
 
-    Run it when nothing else uses the cores (after the study's runs): it uses every core of this process.
+    Run it when nothing else uses the cores (after the study's runs). It uses as many torch threads as the
+    study's runs did (one per run with two workers on two cores), so a step costs what it cost in a run;
+    a busy machine makes it noisy, which claim 2 then says (delete ``bench.json`` and run again).
 
     Args:
         study: the study (or its folder).
@@ -113,7 +125,7 @@ def bench_study(
     if not force and _matches(old, wanted):
         return old
     record = bench(model=wanted["model"], methods=wanted["methods"], batch_size=wanted["batch_size"],
-                   device=wanted["device"], threads=_cores(), targets=False, progress=False,
+                   device=wanted["device"], threads=wanted["threads"], targets=False, progress=False,
                    time_budget_s=seconds, micro_repeats=20)  # fmt: skip
     records.write_json_atomic(study.root / BENCH_FILE, record)
     if echo is not None:

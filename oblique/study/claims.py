@@ -14,7 +14,8 @@ where it gives any. Seeds are the samples; α = :data:`ALPHA`; the tests are in 
    the study's bench (``bench.json``, :mod:`oblique.study.bench`): each method's paired step overhead over
    ``baseline`` ± its standard error; a one-sided z-test of every other method's overhead against Norm
    Loss's. Supported when Norm Loss is significantly cheaper than most (more than half) of the other
-   methods *and* its overhead is at most :data:`NEGLIGIBLE_PCT` % of a step.
+   methods *and* its overhead is at most :data:`NEGLIGIBLE_PCT` % of a step; not testable when the bench
+   is too noisy to resolve that (Norm Loss's 95 % interval wider than ± :data:`NEGLIGIBLE_PCT` %).
 3. **High convergence speed.** Norm Loss against weight decay at the reference setting: the mean train
    cross-entropy per batch over the whole run (the area under the loss curve, divided by the steps: lower
    is faster), Welch's t-test. Supported when Norm Loss's is significantly lower.
@@ -306,6 +307,14 @@ def _claim_cost(study: Study, bench: dict | None) -> Claim:
         claim.measured = "needs the bench of at least one other regularization method"
         return claim
     nl_o, nl_se = float(nl["overhead_pct"]), float(nl.get("overhead_pct_se") or 0.0)
+    if 1.96 * nl_se > NEGLIGIBLE_PCT:  # the bench cannot tell negligible from not: say so, do not guess
+        claim.measured = (
+            f"the bench was too noisy to tell: Norm Loss {nl_o:+.1f} ± {1.96 * nl_se:.1f} % of a step at 95 % "
+            f"({bench.get('rounds')} rounds; a busy machine); delete bench.json and run the study command again "
+            "on a quiet machine"
+        )
+        claim.values = {"overhead_pct": nl_o, "overhead_pct_se": nl_se}
+        return claim
     tests = {}
     for m in others:
         o, se = float(methods[m]["overhead_pct"]), float(methods[m].get("overhead_pct_se") or 0.0)
