@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-__all__ = ["ObliqueError", "UsageError"]
+__all__ = ["ObliqueError", "ObliqueWarning", "UsageError"]
 
 
 class ObliqueError(Exception):
@@ -49,3 +49,9 @@ class ObliqueError(Exception):
 
 class UsageError(ObliqueError):
     """A command-line usage error (an unknown flag, a flag value argparse cannot read); one line."""
+
+
+class ObliqueWarning(UserWarning):
+    """Something the user should know that does not stop the work (a corrupt line of a record, skipped; a
+    cache folder that cannot be written): one line. The command line prints it as
+    ``oblique: warning: <message>``."""
