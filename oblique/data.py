@@ -7,7 +7,8 @@ trainer's loaders use a ``BatchSampler`` so a batch costs one indexing op, not `
 MNIST-1D (Greydanus 2020) is generated procedurally with ``mnist1d.data.make_dataset`` — never
 downloaded — and cached as ``.npz`` under the cache folder: ``$OBLIQUE_CACHE`` if set, else
 ``~/.cache/oblique``. The file name carries a hash of every generation setting; a cache file that cannot
-be read (truncated, corrupt) is regenerated, with one line on stderr saying so.
+be read (truncated, corrupt) is regenerated, and a cache folder that cannot be written is left alone (the
+data generated in memory is used), each with a one-line :class:`DataWarning` saying so.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import importlib
 import json
 import os
 import pickle
-import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from oblique import records
-from oblique.errors import ObliqueError
+from oblique.errors import ObliqueError, ObliqueWarning
 
 __all__ = [
     "DATASETS",
@@ -37,10 +38,12 @@ __all__ = [
     "Data",
     "CifarTransform",
     "DataError",
+    "DataWarning",
     "TensorData",
     "UnknownDatasetError",
     "cache_dir",
     "channel_stats",
+    "check_dataset",
     "get_dataset",
     "list_datasets",
     "load_cifar",
@@ -55,6 +58,10 @@ class DataError(ObliqueError, RuntimeError):
 
 class UnknownDatasetError(ObliqueError, ValueError):
     """An unknown data set name; the message lists the valid ones."""
+
+
+class DataWarning(ObliqueWarning):
+    """The data cache cannot be read or written; the work goes on (one line)."""
 
 
 class TensorData(Dataset):
@@ -130,12 +137,13 @@ def load_mnist1d(**overrides) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     args.update(overrides)
     key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "mnist1d" / f"mnist1d-{key}.npz"
-    if path.exists():
-        try:
-            with open(path, "rb") as fh, np.load(fh) as z:  # own the handle: np.load leaks it on a bad file
-                return z["x"], z["y"], z["x_test"], z["y_test"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            print(f"oblique: MNIST-1D cache {path} is unreadable; regenerating it", file=sys.stderr)
+    try:
+        with open(path, "rb") as fh, np.load(fh) as z:  # own the handle: np.load leaks it on a bad file
+            return z["x"], z["y"], z["x_test"], z["y_test"]
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # not cached yet
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        warnings.warn(DataWarning(f"MNIST-1D cache {path} is unreadable; regenerating it"), stacklevel=2)
 
     class _Args(dict):
         __getattr__ = dict.__getitem__
@@ -147,7 +155,17 @@ def load_mnist1d(**overrides) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         "x_test": ds["x_test"].astype(np.float32),
         "y_test": ds["y_test"].astype(np.int64),
     }
-    records.write_atomic(path, lambda f: np.savez(f, **arrays))
+    try:
+        records.write_atomic(path, lambda f: np.savez(f, **arrays))
+    except OSError as e:  # a read-only or full cache: the data is in memory, go on without caching it
+        where = e.filename or path
+        warnings.warn(
+            DataWarning(
+                f"MNIST-1D cache cannot be written ({where}: {e.strerror or e}); using the data generated in "
+                "memory (set $OBLIQUE_CACHE to a writable folder to cache it)"
+            ),
+            stacklevel=2,
+        )
     return arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"]
 
 
@@ -403,15 +421,7 @@ def _imagenet(root: str | None = None, image_size: int = 224) -> Data:
     Augmentation as in torchvision's reference recipe: random-resized crop and flip for training; resize to
     ``image_size · 8/7`` and center crop for validation. Needs torchvision (the extra ``vision``).
     """
-    base = Path(root) if root is not None else cache_dir() / "data" / "imagenet"
-    if not (base / "train").is_dir() and (base / "imagenet" / "train").is_dir():
-        base = base / "imagenet"
-    missing = [s for s in ("train", "val") if not (base / s).is_dir()]
-    if missing:
-        raise DataError(
-            f"imagenet not found: looked for {' and '.join(str(base / s) for s in missing)}; pass --data-root "
-            "FOLDER holding train/ and val/ with one subfolder per class (torchvision ImageFolder format)"
-        )
+    base = _imagenet_root(root)
     try:
         from torchvision import datasets, transforms
     except ImportError:
@@ -444,6 +454,35 @@ def _imagenet(root: str | None = None, image_size: int = 224) -> Data:
             f"and {len(val.classes)}"
         )
     return Data("imagenet", train, val, num_classes=len(train.classes), in_channels=3)
+
+
+def _imagenet_root(root: str | os.PathLike | None) -> Path:
+    base = Path(root) if root is not None else cache_dir() / "data" / "imagenet"
+    if not (base / "train").is_dir() and (base / "imagenet" / "train").is_dir():
+        base = base / "imagenet"
+    missing = [s for s in ("train", "val") if not (base / s).is_dir()]
+    if missing:
+        raise DataError(
+            f"imagenet not found: looked for {' and '.join(str(base / s) for s in missing)}; pass --data-root "
+            "FOLDER holding train/ and val/ with one subfolder per class (torchvision ImageFolder format)"
+        )
+    return base
+
+
+def check_dataset(name: str, root: str | os.PathLike | None = None) -> None:
+    """Check, without reading it, that data set ``name`` can be found (its folder under ``root`` for the
+    on-disk data sets; the generated ones always can): a study refuses up front what would fail every run.
+
+    Raises:
+        UnknownDatasetError: an unknown name.
+        DataError: the on-disk folder is not there (the message says where it looked and what to do).
+    """
+    if name not in DATASETS:
+        raise UnknownDatasetError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    if name in CIFAR_LAYOUT:
+        _cifar_root(name, root, download=False)
+    elif name == "imagenet":
+        _imagenet_root(root)
 
 
 DATASETS.update(

@@ -136,8 +136,11 @@ def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[Binar
         ``path`` as a :class:`~pathlib.Path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:  # a folder that cannot be made or written: the error names the target, not a temporary file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes it private; records are for everyone to read
         with os.fdopen(fd, "wb") as f:
@@ -195,11 +198,17 @@ class MetricsWriter:
         self._f = open(self.path, mode)
 
     def write(self, record: dict) -> None:
-        self._f.write(json.dumps(_clean(record), allow_nan=False) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps(_clean(record), allow_nan=False) + "\n")
+            self._f.flush()
+        except OSError as e:  # a full disk: say which file (the bare error names none)
+            raise OSError(e.errno, e.strerror or str(e), str(self.path)) from e
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError as e:  # the last buffered line cannot be written (a full disk)
+            raise OSError(e.errno, e.strerror or str(e), str(self.path)) from e
 
     def __enter__(self) -> MetricsWriter:
         return self
@@ -417,10 +426,19 @@ def _numbers(x: Any) -> bool:
 #: What each record type of schema 1 must hold, key -> check (more keys are allowed).
 _RECORD_KEYS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "meta": {"schema_version": _int, "steps_per_epoch": _int, "total_steps": _int},
-    "step": {"step": _int, "epoch": _number, "loss": _number, "lr": _number,
-             "reg": lambda v: v is None or _number(v)},  # fmt: skip
-    "drift": {"step": _int, "epoch": _number, "mean": _numbers,
-              "layers": lambda v: isinstance(v, dict) and all(_numbers(d) for d in v.values())},  # fmt: skip
+    "step": {
+        "step": _int,
+        "epoch": _number,
+        "loss": _number,
+        "lr": _number,
+        "reg": lambda v: v is None or _number(v),
+    },
+    "drift": {
+        "step": _int,
+        "epoch": _number,
+        "mean": _numbers,
+        "layers": lambda v: isinstance(v, dict) and all(_numbers(d) for d in v.values()),
+    },
     "eval": {"step": _int, "epoch": _number, "test_error": _number, "test_error_top5": _number},
     "diverged": {"step": _int},
 }
@@ -544,12 +562,12 @@ def _drift_table(x: Any) -> bool:
     return isinstance(x, dict) and _numbers(x.get("mean", {})) and isinstance(x.get("layers", {}), dict)
 
 
+_NUMBER_KEYS = ("strength", "test_error", "test_error_top5", "test_loss", "train_time_s", "regularizer_time_s")  # fmt: skip
 #: What a ``summary.json`` must hold where it holds it, key -> (check, what it should be).
 _SUMMARY_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "status": (lambda v: isinstance(v, str), "text"),
     "method": (lambda v: isinstance(v, str), "text"),
-    **{k: (_number_or_none, "a number") for k in ("strength", "test_error", "test_error_top5", "test_loss",
-                                                  "train_time_s", "regularizer_time_s")},  # fmt: skip
+    **{k: (_number_or_none, "a number") for k in _NUMBER_KEYS},
     **{k: (lambda v: v is None or _int(v), "an integer") for k in ("steps", "diverged_step", "seed")},
     "drift": (_drift_table, "a table with 'mean' (name -> number) and 'layers'"),
 }
@@ -567,7 +585,9 @@ def read_summary(run_dir: str | os.PathLike) -> dict:
     path = Path(run_dir) / SUMMARY
     summary = read_json(path)
     if not isinstance(summary, dict) or "status" not in summary:
-        raise RecordError(f"{path}: expected a run summary (a JSON object with a status); got {str(summary)[:60]!r}")
+        raise RecordError(
+            f"{path}: expected a run summary (a JSON object with a status); got {str(summary)[:60]!r}"
+        )
     for key, (ok, what) in _SUMMARY_KEYS.items():
         if key in summary and not ok(summary[key]):
             raise RecordError(f"{path}: {key} must be {what}; got {str(summary[key])[:60]!r}")

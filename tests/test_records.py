@@ -31,25 +31,34 @@ def _write_metrics(run, lines):
     (run / "metrics.jsonl").write_text("".join(lines))
 
 
+META = {"type": "meta", "schema_version": records.SCHEMA_VERSION, "steps_per_epoch": 2, "total_steps": 2,
+        "targets": "conv", "layers": ["c"]}  # fmt: skip
+
+
+def _step(n: int) -> dict:
+    return {"type": "step", "step": n, "epoch": n / 2, "loss": 2.0 / n, "lr": 0.1, "reg": None}
+
+
 def test_truncated_last_line_is_tolerated(tmp_path):
     run = tmp_path / "run"
     with records.MetricsWriter(run.mkdir() or run / "metrics.jsonl") as w:
-        w.write({"type": "meta", "schema_version": records.SCHEMA_VERSION})
-        w.write({"type": "step", "step": 1, "loss": 2.3})
-        w.write({"type": "step", "step": 2, "loss": 2.1})
+        w.write(META)
+        w.write(_step(1))
+        w.write(_step(2))
     text = (run / "metrics.jsonl").read_text()
     (run / "metrics.jsonl").write_text(text[:-9])  # cut the last record mid-write
     steps = records.read_metrics(run, "step")
     assert [r["step"] for r in steps] == [1]
 
 
-def test_corrupt_middle_line_is_an_error(tmp_path):
+def test_corrupt_middle_line_is_skipped_with_a_warning_naming_file_and_line(tmp_path):
     run = tmp_path / "run"
-    _write_metrics(
-        run, ['{"type": "meta", "schema_version": 1}\n', "{garbage\n", '{"type": "step", "step": 1}\n']
-    )
-    with pytest.raises(records.RecordError, match="line 2"):
-        records.read_metrics(run)
+    _write_metrics(run, [json.dumps(META) + "\n", "{garbage\n", json.dumps(_step(1)) + "\n"])
+    with pytest.warns(
+        records.RecordWarning, match=r"metrics.jsonl: skipped 1 corrupt line\(s\): line 2 \(not valid JSON\)"
+    ):
+        recs = records.read_metrics(run)
+    assert [r["type"] for r in recs] == ["meta", "step"]
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -80,7 +89,14 @@ def test_is_finished(tmp_path):
     assert not records.is_finished(run)
     records.write_json_atomic(run / "summary.json", {"status": "interrupted"})
     assert not records.is_finished(run)
-    records.write_json_atomic(run / "summary.json", {"status": "diverged"})
+    nan = float("nan")
+    diverged = {"status": "diverged", "test_error": nan, "test_error_top5": nan, "train_time_s": 1.0,
+                "regularizer_time_s": 0.0, "drift": {"mean": {}, "layers": {}}}  # fmt: skip
+    records.write_json_atomic(run / "summary.json", diverged)
+    assert not records.is_finished(run)  # no metrics.jsonl: its records are not whole
+    _write_metrics(
+        run, [json.dumps(META) + "\n", json.dumps({"type": "diverged", "step": 1, "loss": "nan"}) + "\n"]
+    )
     assert records.is_finished(run)
     (run / "summary.json").write_text("{half")
     assert not records.is_finished(run)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -84,9 +85,22 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
     """Project warnings (:class:`oblique.errors.ObliqueWarning`) as one line ``oblique: warning: …``."""
     if issubclass(category, ObliqueWarning):
-        print(f"oblique: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        print(f"oblique: warning: {one_line(str(message))}", file=sys.stderr)
     else:
         _default(message, category, filename, lineno, file, line)
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line of a terminal: line breaks and other control characters (which a file name or a
+    flag given by the user may hold) escaped as Python writes them (``\\n``, ``\\x1e``).
+
+    >>> one_line("unknown flag --a\\nb")
+    'unknown flag --a\\\\nb'
+    """
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
+        for ch in text
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,14 +117,14 @@ def _main(argv: Sequence[str] | None) -> int:
         args = _parse(parser, argv)
         if not args.command:
             parser.print_help()
-            return 2
+            raise UsageError(f"no command given; one of {', '.join(COMMANDS)} (see 'oblique --help')")
         return COMMANDS[args.command][1](args)
     except ObliqueError as e:
-        print(f"oblique: error: {e.render(flag)}", file=sys.stderr)
+        print(f"oblique: error: {one_line(e.render(flag))}", file=sys.stderr)
         return 2
     except OSError as e:  # a folder that cannot be written, a full disk: say which file and why
         where = f"{e.filename}: " if e.filename else ""
-        print(f"oblique: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"oblique: error: {one_line(f'{where}{e.strerror or e}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         run_dir = getattr(e, "run_dir", None)

@@ -8,12 +8,14 @@ prints them with the flag (``--rounds``).
 from __future__ import annotations
 
 import argparse
+import re
+import tempfile
 from pathlib import Path
 
-from oblique.cost import SWEEPS, BenchConfig, bench, format_table, run_sweep, write_csv
+from oblique.cost import SWEEPS, BenchConfig, BenchError, bench, format_table, run_sweep, write_csv
 from oblique.records import write_json_atomic
 
-__all__ = ["bench_config_from_args", "cmd_bench", "setup_bench"]
+__all__ = ["bench_config_from_args", "check_target", "cmd_bench", "setup_bench"]
 
 
 def setup_bench(p: argparse.ArgumentParser) -> None:
@@ -60,26 +62,65 @@ def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
     Raises:
         oblique.cost.BenchError: a bad setting (the message names it).
     """
-    return BenchConfig(
-        model=SWEEPS[args.sweep][0] if args.sweep else args.model,
-        methods=args.methods,
-        batch_size=args.batch_size,
-        device=args.device,
-        rounds=args.rounds,
-        warmup=args.warmup,
-        micro_repeats=args.micro_repeats,
-        threads=args.threads,
-        seed=args.seed,
-        num_classes=args.num_classes,
-        targets=not args.no_targets,
-        progress=not args.no_progress,
-        time_budget_s=args.time_budget,
-    )
+    try:
+        return BenchConfig(
+            model=SWEEPS[args.sweep][0] if args.sweep else args.model,
+            methods=args.methods,
+            batch_size=args.batch_size,
+            device=args.device,
+            rounds=args.rounds,
+            warmup=args.warmup,
+            micro_repeats=args.micro_repeats,
+            threads=args.threads,
+            seed=args.seed,
+            num_classes=args.num_classes,
+            targets=not args.no_targets,
+            progress=not args.no_progress,
+            time_budget_s=args.time_budget,
+        )
+    except BenchError as e:  # the setting time_budget_s is the flag --time-budget
+        settings = tuple("time_budget" if s == "time_budget_s" else s for s in e.settings)
+        raise BenchError(re.sub(r"\btime_budget_s\b", "time_budget", str(e)), settings=settings) from None
+
+
+def check_target(path: str, setting: str, folder: bool = False) -> None:
+    """Refuse, before the bench runs (minutes), an output the bench could not write at its end: an empty
+    name, a folder where a file is asked for (or a file where a folder is), a folder that cannot be made or
+    written. The target's folder is created, as writing it would.
+
+    Raises:
+        BenchError: naming the setting (rendered as its flag) and the file.
+    """
+    if not path.strip() or "\0" in path:
+        raise BenchError(
+            f"{setting} must be a {'folder' if folder else 'file'} name; got {path!r}", settings=(setting,)
+        )
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise BenchError(
+            f"{setting} {p} exists and is not a folder; choose another {setting}", settings=(setting,)
+        )
+    if not folder and p.is_dir():
+        raise BenchError(f"{setting} {p} is a folder; give a file name in it", settings=(setting,))
+    where = p if folder else p.parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as e:
+        raise BenchError(
+            f"{setting} {p} cannot be written (folder {where}: {e.strerror or e})", settings=(setting,)
+        ) from None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``oblique bench``: print the table (and the target lines); write JSON/CSV if asked."""
     config = bench_config_from_args(args)
+    if args.sweep:
+        check_target(args.out, "out", folder=True)
+    for setting in ("json", "csv"):
+        if getattr(args, setting) is not None and not args.sweep:
+            check_target(getattr(args, setting), setting)
     if args.sweep:
         recs = run_sweep(args.sweep, args.out, config=config)
         for rec in recs:

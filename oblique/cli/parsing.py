@@ -73,18 +73,32 @@ def parse_csv(kind, what: str):
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``N`` = seeds 0..N-1; a comma list (``3,`` for the single seed 3) = those seeds."""
+    """``N`` = seeds 0..N-1; a comma list (``3,`` for the single seed 3) = those seeds.
+
+    A count above the most runs a study plans, or a seed outside 0 <= seed < 2**63, is refused here.
+    """
+    from oblique.config import SEED_LIMIT
+    from oblique.study.spec import MAX_RUNS
+
     try:
         if "," not in text:
             n = int(text)
             if n < 1:
                 raise ValueError
-            return list(range(n))
-        return [int(t) for t in text.split(",") if t.strip()]
+        else:
+            seeds = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a count N >= 1 or a comma list of seeds, got {text!r}"
         ) from None
+    if "," not in text:
+        if n > MAX_RUNS:
+            raise argparse.ArgumentTypeError(f"expected a count N from 1 to {MAX_RUNS}, got {text!r}")
+        return list(range(n))
+    bad = [s for s in seeds if not 0 <= s < SEED_LIMIT]
+    if bad:
+        raise argparse.ArgumentTypeError(f"seeds must be integers >= 0 and < 2**63; got {bad[0]}")
+    return seeds
 
 
 def parse_value(text: str) -> Any:

@@ -41,6 +41,7 @@ from oblique.study import (
 )
 from oblique.study.bench import bench_study
 from oblique.study.main_job import expand_all, main_job
+from oblique.study.spec import study_table
 
 __all__ = [
     "GRID_FLAGS",
@@ -89,12 +90,12 @@ def spec_from_args(args: argparse.Namespace) -> tuple[StudySpec, dict]:
     flags laid over them, read by :func:`oblique.study.spec_from_tables`."""
     tables: dict[str, Any] = read_toml(args.config) if getattr(args, "config", None) else {}
     tables = dict(tables)
-    study_t = dict(tables.get("study", {}))
+    source = str(getattr(args, "config", None) or "command line")
+    study_t, grid_t, run_t = (study_table(tables, name, source) for name in ("study", "grid", "run"))
     study_t.update({k: getattr(args, k) for k in STUDY_KEYS if getattr(args, k, None) is not None})
-    grid_t = dict(tables.get("grid", {}))
     grid_t.update(dict(getattr(args, "grid", None) or []))
-    tables.update(study=study_t, grid=grid_t, run=overlay(tables.get("run", {}), given_run_settings(args)))
-    return spec_from_tables(tables, source=str(getattr(args, "config", None) or "command line"))
+    tables.update(study=study_t, grid=grid_t, run=overlay(run_t, given_run_settings(args)))
+    return spec_from_tables(tables, source=source)
 
 
 def is_main_job(args: argparse.Namespace) -> bool:
@@ -169,7 +170,36 @@ def setup_plot(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    """``oblique plot STUDY_DIR``: write the figures and tables into ``STUDY_DIR/figures``."""
-    load_study(args.study_dir)  # a folder that holds no study: one line
+    """``oblique plot STUDY_DIR``: write the tables (``results.csv``, ``summary.md``) again from the runs on
+    disk, and the figures and tables into ``STUDY_DIR/figures``. Every input is read before anything is
+    written; a run whose records are unreadable is left out with a one-line warning."""
+    study = load_study(args.study_dir)  # a folder that holds no study: one line
+    if args.bench is not None:
+        from oblique.cost import read_bench
+
+        read_bench(args.bench)  # missing or unreadable bench records: one line, before any figure
+    _warn_unreadable_runs(study)
+    collect(study)  # a garbage results.csv (or summary.md) is replaced by the tables of the runs on disk
     _figures(Path(args.study_dir), args.bench, args.per_layer)
     return 0
+
+
+def _warn_unreadable_runs(study) -> None:
+    """One :class:`oblique.records.RecordWarning` line per run whose records say it ended but cannot be
+    read (a summary of the wrong shape, a corrupt metrics.jsonl): the tables and figures leave it out."""
+    import warnings
+
+    for name in study.runs:
+        d = study.run_dir(name)
+        if not (d / records.SUMMARY).exists():
+            continue
+        try:
+            ended = records.read_summary(d)["status"] in records.FINISHED
+        except records.RecordError as e:
+            why = str(e)
+        else:
+            if not ended or records.is_finished(d):
+                continue
+            why = f"{d / records.METRICS}: corrupt or incomplete"
+        note = f"{why}; run {name} is left out (run the study again to redo it)"
+        warnings.warn(records.RecordWarning(note), stacklevel=2)

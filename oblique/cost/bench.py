@@ -12,6 +12,7 @@ Every setting is validated once, when the :class:`BenchConfig` is made; a bad on
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -22,7 +23,7 @@ from typing import Any
 
 import torch
 
-from oblique.config import ConfigError, resolve_device
+from oblique.config import MAX_THREADS, SEED_LIMIT, ConfigError, resolve_device
 from oblique.cost.entries import Entry, plain_sgd_fn, prepare_entry, reparam_fn
 from oblique.cost.memory import peak_mem_mb
 from oblique.cost.record import SCHEMA, model_dims
@@ -46,6 +47,8 @@ __all__ = ["MAX_ROUNDS", "MIN_ROUNDS", "BenchConfig", "BenchError", "bench", "re
 
 #: adaptive rounds (``rounds=None``): at least this many timed rounds, at most that many
 MIN_ROUNDS, MAX_ROUNDS = 8, 200
+#: the largest synthetic batch and classifier a bench builds (beyond them the bench only runs out of memory)
+MAX_BATCH_SIZE, MAX_CLASSES = 65_536, 100_000
 
 #: the learning rate of every method's optimizer: small, as the synthetic batch is repeated and the
 #: weights should stay sane over the rounds
@@ -70,15 +73,20 @@ def resolve_methods(spec: str | Sequence[str]) -> list[str]:
         valid if spec == "all" else [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
     )
     names = [n for n in names if n]
+    if not names:
+        raise BenchError(f"methods must name at least one method; got {spec!r}; valid: all, {', '.join(valid)}",
+                         settings=("methods",))  # fmt: skip
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise BenchError(f"unknown method(s) {', '.join(unknown)}; valid: all, {', '.join(valid)}")
     return ["baseline"] + [n for n in dict.fromkeys(names) if n != "baseline"]
 
 
-def _check_int(setting: str, value: Any, lo: int) -> None:
-    if not isinstance(value, int) or value < lo:
+def _check_int(setting: str, value: Any, lo: int, hi: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
         raise BenchError(f"{setting} must be an integer >= {lo}; got {value!r}", settings=(setting,))
+    if hi is not None and value > hi:
+        raise BenchError(f"{setting} must be an integer <= {hi}; got {value!r}", settings=(setting,))
 
 
 @dataclass(frozen=True)
@@ -130,11 +138,17 @@ class BenchConfig:
         if self.rounds is not None:
             _check_int("rounds", self.rounds, 1)
         _check_int("warmup", self.warmup, 0)
-        _check_int("batch_size", self.batch_size, 1)
+        _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         _check_int("micro_repeats", self.micro_repeats, 1)
         if self.threads is not None:
-            _check_int("threads", self.threads, 1)
-        _check_int("num_classes", self.num_classes, 1)
+            _check_int("threads", self.threads, 1, MAX_THREADS)
+        _check_int("num_classes", self.num_classes, 1, MAX_CLASSES)
+        _check_int("seed", self.seed, 0, SEED_LIMIT - 1)
+        t = self.time_budget_s
+        if not (isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
+            raise BenchError(
+                f"time_budget_s must be a number of seconds > 0; got {t!r}", settings=("time_budget_s",)
+            )
         self.torch_device()
         self.input_shape()
         self.method_names()

@@ -177,12 +177,22 @@ def read_bench(path: str | os.PathLike):
     elif path.suffix == ".csv":
         if not path.exists():
             raise RecordError(f"{path}: no such file")
-        return pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError) as e:  # pandas' parser errors, a file not UTF-8: ValueErrors
+            raise RecordError(f"{path}: not a bench CSV ({str(e).splitlines()[0][:100]})") from None
+        missing = [c for c in CSV_COLUMNS if c not in frame.columns]
+        if missing:
+            raise RecordError(f"{path}: not a bench CSV (no column {', '.join(missing)})")
+        return frame
     else:
         files = [path]
     recs = [read_json(f) for f in files]
     for rec, where in zip(recs, files, strict=True):
         if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
             raise RecordError(f"{where}: expected a bench record (schema {SCHEMA}); got {str(rec)[:60]!r}")
+        methods = rec.get("methods")
+        if not isinstance(methods, dict) or not all(isinstance(r, dict) for r in methods.values()):
+            raise RecordError(f"{where}: a bench record whose methods are not a table of tables")
     rows = [row for rec in recs for row in _rows(rec)]
     return pd.DataFrame([{k: r.get(k) for k in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS))

@@ -106,10 +106,18 @@ def load_study(root: str | os.PathLike) -> Study:
             f"{root / STUDY_FILE}: expected a study file of schema {STUDY_SCHEMA}; got something else"
         )
     grid_variables = data.get("grid_variables", list(BASIC_AXES))
-    if not (isinstance(grid_variables, list) and all(isinstance(k, str) for k in grid_variables)):
-        raise StudyError(f"{root / STUDY_FILE}: grid_variables must be a list of names; got {grid_variables!r:.60}")
+    if not (
+        isinstance(grid_variables, list)
+        and all(isinstance(k, str) for k in grid_variables)
+        and set(BASIC_AXES) <= set(grid_variables)
+        and len(set(grid_variables)) == len(grid_variables)
+    ):
+        raise StudyError(
+            f"{root / STUDY_FILE}: grid_variables must be a list of distinct names holding "
+            f"{', '.join(BASIC_AXES)}; got {grid_variables!r:.80}; the file is corrupt"
+        )
     for name, entry in data["runs"].items():
-        problem = _entry_problem(name, entry, grid_variables)
+        problem = _entry_problem(name, entry)
         if problem:
             raise StudyError(f"{root / STUDY_FILE}: run {name!r:.80}: {problem}; the file is corrupt")
     return Study(root, data["runs"], list(grid_variables))
@@ -125,7 +133,7 @@ _GRID_KEYS = {
 }
 
 
-def _entry_problem(name: str, entry, grid_variables: list[str]) -> str | None:
+def _entry_problem(name: str, entry) -> str | None:
     """Why a planned run of ``study.json`` cannot be one, or None. Its name must be a plain folder name
     (a run folder is deleted and rewritten: never outside the study)."""
     from oblique.config import ConfigError, RunConfig

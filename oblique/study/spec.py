@@ -25,26 +25,30 @@ business; the plan is the same for every executor.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from oblique.config import RunConfig, run_config_from
+from oblique.config import MAX_THREADS, SEED_LIMIT, RunConfig, run_config_from
 from oblique.errors import ObliqueError
 from oblique.text import value as _fmt
 
 __all__ = [
     "BASIC_AXES",
     "EXECUTION_FIELDS",
+    "MAX_RUNS",
     "STUDY_KEYS",
     "PlannedRun",
     "StudyError",
     "StudySpec",
     "expand",
     "spec_from_tables",
+    "study_table",
 ]
 
 #: Grid variables every study has, in the order of the tables.
@@ -53,6 +57,10 @@ BASIC_AXES = ("method", "strength", "batch_size", "seed")
 EXECUTION_FIELDS = ("out", "threads", "progress", "overwrite")
 #: Settings with an axis of their own (not allowed in ``[run]`` or ``[grid]``).
 _OWN_AXES = ("method", "strength", "seed", "batch_size", "hp")
+#: The most runs one study may plan: a grid beyond it is a typo (``--seeds 1000000000000``), not a plan.
+MAX_RUNS = 100_000
+#: The most worker processes a study may ask for.
+MAX_WORKERS = 1024
 #: The keys of a study file's ``[study]`` table.
 STUDY_KEYS = ("methods", "strengths", "seeds", "batch_sizes", "workers", "out")
 
@@ -109,14 +117,23 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
     classes = {m: get_method_class(m) for m in spec.methods}
     declared = {m: {h.name for h in cls.hyperparameters} for m, cls in classes.items()}
     _check_hyperparameters(spec, declared)
+    batch_sizes = spec.batch_sizes or [spec.base.get("batch_size")]  # None: the model's recipe
+    per_method = len(batch_sizes) * math.prod(len(v) for v in spec.grid.values()) * len(spec.seeds)
+    total = sum(
+        per_method * (len(spec.strengths or [None]) if c.uses_strength else 1) for c in classes.values()
+    )
+    if total > MAX_RUNS:
+        raise StudyError(
+            f"this grid has {total} runs; a study plans at most {MAX_RUNS}: use fewer seeds or values, or "
+            "split it into several studies"
+        )
     runs: list[PlannedRun] = []
+    data_checked: set = set()
     for method, cls in classes.items():
         strengths = (spec.strengths or [None]) if cls.uses_strength else [None]
-        batch_sizes = spec.batch_sizes or [spec.base.get("batch_size")]  # None: the model's recipe
         for strength, bs, *extra in itertools.product(strengths, batch_sizes, *spec.grid.values()):
             values = dict(zip(spec.grid, extra, strict=True))
-            for seed in spec.seeds:
-                runs.append(_planned_run(spec, method, cls, declared[method], strength, bs, seed, values))
+            runs += _planned_runs(spec, method, cls, declared[method], strength, bs, values, data_checked)
     return runs
 
 
@@ -146,6 +163,8 @@ def _check_axes(spec: StudySpec) -> None:
     for seed in spec.seeds:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise StudyError(f"seeds must be integers >= 0; got {seed!r}")
+        if seed >= SEED_LIMIT:
+            raise StudyError(f"seeds must be integers < 2**63; got {seed!r}")
     for s in spec.strengths or []:
         if not (isinstance(s, int | float) and not isinstance(s, bool) and s >= 0 and math.isfinite(s)):
             raise StudyError(f"strengths must be numbers >= 0; got {s!r}")
@@ -157,10 +176,12 @@ def _check_hyperparameters(spec: StudySpec, declared: dict[str, set[str]]) -> No
         raise StudyError(f"no method of this study has a hyperparameter {key!r} (see 'oblique methods -v')")
 
 
-def _planned_run(spec, method, cls, declared, strength, bs, seed, values) -> PlannedRun:
-    """One run: its settings resolved and validated, its grid values, its folder name."""
+def _planned_runs(spec, method, cls, declared, strength, bs, values, data_checked: set) -> list[PlannedRun]:
+    """The runs of one grid point, one per seed: their settings resolved and validated (once: only the
+    seed differs, and every seed was checked), their grid values, their folder names. The data set's
+    folder is checked once per data set and root (``data_checked``), so a missing one is refused up front."""
     settings = {k: v for k, v in spec.base.items() if k not in EXECUTION_FIELDS}
-    settings.update(method=method, strength=strength, seed=seed, batch_size=bs)
+    settings.update(method=method, strength=strength, seed=spec.seeds[0], batch_size=bs)
     hp = dict(settings.get("hp") or {})
     for key, v in values.items():
         if key.startswith("hp."):
@@ -177,18 +198,30 @@ def _planned_run(spec, method, cls, declared, strength, bs, seed, values) -> Pla
     except TypeError as e:
         raise StudyError(f"run settings: {e}") from None
     cfg.validate()
-    settings = {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS}
+    if (cfg.dataset, cfg.data_root) not in data_checked:
+        cfg.check_data()
+        data_checked.add((cfg.dataset, cfg.data_root))
+    settings = _normalize({k: v for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS})
     lam = settings["strength"] if cls.uses_strength else None
     parts = [method] + ([f"lam{lam:g}"] if lam is not None else []) + [f"bs{settings['batch_size']}"]
     parts += [f"{k[3:] if k.startswith('hp.') else k}{_fmt(v)}" for k, v in values.items()]
-    parts.append(f"seed{seed}")
-    grid = {"method": method, "strength": lam, "strength_applies": bool(cls.uses_strength),
-            "batch_size": settings["batch_size"], "seed": seed, **values}  # fmt: skip
-    return PlannedRun(_safe("_".join(parts)), _normalize(settings), _normalize(grid))
+    grid = _normalize({"method": method, "strength": lam, "strength_applies": bool(cls.uses_strength),
+                       "batch_size": settings["batch_size"], "seed": spec.seeds[0], **values})  # fmt: skip
+    return [
+        PlannedRun(
+            _safe("_".join([*parts, f"seed{seed}"])), {**settings, "seed": seed}, {**grid, "seed": seed}
+        )
+        for seed in spec.seeds
+    ]
 
 
 def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._+=-" else "-" for c in text)
+    """``text`` as a folder name: odd characters replaced, a name too long for a filesystem cut and
+    completed by a hash of the whole (so distinct runs keep distinct folders)."""
+    name = "".join(c if c.isalnum() or c in "._+=-" else "-" for c in text)
+    if len(name) > 160:
+        name = name[:140] + "-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return name
 
 
 def _normalize(obj: Any) -> Any:
@@ -209,14 +242,12 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
     """
     from oblique.methods import list_methods
 
+    if not isinstance(tables, Mapping):
+        raise StudyError(f"{source}: expected the tables study, run and grid; got {_short(tables)}")
     unknown = sorted(set(tables) - {"study", "run", "grid"})
     if unknown:
         raise StudyError(f"{source}: unknown table(s) {', '.join(unknown)}; valid: study, run, grid")
-    study_t, run_t, grid_t = (
-        tables.get("study", {}),
-        dict(tables.get("run", {})),
-        dict(tables.get("grid", {})),
-    )
+    study_t, run_t, grid_t = (study_table(tables, name, source) for name in ("study", "run", "grid"))
     bad = sorted(set(study_t) - set(STUDY_KEYS))
     if bad:
         raise StudyError(f"{source}: unknown [study] key(s) {', '.join(bad)}; valid: {', '.join(STUDY_KEYS)}")
@@ -227,17 +258,35 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
             if methods.strip() == "all"
             else [m.strip() for m in methods.split(",") if m.strip()]
         )
+    if not (isinstance(methods, list) and all(isinstance(m, str) for m in methods)):
+        raise StudyError(
+            f"methods must be 'all', comma-separated method names or a list of them; got {_short(methods)}",
+            settings=("methods",),
+        )
     seeds = study_t.get("seeds", 3)
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
+    if _integer(seeds):
+        if not 1 <= seeds <= MAX_RUNS:
+            raise StudyError(f"seeds must be a count from 1 to {MAX_RUNS} or a list of seeds; got {seeds!r}",
+                             settings=("seeds",))  # fmt: skip
         seeds = list(range(seeds))
-    run_config_from(run_t, source=source)  # unknown or mistyped run settings fail here, in one line
+    for key, what in (("seeds", "a count N >= 1 or a list of seeds"), ("strengths", "a list of numbers"),
+                      ("batch_sizes", "a list of integers")):  # fmt: skip
+        value = seeds if key == "seeds" else study_t.get(key)
+        if value is not None and not isinstance(value, list):
+            raise StudyError(f"{key} must be {what} (e.g. [{1 if key != 'strengths' else 0.1}]); got "
+                             f"{_short(value)}", settings=(key,))  # fmt: skip
     base = {k.replace("-", "_"): v for k, v in run_t.items()}
     for k in ("method", "strength", "seed", "batch_size"):
         if k in base:
             raise StudyError(f"{source}: {k!r} is a grid variable; use the study's {k}s setting instead")
+    cfg = run_config_from(run_t, source=source)  # unknown or mistyped run settings fail here, in one line
+    if cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:  # else every run would fail
+        raise StudyError(f"threads must be an integer from 1 to {MAX_THREADS}; got {cfg.threads!r}",
+                         settings=("threads",))  # fmt: skip
     workers = study_t.get("workers", 2)
-    if not isinstance(workers, int) or workers < 0:
-        raise StudyError(f"workers must be an integer >= 0; got {workers!r}", settings=("workers",))
+    if not _integer(workers) or not 0 <= workers <= MAX_WORKERS:
+        what = "an integer >= 0" if not _integer(workers) or workers < 0 else f"an integer <= {MAX_WORKERS}"
+        raise StudyError(f"workers must be {what}; got {_short(workers)}", settings=("workers",))
     spec = StudySpec(
         methods=list(methods),
         strengths=study_t.get("strengths"),
@@ -246,4 +295,33 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
         grid={k.replace("-", "_"): v for k, v in grid_t.items()},
         base=base,
     )
-    return spec, {"workers": workers, "out": study_t.get("out", "studies/default")}
+    return spec, {"workers": workers, "out": _study_out(study_t.get("out", "studies/default"))}
+
+
+def study_table(tables: Mapping[str, Any], name: str, source: str = "study file") -> dict:
+    """The table ``name`` of a study file's ``tables`` (empty when absent), as a dict.
+
+    Raises:
+        StudyError: it is not a table (``study = 5``)."""
+    value = tables.get(name, {})
+    if not isinstance(value, Mapping):
+        raise StudyError(f"{source}: {name} must be a table ([{name}]); got {_short(value)}")
+    return dict(value)
+
+
+def _study_out(out: Any) -> str:
+    """The study folder setting, checked: a folder name that is a folder or can become one."""
+    if not isinstance(out, str) or not out.strip() or "\0" in out:
+        raise StudyError(f"out must be a folder name (not empty); got {_short(out)}", settings=("out",))
+    if Path(out).exists() and not Path(out).is_dir():
+        raise StudyError(f"out {out} exists and is not a folder; choose another --out", settings=("out",))
+    return out
+
+
+def _integer(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
