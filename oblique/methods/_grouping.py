@@ -67,6 +67,7 @@ __all__ = [
     "BatchedOrthogonalization",
     "GroupedOrthogonal",
     "GroupedReparamMethod",
+    "center",
     "gram",
     "group_sizes",
     "regularized_gram",
@@ -127,6 +128,28 @@ def _batches(sizes: list[int]) -> list[tuple[int, int]]:
         else:
             runs.append((1, s))
     return runs
+
+
+class _Center(torch.autograd.Function):
+    """Every row minus its mean (last dimension); the backward is the same projection, one pass (autograd
+    would expand and divide the mean's gradient at full size, then subtract)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        return z - z.mean(dim=-1, keepdim=True)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad - grad.mean(dim=-1, keepdim=True)
+
+
+def center(z: torch.Tensor) -> torch.Tensor:
+    """Every row of ``z`` (last dimension) minus its mean: ``Zc = Z − (1/p)·Z 1 1ᵀ``.
+
+    >>> center(torch.tensor([[1.0, 2.0, 6.0]]))
+    tensor([[-2., -1.,  3.]])
+    """
+    return _Center.apply(z)
 
 
 class _Gram(torch.autograd.Function):
@@ -208,7 +231,7 @@ class GroupedOrthogonal(nn.Module):
         """This layer's effective weight computed on its own (the reference form), in the weight's shape."""
         z = filter_matrix(weight)  # (n, p)
         if self.center:
-            z = z - z.mean(dim=1, keepdim=True)  # (n, p), every row ⟂ 1
+            z = center(z)  # (n, p), every row ⟂ 1
         gamma = self.scale.to(z.dtype)  # (n,)
         out, start = [], 0
         for count, size in _batches(self.sizes):
@@ -353,7 +376,7 @@ class BatchedOrthogonalization:
             classes.setdefault((size, p, lists[i][0].center, z.dtype, z.device), []).append(run)
         pieces: list[list[tuple[int, torch.Tensor]]] = [[] for _ in lists]
         outputs = []
-        for (m, p, center, _, _), members in classes.items():
+        for (m, p, centred, _, _), members in classes.items():
             blocks, gammas = [], []
             for i, row, count, _, _ in members:
                 pl = lists[i]
@@ -367,8 +390,8 @@ class BatchedOrthogonalization:
                 self._gather(gammas, members, taken, track),
             )
             gamma = gamma.to(z.dtype).view(-1, m, 1)  # γ of every row, (K, m, 1)
-            if center:
-                z = z - z.mean(dim=-1, keepdim=True)  # every row ⟂ 1
+            if centred:
+                z = center(z)  # every row ⟂ 1
             w = lists[members[0][0]][0].orthogonalize(z, gamma)  # (K, m, p)
             outputs.append(w)
             for (i, row, count, _, _), wi in zip(members, w.split([r[2] for r in members]), strict=True):

@@ -57,6 +57,7 @@ differs:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -78,16 +79,18 @@ __all__ = [
 
 
 def _by_shape(weights: Sequence[torch.Tensor]) -> dict[tuple, list[int]]:
-    """Indices of ``weights`` grouped by filter-matrix shape, dtype and device (Note [batched by shape])."""
+    """Indices of ``weights`` grouped by shape, dtype and device (Note [batched by shape])."""
     classes: dict[tuple, list[int]] = {}
     for i, w in enumerate(weights):
-        classes.setdefault((w.shape[0], w[0].numel(), w.dtype, w.device), []).append(i)
+        classes.setdefault((w.shape, w.dtype, w.device), []).append(i)
     return classes
 
 
-def _stack(weights: Sequence[torch.Tensor], n: int, p: int) -> torch.Tensor:
-    """The filter matrices of same-shape weights as one ``(L, n, p)`` tensor (a copy, no autograd)."""
-    return torch.stack([w.detach().reshape(n, p) for w in weights])
+def _stack(weights: Sequence[torch.Tensor]) -> tuple[torch.Tensor, int, int]:
+    """Same-shape weights as one ``(L, n, p)`` tensor of filter matrices (a copy; called where autograd
+    does not record), and ``n``, ``p``."""
+    n, p = weights[0].shape[0], math.prod(weights[0].shape[1:])
+    return torch.stack(weights).view(len(weights), n, p), n, p
 
 
 def _so_one(f: torch.Tensor) -> torch.Tensor:
@@ -105,13 +108,12 @@ class _SOByShape(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *weights: torch.Tensor) -> torch.Tensor:
-        n, p = weights[0].shape[0], weights[0][0].numel()
-        f = _stack(weights, n, p)  # (L, n, p)
+        f, n, p = _stack(weights)  # (L, n, p)
         tall = n > p
         d = f.mT @ f if tall else f @ f.mT  # G, (L, m, m) with m = min(n, p)
         d.diagonal(dim1=-2, dim2=-1).sub_(1.0)  # G − I
         ctx.save_for_backward(f, d)
-        ctx.tall, ctx.shapes = tall, [w.shape for w in weights]
+        ctx.tall, ctx.shape = tall, weights[0].shape
         return d.square().sum() + len(weights) * max(n - p, 0)
 
     @staticmethod
@@ -119,7 +121,7 @@ class _SOByShape(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f, d = ctx.saved_tensors
         g = (f @ d if ctx.tall else d @ f).mul_(4.0 * grad)  # ∂/∂F, (L, n, p)
-        return tuple(gi.view(shape) for gi, shape in zip(g.unbind(0), ctx.shapes, strict=True))
+        return g.view(-1, *ctx.shape).unbind(0)
 
 
 def so_penalty(weights: Iterable[torch.Tensor], batched: bool = True) -> torch.Tensor:
@@ -221,8 +223,7 @@ class _SRIPByShape(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v: torch.Tensor, iters: int, *weights: torch.Tensor):
-        n, p = weights[0].shape[0], weights[0][0].numel()
-        f = _stack(weights, n, p)  # (L, n, p)
+        f, n, p = _stack(weights)  # (L, n, p)
         tall = n > p
         ft = f.mT  # (L, p, n)
         # v·(G − I) for a row v: (vF)Fᵀ − v when wide, (vFᵀ)F − v when tall (G symmetric)
@@ -235,7 +236,7 @@ class _SRIPByShape(torch.autograd.Function):
         r = a @ second - v  # ((G − I) v)ᵀ, (L, 1, m)
         sigma = torch.linalg.vector_norm(r, dim=(1, 2))  # (L,)
         ctx.save_for_backward(f, v, a, r, sigma)
-        ctx.tall, ctx.shapes = tall, [w.shape for w in weights]
+        ctx.tall, ctx.shape = tall, weights[0].shape
         v = v.squeeze(1)
         ctx.mark_non_differentiable(v)
         return sigma, v
@@ -244,15 +245,14 @@ class _SRIPByShape(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_sigma: torch.Tensor, _grad_v: torch.Tensor):
         f, v, a, r, sigma = ctx.saved_tensors
-        coef = (grad_sigma / sigma.clamp_min(torch.finfo(sigma.dtype).tiny)).view(-1, 1, 1)
+        coef = (grad_sigma / sigma.clamp_min(torch.finfo(sigma.dtype).tiny)).view(-1, 1, 1)  # ∂L/∂σ / σ
         if ctx.tall:  # ∂σ/∂F = ((Fv) rᵀ + (Fr) vᵀ)/σ: [Fv, Fr] (L, n, 2) @ [r; v] (L, 2, p)
             b = r @ f.mT  # (Fr)ᵀ, (L, 1, n)
-            g = torch.cat([a, b], dim=1).mT @ torch.cat([r, v], dim=1)
+            g = torch.cat([a, b], dim=1).mul_(coef).mT @ torch.cat([r, v], dim=1)
         else:  # ∂σ/∂F = (r (Fᵀv)ᵀ + v (Fᵀr)ᵀ)/σ: [r, v] (L, n, 2) @ [Fᵀv; Fᵀr] (L, 2, p)
             b = r @ f  # (Fᵀr)ᵀ, (L, 1, p)
-            g = torch.cat([r, v], dim=1).mT @ torch.cat([a, b], dim=1)
-        g.mul_(coef)  # (L, n, p)
-        return (None, None, *(gi.view(shape) for gi, shape in zip(g.unbind(0), ctx.shapes, strict=True)))
+            g = torch.cat([r, v], dim=1).mul_(coef).mT @ torch.cat([a, b], dim=1)  # (L, n, p)
+        return (None, None, *g.view(-1, *ctx.shape).unbind(0))
 
 
 def spectral_deviations(
@@ -275,7 +275,7 @@ def spectral_deviations(
     """
     starts = [  # the per-layer form's draws, in its order; normalized per class in _SRIPByShape
         (
-            torch.randn(min(w.shape[0], w[0].numel()), generator=generator, dtype=torch.float64)
+            torch.randn(min(w.shape[0], math.prod(w.shape[1:])), generator=generator, dtype=torch.float64)
             if v is None
             else v
         )
