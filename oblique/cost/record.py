@@ -131,6 +131,7 @@ def format_table(record: dict) -> str:
     for name, t in record.get("targets", {}).items():
         lines.append(
             f"target {name}: {t['figure']}; target {t['target']}: {'holds' if t['holds'] else 'does NOT hold'}"
+            + (f" ({t['caveat']})" if t.get("caveat") else "")
         )
     return "\n".join(lines)
 
