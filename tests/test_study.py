@@ -114,9 +114,9 @@ def test_default_threads_do_not_oversubscribe():
 def test_published_figures_stand_beside_matching_settings(tmp_path):
     assert published_cell("cifar10", "resnet110", "nl") == "5.9 (5.996)"
     assert published_cell("mnist1d", "resnet1d", "nl") == ""
-    runs = expand(
-        StudySpec(methods=["nl", "wd"], seeds=[0], base={"dataset": "cifar10", "model": "resnet110"})
-    )
+    (tmp_path / "data" / "cifar-10-batches-py").mkdir(parents=True)  # planning checks the folder is there
+    cifar = {"dataset": "cifar10", "model": "resnet110", "data_root": str(tmp_path / "data")}
+    runs = expand(StudySpec(methods=["nl", "wd"], seeds=[0], base=cifar))
     study, _ = plan_study(tmp_path, runs)
     md = summary_markdown(study)
     assert (
