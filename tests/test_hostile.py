@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
-from hypothesis.errors import InvalidArgument
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from oblique.cli import main
 from oblique.cli.run import RUN_FLAGS
@@ -98,6 +98,40 @@ STUDY_ARGS = ["--methods", "baseline,nl", "--seeds", "1", "--epochs", "1", "--mo
               "--no-figures", "--no-bench", "--no-progress"]  # fmt: skip
 
 
+class _Killed(BaseException):
+    pass
+
+
+def _killed_after_first_checkpoint(out: Path) -> None:
+    """A run killed right after writing its first checkpoint (as SIGKILL would leave it)."""
+    from oblique import records
+
+    real = records.RunWriter.checkpoint
+
+    def checkpoint_then_die(self, state):
+        real(self, state)
+        raise _Killed
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(records.RunWriter, "checkpoint", checkpoint_then_die)
+        with pytest.raises(_Killed):
+            main(
+                [
+                    "run",
+                    "--model",
+                    "cnn",
+                    "--epochs",
+                    "2",
+                    "--checkpoint-every",
+                    "1",
+                    "--no-progress",
+                    "--out",
+                    str(out),
+                ]
+            )
+    assert (out / records.CHECKPOINT).exists() and not (out / records.SUMMARY).exists()
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A folder with a finished run, a finished study, an interrupted run and hostile files, in which
@@ -107,8 +141,7 @@ def world(tmp_path_factory):
     run = ["run", "--model", "cnn", "--epochs", "1", "--no-progress"]
     assert _quiet_main([*run, "--out", str(root / "FINISHED")])[0] == 0
     assert _quiet_main(["study", *STUDY_ARGS, "--out", str(root / "STUDY")])[0] == 0
-    shutil.copytree(root / "FINISHED", root / "KILLED")
-    (root / "KILLED" / "summary.json").unlink()  # a run killed before its end
+    _killed_after_first_checkpoint(root / "KILLED")
     (root / "FILE").write_text("a file, not a folder\n")
     (root / "EMPTY").mkdir()
     (root / "BINARY").write_bytes(bytes(range(256)) * 4)
@@ -563,6 +596,23 @@ def test_corrupt_study_records(world, data, which, run):
 
 
 @HOSTILE
+@given(data=st.data(), which=st.sampled_from(["checkpoint.pt", "metrics.jsonl", "config.json"]))
+def test_corrupt_checkpoints(world, data, which):
+    """A copy of a killed run with its checkpoint (or another record) corrupted, resumed."""
+    copy = world.root / "corrupt-killed"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(world.root / "KILLED", copy)
+    target = copy / which
+    target.write_bytes(data.draw(corruption(target.read_bytes())))
+    outcome(world, ["run", "--resume", str(copy)])
+
+
+def test_a_killed_run_resumes(world, tmp_path):
+    shutil.copytree(world.root / "KILLED", tmp_path / "k")
+    assert outcome(world, ["run", "--resume", str(tmp_path / "k")]) == "accepted"
+
+
+@HOSTILE
 @given(data=st.data(), which=st.sampled_from(["summary.json", "metrics.jsonl", "config.json"]),
        overwrite=st.booleans())  # fmt: skip
 def test_corrupt_run_records(world, data, which, overwrite):
@@ -882,3 +932,29 @@ def test_17_version(capsys):
 
 def test_an_error_line_escapes_control_characters(world):
     refused(world, ["run", "--a\nb"], "unrecognized arguments: --a\\nb")
+
+
+def test_a_corrupt_torch_file_is_a_record_error(tmp_path):
+    """Cut, flipped or random bytes of a torch file are refused in one line (torch's reader raises
+    IndexError, BadZipFile, ... and warns about odd pickle protocols on some of them)."""
+    import random
+
+    from oblique import records
+
+    torch.save({"w": torch.ones(3), "metrics_offset": 5}, tmp_path / "ok.pt")
+    data = (tmp_path / "ok.pt").read_bytes()
+    rng = random.Random(0)
+    for i in range(120):
+        bad = bytearray(data)
+        if i % 3 == 0:
+            bad = bad[: rng.randrange(len(bad))]
+        elif i % 3 == 1:
+            for _ in range(3):
+                bad[rng.randrange(len(bad))] = rng.randrange(256)
+        else:
+            bad = bytearray(rng.randrange(256) for _ in range(rng.randrange(1, 100)))
+        (tmp_path / "bad.pt").write_bytes(bytes(bad))
+        try:
+            records.read_torch(tmp_path / "bad.pt")
+        except records.RecordError as e:
+            assert "bad.pt" in str(e)
