@@ -1,8 +1,10 @@
 """The order in which a run sees its training data: seeded, and resumable at any step.
 
-Epoch ``e`` is a permutation of the training set drawn from the run's own generator (torch's
-``RandomSampler``, so the order is the one torch's ``DataLoader(shuffle=True, generator=g)`` gives), cut
-into batches. :meth:`Batches.state_dict` holds where the generator stood when the current epoch's
+Epoch ``e`` is a permutation of the training set drawn from the run's own generator, cut into batches:
+on the CPU torch's ``RandomSampler`` (the order torch's ``DataLoader(shuffle=True, generator=g)`` gives);
+for an in-memory data set held on a GPU, ``torch.randperm`` on the GPU with a GPU generator, so that a
+batch is cut there and nothing waits for the device. A data set read from disk goes through a
+``DataLoader`` with worker processes (seeded from the run's generator) and pinned memory. :meth:`Batches.state_dict` holds where the generator stood when the current epoch's
 permutation was drawn and where it stands now, so a run stopped after any step resumes with exactly the
 batches it would have seen (:meth:`Batches.epoch` with ``skip``).
 """
@@ -30,6 +32,7 @@ class Batches:
         generator: the run's data-order generator (seeded by the caller).
         drop_last: leave out the last, smaller batch of an epoch.
         num_workers: ``DataLoader`` workers for a dataset that is not in memory.
+        pin_memory: pin the batches of such a data set (for a non-blocking copy to the GPU).
 
     >>> data = TensorData(torch.arange(10.0)[:, None], torch.arange(10))
     >>> b = Batches(data, 4, generator=torch.Generator().manual_seed(0), drop_last=True)
@@ -42,13 +45,15 @@ class Batches:
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, generator: torch.Generator, drop_last: bool,
-                 num_workers: int = 0):  # fmt: skip
+                 num_workers: int = 0, pin_memory: bool = False):  # fmt: skip
         self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
-        self.generator, self.num_workers = generator, num_workers
+        self.generator, self.num_workers, self.pin_memory = generator, num_workers, pin_memory
         self._sampler = RandomSampler(dataset, generator=generator)
         self._epoch: int | None = None  # the epoch whose permutation was drawn last
         self._start: torch.Tensor | None = None  # the generator's state before that draw
         self._pending: tuple[int, torch.Tensor] | None = None  # from load_state_dict: redraw this epoch
+        self._order: list[list[int]] = []  # the batches of the current epoch (data read from disk)
+        self._disk: DataLoader | None = None
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -60,17 +65,65 @@ class Batches:
             self.generator.set_state(self._pending[1])  # a resumed epoch: draw its permutation again
         self._pending = None
         self._epoch, self._start = epoch, self.generator.get_state()
+        if self._on_device:  # a permutation drawn and cut on the device: nothing waits for it
+            n, bs = len(self.dataset), self.batch_size
+            perm = torch.randperm(n, generator=self.generator, device=self.generator.device)
+            order = list(perm[: len(self) * bs].view(-1, bs) if self.drop_last else perm.split(bs))[skip:]
+            return (self.dataset[idx] for idx in order)
         order = list(BatchSampler(self._sampler, self.batch_size, self.drop_last))[skip:]
         if isinstance(self.dataset, TensorData):
             return (self.dataset[idx] for idx in order)
-        return iter(DataLoader(self.dataset, batch_sampler=order, num_workers=self.num_workers))
+        self._order = order
+        if self._disk is None:  # one loader for the whole run: its workers persist across epochs
+            workers = self.num_workers
+            self._disk = DataLoader(self.dataset, batch_sampler=_CurrentOrder(self), num_workers=workers,
+                                    pin_memory=self.pin_memory, persistent_workers=workers > 0,
+                                    worker_init_fn=_seed_worker)  # fmt: skip
+        return iter(self._disk)
+
+    @property
+    def _on_device(self) -> bool:
+        return isinstance(self.dataset, TensorData) and self.generator.device.type != "cpu"
+
+    @property
+    def _augmentation(self) -> torch.Generator | None:
+        return getattr(getattr(self.dataset, "transform", None), "generator", None)
 
     def state_dict(self) -> dict:
-        """Where the data order stands (tensors and plain values only)."""
-        return {"epoch": self._epoch, "start": self._start, "now": self.generator.get_state()}
+        """Where the data order (and the augmentation's own generator) stands: tensors and plain values."""
+        aug = self._augmentation
+        return {"epoch": self._epoch, "start": self._start, "now": self.generator.get_state(),
+                "augment": aug.get_state() if aug is not None else None}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``: the next :meth:`epoch` call for the epoch in progress then (or the
         one after it) gives the batches an uninterrupted run would have seen."""
         self.generator.set_state(state["now"])
         self._pending = (state["epoch"], state["start"]) if state["epoch"] is not None else None
+        if state.get("augment") is not None and self._augmentation is not None:
+            self._augmentation.set_state(state["augment"])
+
+
+class _CurrentOrder:
+    """The batch sampler of the loader of data read from disk: the current epoch's batches of a
+    :class:`Batches` (sampled in the main process, so the order is the run's, whatever the workers)."""
+
+    def __init__(self, batches: Batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches._order)
+
+    def __len__(self) -> int:
+        return len(self.batches._order)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed numpy and Python in a loader worker from the seed torch gave it (torch seeds its own)."""
+    import random
+
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)  # noqa: NPY002 - what third-party transforms draw from
+    random.seed(seed)

@@ -24,6 +24,7 @@ from oblique.errors import ObliqueError
 
 __all__ = [
     "OPTIMIZERS",
+    "PRECISIONS",
     "SCHEDULES",
     "ConfigError",
     "RunConfig",
@@ -32,10 +33,12 @@ __all__ = [
     "overlay",
     "run_config_from",
     "setting_kind",
+    "settings_from",
 ]
 
 SCHEDULES = ("constant", "multistep", "cosine")
 OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("fp32", "bf16")
 #: Seeds are 0 <= seed < SEED_LIMIT (torch's generators take a 64-bit seed).
 SEED_LIMIT = 2**63
 #: The most epochs (and the latest warm-up end or milestone) a run may ask for: far beyond any recipe, and
@@ -62,8 +65,16 @@ class RunConfig:
 
     The training-recipe fields default to None, meaning "the model's standard recipe"
     (:mod:`oblique.recipes`); :meth:`resolved` fills them in, and ``config.json`` records the result.
+    A ``preset`` (:mod:`oblique.presets`) is laid beneath the settings given where settings are read from
+    a mapping (:func:`run_config_from`, which the command line, config files, studies and resume use) and
+    by :meth:`from_preset`; a RunConfig built directly with ``preset=NAME`` only records the name.
     """
 
+    preset: str | None = _setting(
+        None,
+        "a published setting by name (see 'oblique presets'): its data set, model, recipe values and data "
+        "options, under a config file's and the flags' own",
+    )
     method: str = _setting("nl", "method name (see 'oblique methods'); default nl")
     strength: float | None = _setting(None, "regularization factor λ; default: the method's own")
     targets: str = _setting("conv", "which weights the method acts on: conv or conv+linear; default conv")
@@ -71,6 +82,14 @@ class RunConfig:
     model: str = _setting("resnet1d", "model name; default resnet1d")
     dataset: str = _setting("mnist1d", "dataset name; default mnist1d")
     data_root: str | None = _setting(None, "folder holding on-disk data sets (CIFAR, ImageNet)")
+    data_options: dict[str, Any] = _setting(
+        {},
+        "a data set option, e.g. MNIST-1D's num_samples=5000 (a bad key lists the valid ones); repeatable",
+        metavar="KEY=VALUE",
+    )
+    download: bool = _setting(
+        False, "download CIFAR-10/100 into --data-root when it is not there (needs oblique[vision], internet)"
+    )
     # Training recipe: None takes the model's standard recipe (oblique.recipes), then oblique.recipes.BASE.
     optimizer: str | None = _setting(None, "sgd or adam; default: the model's recipe (oblique.recipes)")
     lr: float | None = _setting(None, "peak learning rate; default: the model's recipe")
@@ -90,6 +109,17 @@ class RunConfig:
     seed: int = _setting(0, "random seed; default 0")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N; default auto")
     threads: int | None = _setting(None, "torch CPU threads; default torch's")
+    precision: str = _setting(
+        "fp32", "fp32, or bf16 (autocast around the forward pass and the loss; the manifold maths stays fp32)"
+    )
+    channels_last: bool = _setting(False, "channels-last memory format for 4-D activations and weights")
+    deterministic: bool = _setting(
+        False, "torch's deterministic algorithms (cuDNN benchmark off); default: cuDNN benchmark on CUDA"
+    )
+    data_workers: int = _setting(0, "DataLoader worker processes for data read from disk (ImageNet)")
+    log_every: int = _setting(
+        50, "write step records every N steps, in one transfer from the device (values do not depend on it)"
+    )
     checkpoint_every: int | None = _setting(
         None,
         "write a checkpoint every N epochs (0: only when stopped by a signal); default: the model's "
@@ -105,12 +135,31 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check_kinds(self)
 
+    @classmethod
+    def from_preset(cls, name: str, **settings: Any) -> RunConfig:
+        """The preset ``name`` with ``settings`` laid over it (``data_options`` merged per key).
+
+        >>> RunConfig.from_preset("mnist1d-paper", epochs=1).resolved().optimizer
+        'adam'
+
+        Raises:
+            ConfigError: an unknown preset (the message lists the valid ones) or setting.
+        """
+        return run_config_from({**settings, "preset": name}, source="RunConfig.from_preset")
+
     def resolved(self) -> RunConfig:
-        """A copy with every recipe setting left at None filled from the model's recipe."""
+        """A copy with every recipe setting left at None filled from the model's recipe, and the data
+        options as their kinds (``num_samples="5000"`` from a flag is 5000; a bad one is left for
+        :meth:`validate` to name)."""
+        from oblique.data import check_data_options
         from oblique.recipes import recipe_for
 
         recipe = recipe_for(self.model)
         filled = {k: v for k, v in recipe.items() if getattr(self, k) is None}
+        try:
+            filled["data_options"] = check_data_options(self.dataset, self.data_options)
+        except ValueError:
+            pass
         return replace(self, **filled)
 
     def resolved_out(self) -> Path:
@@ -130,7 +179,11 @@ class RunConfig:
             method = self.build_method()
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if self.strength is not None and not method.uses_strength and self.strength != method.default_strength:
+        if (
+            self.strength is not None
+            and not method.uses_strength
+            and self.strength != method.default_strength
+        ):
             raise ConfigError(
                 f"strength does not apply to method {self.method} (it has no regularization factor); "
                 f"got {self.strength!r}: leave strength out",
@@ -148,6 +201,7 @@ class RunConfig:
             raise _bad("model", self.model, "one of " + ", ".join(MODELS) + " (or any wrnD-K)") from None
         if self.dataset not in DATASETS:
             raise _bad("dataset", self.dataset, "one of " + ", ".join(DATASETS))
+        self._validate_data_options()
         dims = SPATIAL_DIMS.get(self.dataset)
         if dims is not None and len(shape) - 1 != dims:
             kind = {1: "1-D sequences", 2: "images"}
@@ -156,6 +210,21 @@ class RunConfig:
                 f"{self.dataset} has {kind.get(dims, 'other inputs')}; pick a matching model and dataset",
                 settings=("model", "dataset"),
             )
+
+    def _validate_data_options(self) -> None:
+        from oblique.data import DataError, check_data_options, check_downloadable
+
+        if self.preset is not None:
+            _preset_settings(self.preset)  # an unknown name (a RunConfig built directly) lists the valid ones
+        try:
+            check_data_options(self.dataset, self.data_options)
+        except ValueError as e:
+            raise ConfigError(str(e), settings=("data_options",)) from None
+        if self.download:
+            try:
+                check_downloadable(self.dataset)
+            except DataError as e:
+                raise ConfigError(str(e), settings=("download",)) from None
 
     def _validate_recipe(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -190,6 +259,12 @@ class RunConfig:
     def _validate_execution(self) -> None:
         if not _integer(self.checkpoint_every) or self.checkpoint_every < 0:
             raise _bad("checkpoint_every", self.checkpoint_every, "an integer >= 0")
+        if self.precision not in PRECISIONS:
+            raise _bad("precision", self.precision, "one of " + ", ".join(PRECISIONS))
+        for name, low in (("log_every", 1), ("data_workers", 0)):
+            v = getattr(self, name)
+            if not _integer(v) or not low <= v <= 1024:
+                raise _bad(name, v, f"an integer >= {low} and <= 1024")
         if self.threads is not None and (not _integer(self.threads) or self.threads < 1):
             raise _bad("threads", self.threads, "an integer >= 1")
         if self.threads is not None and self.threads > MAX_THREADS:
@@ -202,16 +277,19 @@ class RunConfig:
                 raise _bad(name, v, "a folder name (not empty)" if not v.strip() else "a folder name")
         out = self.resolved_out()
         if out.exists() and not out.is_dir():
-            raise ConfigError(f"out {out} exists and is not a folder; choose another --out", settings=("out",))
+            raise ConfigError(
+                f"out {out} exists and is not a folder; choose another --out", settings=("out",)
+            )
 
-    def check_data(self) -> None:
-        """Check, without reading it, that the data set can be found (its folder, for on-disk data sets).
+    def check_data(self, download: bool | None = None) -> None:
+        """Check, without reading it, that the data set can be found (its folder, for on-disk data sets);
+        with ``download`` (default: :attr:`download`), fetch a missing CIFAR folder now.
 
         Raises:
-            oblique.data.DataError: the data folder is not there."""
+            oblique.data.DataError: the data folder is not there, or cannot be downloaded."""
         from oblique.data import check_dataset
 
-        check_dataset(self.dataset, self.data_root)
+        check_dataset(self.dataset, self.data_root, download=self.download if download is None else download)
 
     def build_method(self):
         """The method this config names, built with its strength, targets and hyperparameters."""
@@ -318,28 +396,46 @@ def read_toml(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} cannot be read: {e}") from None
 
 
+#: The settings that are tables of NAME = VALUE (``--hp``, ``--data-option``): merged, not replaced, when
+#: one source of settings is laid over another.
+TABLES = ("hp", "data_options")
+
+
 def overlay(values: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
     """Run settings ``given`` (e.g. flags) laid over ``values`` (e.g. a config file): ``given`` wins,
-    except that the method hyperparameters (``hp``) of both are merged, ``given``'s winning per name.
+    except that the tables (:data:`TABLES`: the method hyperparameters ``hp``, the ``data_options``) of
+    both are merged, ``given``'s winning per name.
 
     >>> overlay({"lr": 0.1, "hp": {"iters": 3}}, {"lr": 0.2, "hp": [("eps", "1e-3")]})
     {'lr': 0.2, 'hp': {'iters': 3, 'eps': '1e-3'}}
     """
     out = {**values, **given}
-    if "hp" in given and isinstance(values.get("hp"), dict):
+    for name in TABLES:
+        spelt = [k for k in (name, name.replace("_", "-")) if k in values]  # a TOML key may use '-'
+        if name not in given or not spelt or not isinstance(values[spelt[-1]], dict):
+            continue
         try:
-            out["hp"] = {**values["hp"], **dict(given["hp"])}
+            merged = {**values[spelt[-1]], **dict(given[name])}
         except (TypeError, ValueError):
-            pass  # not NAME = VALUE pairs: run_config_from says so
+            continue  # not NAME = VALUE pairs: run_config_from says so
+        for k in spelt:
+            out.pop(k, None)
+        out[name] = merged
     return out
 
 
-def run_config_from(values: Mapping[str, Any], source: str = "config") -> RunConfig:
-    """A :class:`RunConfig` from a mapping of its fields (``-`` or ``_`` in keys; ``hp`` a table or a
-    list of ``(NAME, VALUE)`` pairs). ``source`` names where the values came from, for the message.
+def settings_from(values: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """RunConfig settings from a mapping of its fields: keys with ``-`` or ``_``; ``hp`` and
+    ``data_options`` tables, or lists of ``(NAME, VALUE)`` pairs as the flags give them; and the settings
+    of the preset it names (``preset``, :mod:`oblique.presets`) beneath its own, so the order is
+    defaults < preset < config file < flags. ``source`` names where the values came from, for the message.
+
+    >>> settings_from({"preset": "cifar10-resnet110", "data-options": [("augment", "false")]})["data_options"]
+    {'augment': 'false'}
 
     Raises:
-        ConfigError: an unknown setting, or ``hp`` that is not a table.
+        ConfigError: an unknown setting, a table that is not one, an unknown preset (the message lists the
+            valid ones).
     """
     valid = RunConfig.field_names()
     kw: dict[str, Any] = {}
@@ -348,14 +444,37 @@ def run_config_from(values: Mapping[str, Any], source: str = "config") -> RunCon
         if name not in valid:
             raise ConfigError(f"{source}: unknown setting {key!r}; valid: {', '.join(valid)}")
         kw[name] = value
-    if "hp" in kw:
-        hp = kw["hp"]
-        if isinstance(hp, list):  # --hp k=v pairs
+    for name in TABLES:
+        if name not in kw:
+            continue
+        table = kw[name]
+        if isinstance(table, list):  # --hp k=v, --data-option k=v pairs
             try:
-                hp = dict(hp)
+                table = dict(table)
             except (TypeError, ValueError):
                 pass
-        if not isinstance(hp, dict):
-            raise ConfigError(f"{source}: 'hp' must be a table of NAME = VALUE; got {hp!r}")
-        kw["hp"] = hp
-    return RunConfig(**kw)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {name!r} must be a table of NAME = VALUE; got {table!r}")
+        kw[name] = table
+    if isinstance(kw.get("preset"), str):  # another kind: RunConfig names it
+        kw = overlay(_preset_settings(kw["preset"]), kw)
+    return kw
+
+
+def _preset_settings(name: str) -> dict[str, Any]:
+    from oblique.presets import PresetError, preset_settings
+
+    try:
+        return preset_settings(name)
+    except PresetError as e:
+        raise ConfigError(str(e), settings=("preset",)) from None
+
+
+def run_config_from(values: Mapping[str, Any], source: str = "config") -> RunConfig:
+    """A :class:`RunConfig` from a mapping of its fields, read by :func:`settings_from` (the preset it
+    names beneath its own settings). ``source`` names where the values came from, for the message.
+
+    Raises:
+        ConfigError: an unknown setting or preset, a table that is not one, a value of the wrong kind.
+    """
+    return RunConfig(**settings_from(values, source))

@@ -16,14 +16,18 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import os
 import pickle
+import shutil
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +38,12 @@ from oblique.errors import ObliqueError, ObliqueWarning
 
 __all__ = [
     "DATASETS",
+    "DATA_OPTIONS",
+    "DOWNLOADABLE",
     "MNIST1D_DEFAULTS",
     "Data",
+    "DataOption",
+    "DataOptionError",
     "CifarTransform",
     "DataError",
     "DataWarning",
@@ -43,7 +51,9 @@ __all__ = [
     "UnknownDatasetError",
     "cache_dir",
     "channel_stats",
+    "check_data_options",
     "check_dataset",
+    "check_downloadable",
     "get_dataset",
     "list_datasets",
     "load_cifar",
@@ -80,6 +90,11 @@ class TensorData(Dataset):
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def to(self, device: torch.device) -> TensorData:
+        """The same data set held on ``device`` (moved once; batches are then cut there)."""
+        transform = self.transform.to(device) if hasattr(self.transform, "to") else self.transform
+        return TensorData(self.x.to(device), self.y.to(device), transform)
 
     def __getitem__(self, idx):
         x = self.x[idx]
@@ -195,8 +210,8 @@ def synthetic(
     return Data("synthetic", mk(n_train), mk(n_test), num_classes, shape[0])
 
 
-def _synthetic(root: str | None = None, **kwargs) -> Data:
-    return synthetic(**kwargs)
+def _synthetic(root: str | None = None, image_size: int = 32, **kwargs) -> Data:
+    return synthetic(shape=(3, image_size, image_size), **kwargs)
 
 
 #: name -> loader(root, **options) -> Data. ``root`` is the data folder for on-disk data sets.
@@ -211,17 +226,28 @@ def list_datasets() -> list[str]:
     return list(DATASETS)
 
 
-def get_dataset(name: str, root: str | None = None, **options) -> Data:
+def get_dataset(name: str, root: str | None = None, download: bool = False, **options) -> Data:
     """Load data set ``name``; on-disk data sets read ``root``.
+
+    Args:
+        download: fetch a CIFAR data set missing from ``root`` (:data:`DOWNLOADABLE`; needs torchvision and
+            internet); refused for the others.
+        options: the data set's options (:data:`DATA_OPTIONS`: MNIST-1D's generation settings, CIFAR's
+            ``augment``, ImageNet's ``image_size``, the synthetic sizes), checked before anything is read.
 
     Raises:
         UnknownDatasetError: unknown name (the message lists the valid ones).
-        DataError: the data cannot be read (the message says what to do).
+        DataOptionError: an option the data set does not have, or a value out of its range.
+        DataError: the data cannot be read or downloaded (the message says what to do).
     """
     try:
         loader = DATASETS[name]
     except KeyError:
         raise UnknownDatasetError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}") from None
+    options = check_data_options(name, options)
+    if download:
+        check_downloadable(name)
+        options["download"] = True
     return loader(root, **options)
 
 
@@ -275,13 +301,7 @@ def _cifar_root(name: str, root: str | os.PathLike | None, download: bool) -> Pa
     if base.name == folder and base.is_dir():  # the data folder itself was given
         return base
     if not (base / folder).is_dir() and download:
-        try:
-            import torchvision.datasets as tvd
-        except ImportError:
-            raise DataError(
-                f"download=True needs torchvision: install oblique[vision], or put the {folder} folder in {base}"
-            ) from None
-        getattr(tvd, "CIFAR10" if name == "cifar10" else "CIFAR100")(str(base), train=True, download=True)
+        _download_cifar(name, base)
     if not (base / folder).is_dir():
         raise DataError(
             f"{name} not found: looked for {base / folder} (torchvision's on-disk format); pass --data-root "
@@ -289,6 +309,54 @@ def _cifar_root(name: str, root: str | os.PathLike | None, download: bool) -> Pa
             "https://www.cs.toronto.edu/~kriz/cifar.html, or download=True with torchvision installed)"
         )
     return base / folder
+
+
+def _download_cifar(name: str, base: Path) -> None:
+    """Fetch CIFAR ``name`` into ``base`` with torchvision's downloader (archive, checksum, extraction).
+
+    It downloads into a fresh folder inside ``base`` and moves the extracted folder into place only when
+    all went well: a failed or interrupted download leaves nothing behind (not even ``base``, if it made
+    it). Another process that finished the same download first wins; its folder is kept.
+
+    Raises:
+        DataError: torchvision is not installed, or the download failed (no internet, a bad archive).
+    """
+    folder = CIFAR_LAYOUT[name][0]
+    try:
+        import torchvision.datasets as tvd
+    except ImportError:
+        raise DataError(
+            f"download needs torchvision: install oblique[vision], or put the {folder} folder in {base}"
+        ) from None
+    made = [p for p in (base, *base.parents) if not p.exists()]  # the folders this download creates
+    tmp = None
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder}-download-", dir=base))
+        getattr(tvd, "CIFAR10" if name == "cifar10" else "CIFAR100")(str(tmp), train=True, download=True)
+        if not (tmp / folder).is_dir():
+            raise RuntimeError(f"the archive held no {folder} folder")
+        try:
+            os.replace(tmp / folder, base / folder)
+        except OSError:
+            if not (base / folder).is_dir():  # not another process's finished download: a real failure
+                raise
+    except Exception as e:  # noqa: BLE001 - urllib, tarfile, torchvision: every failure is one line
+        reason = getattr(e, "reason", None) or e
+        raise DataError(
+            f"{name} could not be downloaded to {base} ({type(e).__name__}: {reason}); without internet, "
+            f"put the {folder} folder there (python version from https://www.cs.toronto.edu/~kriz/cifar.html) "
+            "and leave --download out"
+        ) from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not (base / folder).is_dir():
+            for p in made:  # innermost first; only the folders made here, and only while empty
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
 
 
 def load_cifar(
@@ -365,8 +433,9 @@ class CifarTransform:
 
     The standard CIFAR augmentation of He et al. (2016) and Zagoruyko & Komodakis (2016): pad 4 pixels of
     zeros on every side, crop a random 32×32 window, flip horizontally with probability 1/2 — done for a
-    whole uint8 batch at once, each image with its own window and flip, from torch's global generator (the
-    trainer seeds it). Then ``(x / 255 − mean) / std``.
+    whole uint8 batch at once, each image with its own window and flip, drawn on the batch's device from
+    ``generator`` (the trainer gives each run its own, seeded; ``None``: torch's global generator). Then
+    ``(x / 255 − mean) / std``.
 
     Args:
         mean: per-channel mean in [0, 1] units, ``(C,)``.
@@ -375,25 +444,31 @@ class CifarTransform:
         pad: the padding of the random crop.
     """
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, augment: bool, pad: int = 4):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, augment: bool, pad: int = 4,
+                 generator: torch.Generator | None = None):  # fmt: skip
         self.mean = mean.view(1, -1, 1, 1)  # (1, C, 1, 1)
         self.std = std.view(1, -1, 1, 1)
         self.augment, self.pad = augment, pad
+        self.generator = generator  # the run's own augmentation generator (on the data's device)
+
+    def to(self, device: torch.device) -> CifarTransform:
+        """The same transform for batches on ``device`` (its generator is set by the trainer)."""
+        return CifarTransform(self.mean.to(device).flatten(), self.std.to(device).flatten(), self.augment, self.pad)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:  # a single image (C, H, W)
             return self(x.unsqueeze(0))[0]
         if self.augment:
             b, _, h, w = x.shape
-            p = self.pad
+            p, dev, g = self.pad, x.device, self.generator
             padded = torch.nn.functional.pad(x, (p, p, p, p))  # (B, C, H+2p, W+2p), zeros
-            oy = torch.randint(0, 2 * p + 1, (b, 1))
-            ox = torch.randint(0, 2 * p + 1, (b, 1))
-            rows = oy + torch.arange(h)  # (B, H)
-            cols = ox + torch.arange(w)  # (B, W)
-            flip = torch.rand(b, 1) < 0.5
+            oy = torch.randint(0, 2 * p + 1, (b, 1), generator=g, device=dev)
+            ox = torch.randint(0, 2 * p + 1, (b, 1), generator=g, device=dev)
+            rows = oy + torch.arange(h, device=dev)  # (B, H)
+            cols = ox + torch.arange(w, device=dev)  # (B, W)
+            flip = torch.rand(b, 1, generator=g, device=dev) < 0.5
             cols = torch.where(flip, cols.flip(1), cols)  # mirrored window = crop then flip
-            idx = torch.arange(b).view(b, 1, 1)
+            idx = torch.arange(b, device=dev).view(b, 1, 1)
             x = padded.permute(0, 2, 3, 1)[idx, rows.unsqueeze(2), cols.unsqueeze(1)]  # (B, H, W, C)
             x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
         return (x.float() / 255.0 - self.mean) / self.std
@@ -469,18 +544,22 @@ def _imagenet_root(root: str | os.PathLike | None) -> Path:
     return base
 
 
-def check_dataset(name: str, root: str | os.PathLike | None = None) -> None:
+def check_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False) -> None:
     """Check, without reading it, that data set ``name`` can be found (its folder under ``root`` for the
     on-disk data sets; the generated ones always can): a study refuses up front what would fail every run.
+    With ``download``, a missing CIFAR folder is downloaded now (once, before any run starts).
 
     Raises:
         UnknownDatasetError: an unknown name.
-        DataError: the on-disk folder is not there (the message says where it looked and what to do).
+        DataError: the on-disk folder is not there (the message says where it looked and what to do), or
+            it cannot be downloaded.
     """
     if name not in DATASETS:
         raise UnknownDatasetError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    if download:
+        check_downloadable(name)
     if name in CIFAR_LAYOUT:
-        _cifar_root(name, root, download=False)
+        _cifar_root(name, root, download=download)
     elif name == "imagenet":
         _imagenet_root(root)
 
@@ -495,3 +574,185 @@ DATASETS.update(
 
 #: name -> number of spatial dimensions of its inputs (1: sequences for Conv1d, 2: images for Conv2d).
 SPATIAL_DIMS: dict[str, int] = {"mnist1d": 1, "synthetic": 2, "cifar10": 2, "cifar100": 2, "imagenet": 2}
+
+
+# --------------------------------------------------------------------------- data options and download
+#: The data sets ``download`` can fetch (with torchvision's downloader; the others are generated here or
+#: are a folder the user prepares).
+DOWNLOADABLE: tuple[str, ...] = tuple(CIFAR_LAYOUT)
+
+
+class DataOptionError(ObliqueError, ValueError):
+    """A data option the data set does not have, or a value outside its range; names ``data_options``."""
+
+
+@dataclass(frozen=True)
+class DataOption:
+    """One option a data set accepts (``oblique run --data-option NAME=VALUE``).
+
+    Attributes:
+        name: the keyword its loader takes.
+        kind: ``int``, ``float`` or ``bool``: what a value is converted to (``"5000"`` from a flag → 5000).
+        default: the value when the option is not given (for the help; the loader holds the real one).
+        help: one line.
+        low, high: the smallest and largest valid value (inclusive; None: no bound).
+        open_low, open_high: the bound itself is not valid (``train_split`` > 0 and < 1).
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def expected(self) -> str:
+        """What a valid value is, in words (``an integer from 10 to 1000000``)."""
+        if self.kind is bool:
+            return "true or false"
+        what = "an integer" if self.kind is int else "a number"
+        if self.low is not None and self.high is not None and not (self.open_low or self.open_high):
+            return f"{what} from {_bound(self.low)} to {_bound(self.high)}"
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.open_low else '>='} {_bound(self.low)}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.open_high else '<='} {_bound(self.high)}")
+        return " ".join([what, " and ".join(parts)]) if parts else what
+
+    def convert(self, value: Any) -> Any:
+        """``value`` (a flag's text, or a TOML value) as this option's kind, checked against its range.
+
+        Raises:
+            ValueError: not of the kind, or out of range (the message: expected vs got).
+        """
+        out = _convert(value, self.kind)
+        ok = out is not None
+        if ok and self.kind is not bool:
+            ok = math.isfinite(out)
+            if ok and self.low is not None:
+                ok = out > self.low if self.open_low else out >= self.low
+            if ok and self.high is not None:
+                ok = out < self.high if self.open_high else out <= self.high
+        if not ok:
+            raise ValueError(f"{self.name} must be {self.expected()}; got {_short(value)}")
+        return out
+
+
+def _convert(value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` (None where it is not one): text is read as a flag's value is."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if kind is bool:
+            return {"true": True, "1": True, "yes": True, "on": True,
+                    "false": False, "0": False, "no": False, "off": False}.get(text)  # fmt: skip
+        try:
+            value = float(text) if kind is float or not text.lstrip("+-").isdigit() else int(text)
+        except ValueError:
+            return None
+    if kind is bool:
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if kind is int:
+        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+            return None
+        return int(value)
+    return float(value)
+
+
+def _bound(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_SEED = 2**32 - 1  # numpy's global seed (np.random.seed, which MNIST-1D's generation uses) is 32-bit
+
+#: data set -> the options it accepts. MNIST-1D: the generation settings of
+#: ``mnist1d.data.get_dataset_args`` that keep its inputs 40 long (the models' input length; ``template_len``,
+#: ``padding`` and ``final_seq_length`` are left out), with this toolkit's defaults (:data:`MNIST1D_DEFAULTS`).
+DATA_OPTIONS: dict[str, dict[str, DataOption]] = {
+    name: {o.name: o for o in options}
+    for name, options in {
+        "mnist1d": (
+            DataOption("num_samples", int, 10000, "samples generated, train and test together", 10, 1_000_000),
+            DataOption("train_split", float, 0.6, "the share of samples in the training set", 0, 1, True, True),
+            DataOption("shear_scale", float, 1.5, "shear strength (package default 0.75)", 0, 1e6),
+            DataOption("scale_coeff", float, 0.6, "random scaling, 1 ± c/2 (package default 0.4)", 0, 2, open_high=True),
+            DataOption("max_translation", int, 48, "largest circular shift", 1, 72),
+            DataOption("corr_noise_scale", float, 0.25, "correlated background noise", 0, 1e6),
+            DataOption("iid_noise_scale", float, 2e-2, "independent noise", 0, 1e6),
+            DataOption("shuffle_seq", bool, False, "shuffle the 40 positions (the same permutation for all)"),
+            DataOption("seed", int, 42, "the generation's seed (not the run's --seed)", 0, _SEED),
+        ),
+        "synthetic": (
+            DataOption("n_train", int, 256, "training samples", 1, 10_000_000),
+            DataOption("n_test", int, 128, "test samples", 1, 10_000_000),
+            DataOption("num_classes", int, 10, "classes (random labels)", 2, 100_000),
+            DataOption("image_size", int, 32, "images are 3 x S x S", 1, 1024),
+            DataOption("seed", int, 0, "the generator's seed (not the run's --seed)", 0, 2**63 - 1),
+        ),
+        **{
+            name: (DataOption("augment", bool, True, "pad-4 random crops and horizontal flips of the training set"),)
+            for name in CIFAR_LAYOUT
+        },
+        "imagenet": (DataOption("image_size", int, 224, "crop size of training and validation images", 32, 1024),),
+    }.items()
+}  # fmt: skip
+
+
+def check_data_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` of data set ``name``, each converted to its kind and checked against its range.
+
+    A data set with no declared options (one registered by a caller) gets its options unchecked.
+
+    >>> check_data_options("mnist1d", {"num_samples": "5000", "train_split": 0.8})
+    {'num_samples': 5000, 'train_split': 0.8}
+
+    Raises:
+        DataOptionError: an option ``name`` does not have (the message lists the valid ones), a value of
+            the wrong kind or out of range (expected vs got), or MNIST-1D settings that leave a split empty.
+    """
+    declared = DATA_OPTIONS.get(name)
+    if declared is None:
+        return dict(options)
+    out = {}
+    for key, value in options.items():
+        if key not in declared:
+            raise DataOptionError(
+                f"data_options: {name} has no option {_short(key)}; valid: {', '.join(declared)}",
+                settings=("data_options",),
+            )
+        try:
+            out[key] = declared[key].convert(value)
+        except ValueError as e:
+            raise DataOptionError(f"data_options: {e} ({name})", settings=("data_options",)) from None
+    if name == "mnist1d":
+        n = out.get("num_samples", MNIST1D_DEFAULTS["num_samples"]) // 10 * 10  # whole samples per class
+        split = out.get("train_split", MNIST1D_DEFAULTS["train_split"])
+        if not 1 <= int(n * split) < n:
+            raise DataOptionError(
+                f"data_options: num_samples {n} with train_split {split:g} leaves the "
+                f"{'training' if int(n * split) < 1 else 'test'} set empty; give more samples or another split",
+                settings=("data_options",),
+            )
+    return out
+
+
+def check_downloadable(name: str) -> None:
+    """Refuse ``download`` for a data set that cannot be downloaded (one line saying why).
+
+    Raises:
+        DataError: ``name`` is not in :data:`DOWNLOADABLE`.
+    """
+    if name not in DOWNLOADABLE:
+        how = "read from a folder you prepare" if name == "imagenet" else "generated here, never downloaded"
+        raise DataError(
+            f"download is for {' and '.join(DOWNLOADABLE)} only; {name} is {how}: leave download out"
+        )

@@ -36,6 +36,9 @@ import torch
 from torch import nn
 
 __all__ = [
+    "drift_record",
+    "drift_terms",
+    "model_drift_tensor",
     "DRIFT_KEYS",
     "EPS",
     "TARGETS",
@@ -115,32 +118,41 @@ def project_oblique_(weights: Iterable[torch.Tensor], eps: float = EPS) -> None:
 def drift(weight: torch.Tensor) -> dict[str, float]:
     """The four drift metrics of one weight (see the module docstring), as Python floats.
 
-    Computed in float64 whatever the weight's dtype.
+    Computed in float64 whatever the weight's dtype (:func:`drift_terms`, then one transfer).
 
     >>> d = drift(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
     >>> d["norm_dev_mean"], d["norm_dev_max"], round(d["ddiag_dev"], 4), d["offdiag_dev"]
     (0.5, 1.0, 2.1213, 0.0)
     """
+    return _metrics(drift_terms(weight).tolist())
+
+
+def drift_terms(weight: torch.Tensor) -> torch.Tensor:
+    """The drift metrics of one weight as a float64 tensor ``(4,)`` on the weight's device, so nothing
+    waits for the device until they are read: ``norm_dev_mean``, ``norm_dev_max``, ``ddiag_dev`` and the
+    *square* of ``offdiag_dev`` (its root is taken on the host, correctly rounded, by :func:`drift` and
+    :func:`drift_record`; torch's float64 ``sqrt`` is not always). Note [exact offdiag] above.
+    """
     f = filter_matrix(weight.detach()).to(torch.float64)  # (n, p)
     n, p = f.shape
     sq = (f * f).sum(dim=1)  # r_i², (n,)
-    r = sq.sqrt()
-    out = {
-        "norm_dev_mean": (r - 1).abs().mean().item(),
-        "norm_dev_max": (r - 1).abs().max().item(),
-        "ddiag_dev": (sq - 1).square().mean().sqrt().item(),
-    }
+    dev = (sq.sqrt() - 1).abs()
     if n == 1:
-        out["offdiag_dev"] = 0.0
-    elif n <= p:  # Note [exact offdiag]: the off-diagonal entries of FFᵀ themselves
+        off_sq = torch.zeros((), dtype=f.dtype, device=f.device)
+    elif n <= p:  # the off-diagonal entries of FFᵀ themselves
         gram = f @ f.T  # (n, n)
         gram.diagonal().zero_()
-        out["offdiag_dev"] = math.sqrt(gram.square().sum().item() / (n * (n - 1)))
+        off_sq = gram.square().sum() / (n * (n - 1))
     else:  # tall: ‖FFᵀ‖²_F = ‖FᵀF‖²_F from the smaller Gram matrix, (p, p); no cancellation (n > p)
         gram = f.T @ f
-        off_sq = (gram.square().sum() - sq.square().sum()).clamp_min(0.0)
-        out["offdiag_dev"] = math.sqrt(off_sq.item() / (n * (n - 1)))
-    return out
+        off_sq = (gram.square().sum() - sq.square().sum()).clamp_min(0.0) / (n * (n - 1))
+    return torch.stack([dev.mean(), dev.max(), (sq - 1).square().mean().sqrt(), off_sq])
+
+
+def _metrics(terms: list[float]) -> dict[str, float]:
+    """:func:`drift_terms` read back: the four metrics by name."""
+    mean, worst, ddiag, off_sq = terms
+    return dict(zip(DRIFT_KEYS, (mean, worst, ddiag, math.sqrt(off_sq)), strict=True))
 
 
 def targeted_modules(model: nn.Module, targets: str = "conv") -> list[tuple[str, nn.Module]]:
@@ -179,7 +191,34 @@ def model_drift(
             omitted, ``module.weight`` of every targeted layer is used, which already is the effective
             weight for parametrized layers.
     """
+    return drift_record(model_drift_tensor(model, targets, weights))
+
+
+def model_drift_tensor(
+    model: nn.Module,
+    targets: str = "conv",
+    weights: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[list[str], torch.Tensor | None]:
+    """The layer names and their :func:`drift_terms` stacked ``(layers, 4)`` (float64, on the device): what
+    :func:`model_drift` reads in one transfer (:func:`drift_record`). ``None`` for a model without
+    targeted layers."""
     if weights is None:
         weights = {name: m.weight for name, m in targeted_modules(model, targets)}
-    layers = {name: drift(w) for name, w in weights.items()}
+    names = list(weights)
+    if not names:
+        return names, None
+    devices = {w.device for w in weights.values()}
+    rows = [drift_terms(w) for w in weights.values()]
+    if len(devices) > 1:  # pragma: no cover - a model split over devices
+        rows = [row.cpu() for row in rows]
+    return names, torch.stack(rows)
+
+
+def drift_record(drift: tuple[list[str], torch.Tensor | None], values: list | None = None) -> dict:
+    """``{"layers": {name: dict}, "mean": dict}`` from :func:`model_drift_tensor`'s result; ``values``: its
+    tensor already read (``.tolist()``), e.g. with other numbers in one transfer."""
+    names, table = drift
+    if values is None:
+        values = table.tolist() if table is not None else []
+    layers = {name: _metrics(row) for name, row in zip(names, values, strict=True)}
     return {"layers": layers, "mean": mean_drift(layers)}

@@ -78,7 +78,7 @@ def test_killed_after_its_first_checkpoint_and_resumed_ends_equal(
 def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_ends_equal(
     method, hp, tmp_path, monkeypatch, uninterrupted
 ):
-    import oblique.train as tr
+    import oblique.fit as tr
 
     real = tr.training_step
 
@@ -163,7 +163,7 @@ def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path, capsys):
 
 
 def _interrupted_at(out: Path, at: int, **settings) -> None:
-    import oblique.train as tr
+    import oblique.fit as tr
 
     real = tr.training_step
 

@@ -18,26 +18,32 @@ ROOT = Path(__file__).resolve().parent.parent
 #: unit -> the units it may import. The data flows one way:
 #: cli -> (study | cost | train) -> config -> (methods, models, data) -> records, then analysis reads.
 #: study runs its own cost bench after its runs (study -> cost); export reads records only.
-LIBRARY_BASE = {"oblique.errors", "oblique.text", "oblique.progress"}
+LIBRARY_BASE = {"oblique.errors", "oblique.text", "oblique.progress", "oblique.clock"}
 ALLOWED: dict[str, set[str]] = {
     "oblique.errors": set(),
     "oblique.text": set(),
     "oblique.progress": set(),
+    "oblique.clock": set(),
+    "oblique.fit": LIBRARY_BASE
+    | {"oblique.records", "oblique.batches", "oblique.data", "oblique.geometry", "oblique.methods"},
     "oblique.batches": {"oblique.data"},
     "oblique.recipes": set(),
+    "oblique.presets": {"oblique.errors"},
     "oblique.geometry": set(),
     "oblique.optim": set(),
     "oblique.records": {"oblique.errors"},
     "oblique.models": {"oblique.errors"},
     "oblique.data": {"oblique.errors", "oblique.records"},
     "oblique.methods": {"oblique.errors", "oblique.geometry", "oblique.optim"},
-    "oblique.config": LIBRARY_BASE | {"oblique.recipes", "oblique.methods", "oblique.models", "oblique.data"},
+    "oblique.config": LIBRARY_BASE
+    | {"oblique.recipes", "oblique.presets", "oblique.methods", "oblique.models", "oblique.data"},
     "oblique.train": LIBRARY_BASE
     | {
         "oblique.config",
         "oblique.records",
         "oblique.data",
         "oblique.batches",
+        "oblique.fit",
         "oblique.geometry",
         "oblique.methods",
         "oblique.models",
@@ -66,6 +72,7 @@ ALLOWED: dict[str, set[str]] = {
     | {
         "oblique",
         "oblique.config",
+        "oblique.presets",
         "oblique.records",
         "oblique.methods",
         "oblique.models",

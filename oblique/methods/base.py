@@ -284,6 +284,12 @@ class Method:
         counted from the shapes of the targeted weights. 0 for plain training."""
         return 0.0
 
+    def regularizer_value(self) -> torch.Tensor | None:
+        """The regularizer's value (unscaled) at the last step, as a device tensor for the step record, when
+        the method computes it outside :meth:`penalty` (Norm Loss's closed form); None otherwise (the
+        trainer then records ``penalty / strength``)."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """The method's own state beyond the model's and the optimizer's (tensors and plain containers),
         for checkpoints: what an exact resume needs (e.g. SRIP's power-iteration vectors). Empty for a

@@ -267,6 +267,10 @@ class NormLoss(Method):
         """
         return None if self._value is None else self._value.item()
 
+    def regularizer_value(self) -> torch.Tensor | None:
+        """Eq. 1 at the last step as a 0-d tensor (no device sync), or None before the first step."""
+        return self._value
+
     def fused(self, model: nn.Module) -> FusedNormLossGrad:
         """The fused eq. 6 for ``model``'s targeted weights; built once per model, rebuilt if they change
         dtype or device. The layers are found once: a model whose targeted layers are replaced later

@@ -20,10 +20,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from oblique import records
+from oblique.config import RunConfig
 from oblique.study.spec import BASIC_AXES, PlannedRun, StudyError
 
 __all__ = [
@@ -184,12 +185,8 @@ def plan_study(
     study = load_study(root) if (root / STUDY_FILE).exists() else Study(root, {}, list(BASIC_AXES))
     for run in runs:
         old = study.runs.get(run.name)
-        if old is not None and old["settings"] != run.settings:
-            diff = sorted(
-                k
-                for k in set(old["settings"]) | set(run.settings)
-                if old["settings"].get(k) != run.settings.get(k)
-            )
+        diff = _differing(old["settings"], run.settings) if old is not None else []
+        if diff:
             raise StudyError(
                 f"{root} already holds run {run.name} with other settings ({', '.join(diff)} differ); "
                 "pass --overwrite to start this study folder over, or choose another --out"
@@ -205,6 +202,18 @@ def plan_study(
     root.mkdir(parents=True, exist_ok=True)
     _write_study(study)
     return study, new
+
+
+def _differing(stored: dict, planned: dict) -> list[str]:
+    """The settings in which a stored run and a planned one differ. A setting the stored study.json does
+    not know (it was written before the setting existed) counts as its default."""
+    defaults = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
+    defaults.update({f.name: f.default_factory() for f in fields(RunConfig) if f.default_factory is not MISSING})
+    return sorted(
+        k
+        for k in set(stored) | set(planned)
+        if stored.get(k, defaults.get(k)) != planned.get(k, defaults.get(k))
+    )
 
 
 class Lock(records.FolderLock):

@@ -15,6 +15,7 @@ A study file (``oblique study --config FILE``; flags override it), read by :func
     workers = 2
     out = "studies/sweep"
     [run]                                # fixed settings of every run (the `oblique run` flags)
+    preset = "mnist1d-paper"             # optional: a preset's settings beneath these (oblique presets)
     epochs = 10
     [grid]                               # any other run setting (or "hp.NAME") as an axis
     targets = ["conv", "conv+linear"]
@@ -34,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oblique.config import MAX_THREADS, SEED_LIMIT, RunConfig, run_config_from
+from oblique.config import MAX_THREADS, SEED_LIMIT, RunConfig, run_config_from, settings_from
 from oblique.errors import ObliqueError
 from oblique.text import value as _fmt
 
@@ -54,7 +55,7 @@ __all__ = [
 #: Grid variables every study has, in the order of the tables.
 BASIC_AXES = ("method", "strength", "batch_size", "seed")
 #: Run settings that are not grid variables: how a run is executed, not what it computes.
-EXECUTION_FIELDS = ("out", "threads", "progress", "overwrite")
+EXECUTION_FIELDS = ("out", "threads", "progress", "overwrite", "checkpoint_every", "log_every", "download")
 #: Settings with an axis of their own (not allowed in ``[run]`` or ``[grid]``).
 _OWN_AXES = ("method", "strength", "seed", "batch_size", "hp")
 #: The most runs one study may plan: a grid beyond it is a typo (``--seeds 1000000000000``), not a plan.
@@ -141,6 +142,8 @@ def _check_axes(spec: StudySpec) -> None:
     fields_ = RunConfig.field_names()
     valid = [f for f in fields_ if f not in EXECUTION_FIELDS + _OWN_AXES]
     for key, values in spec.grid.items():
+        if key == "preset":  # a preset is a whole setting under the others, not one value among them
+            raise StudyError("preset cannot be a grid variable; run one study per preset (--preset NAME)")
         if not key.startswith("hp.") and key not in valid:
             raise StudyError(
                 f"grid variable {key!r} is not a run setting; valid: {', '.join(valid)}, hp.NAME "
@@ -199,7 +202,7 @@ def _planned_runs(spec, method, cls, declared, strength, bs, values, data_checke
         raise StudyError(f"run settings: {e}") from None
     cfg.validate()
     if (cfg.dataset, cfg.data_root) not in data_checked:
-        cfg.check_data()
+        cfg.check_data(download=bool(spec.base.get("download")))  # downloads, if asked, once, up front
         data_checked.add((cfg.dataset, cfg.data_root))
     settings = _normalize({k: v for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS})
     lam = settings["strength"] if cls.uses_strength else None
@@ -279,6 +282,7 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
     for k in ("method", "strength", "seed", "batch_size"):
         if k in base:
             raise StudyError(f"{source}: {k!r} is a grid variable; use the study's {k}s setting instead")
+    base = settings_from(base, source=source)  # the preset's settings beneath the file's and the flags'
     cfg = run_config_from(run_t, source=source)  # unknown or mistyped run settings fail here, in one line
     if cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:  # else every run would fail
         raise StudyError(f"threads must be an integer from 1 to {MAX_THREADS}; got {cfg.threads!r}",
