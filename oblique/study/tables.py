@@ -10,7 +10,7 @@
     batch size × any other grid variable), in the layout of the paper's tables (best, then the mean in
     parentheses); where the study's dataset and model are a published setting of the Norm Loss poster
     (:data:`oblique.study.published.PUBLISHED`), the published figures stand beside ours. When the study
-    holds Norm Loss runs, the poster's claims follow, each tested on the study's own numbers
+    holds a finished Norm Loss run, the poster's claims follow, each tested on the study's own numbers
     (:mod:`oblique.study.claims`).
 """
 
@@ -131,8 +131,8 @@ def summary_frame(study: Study | str | os.PathLike):
 
 def summary_markdown(study: Study | str | os.PathLike, claims: bool = True) -> str:
     """``summary.md``: the poster's layout — test error best (mean ± std over seeds) per group of runs —
-    then, when the study holds Norm Loss runs and ``claims``, the poster's claims tested on the study's
-    own numbers (:func:`oblique.study.claims.claims_markdown`)."""
+    then, when the study holds a finished Norm Loss run and ``claims``, the poster's claims tested on the
+    study's own numbers (:func:`oblique.study.claims.claims_markdown`)."""
     if not isinstance(study, Study):
         study = load_study(study)
     sf = summary_frame(study)
@@ -179,7 +179,7 @@ def summary_markdown(study: Study | str | os.PathLike, claims: bool = True) -> s
     if published:
         note += "Published: the Norm Loss poster (Georgiou et al., ICPR 2020), by dataset and model only.\n"
     text = "\n".join(lines) + "\n" + note
-    if claims and "nl" in set(sf["method"]):
+    if claims and ((sf["method"] == "nl") & (sf["ok"] > 0)).any():  # a finished Norm Loss run
         from oblique.study.claims import claims_markdown
 
         text += "\n" + claims_markdown(study, results_frame(study))
