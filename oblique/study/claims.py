@@ -332,6 +332,9 @@ def _claim_cost(study: Study, bench: dict | None) -> Claim:
         f"own work {nl['regularizer_ms']:.3f} ms; the other methods {min(t[0] for t in tests.values()):+.1f} … "
         f"{max(t[0] for t in tests.values()):+.1f} %"
     )
+    floor = ((bench or {}).get("aa") or {}).get("floor_pct")
+    if isinstance(floor, int | float):  # the bench's A/A control: baseline against itself
+        claim.measured += f"; the bench's own noise floor (baseline against itself) {floor:.2f} %"
     claim.statistics = (
         f"paired overhead (median over interleaved rounds ± robust se); one-sided z-test of each method's overhead "
         f"against Norm Loss's: Norm Loss significantly cheaper than {len(cheaper)} of {len(others)} "
