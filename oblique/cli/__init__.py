@@ -1,8 +1,9 @@
-"""The ``oblique`` command: ``run``, ``methods``, ``study``, ``plot``, ``bench``, ``export``.
+"""The ``oblique`` command: ``run``, ``methods``, ``presets``, ``study``, ``plot``, ``bench``, ``export``.
 
 The command line is a face on the library: it imports the library and is never imported by it. Each
-command lives in a module of its own (:mod:`oblique.cli.run`, :mod:`oblique.cli.study`,
-:mod:`oblique.cli.bench`, :mod:`oblique.cli.export`); this module builds the parser and runs the command.
+command lives in a module of its own (:mod:`oblique.cli.run`, :mod:`oblique.cli.presets`,
+:mod:`oblique.cli.study`, :mod:`oblique.cli.bench`, :mod:`oblique.cli.export`); this module builds the
+parser and runs the command.
 
 User errors (every :class:`oblique.errors.ObliqueError`: an unknown name, a bad value, an unreadable
 config, a finished run in the way, a missing data folder) print one line ``oblique: error: …`` on stderr,
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from oblique.cli.bench import cmd_bench, setup_bench
 from oblique.cli.export import cmd_export, setup_export
 from oblique.cli.parsing import Parser, flag
+from oblique.cli.presets import cmd_presets, setup_presets
 from oblique.cli.run import (
     RUN_FLAGS,
     add_run_arguments,
@@ -53,6 +55,7 @@ COMMANDS: dict[
 ] = {
     "run": (setup_run, cmd_run, "train one network with one method; write a run folder"),
     "methods": (setup_methods, cmd_methods, "list every method with its kind and hyperparameters"),
+    "presets": (setup_presets, cmd_presets, "list the published settings (--preset NAME) with their sources"),
     "study": (setup_study, cmd_study, "run a grid of runs (methods x strengths x seeds x ...) side by side"),
     "plot": (setup_plot, cmd_plot, "write the figures and tables of a study folder"),
     "bench": (setup_bench, cmd_bench, "time one training step of every method side by side (interleaved)"),

@@ -28,13 +28,17 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+#: settings whose flag is not their name with ``-`` for ``_``: a repeatable flag names one entry of its table
+FLAG_NAMES = {"data_options": "--data-option"}
+
+
 def flag(setting: str) -> str:
     """The command-line flag of a library setting: ``batch_size`` → ``--batch-size``.
 
-    >>> flag("batch_size")
-    '--batch-size'
+    >>> flag("batch_size"), flag("data_options")
+    ('--batch-size', '--data-option')
     """
-    return "--" + setting.replace("_", "-")
+    return FLAG_NAMES.get(setting) or "--" + setting.replace("_", "-")
 
 
 def parse_bool(text: str) -> bool:
