@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
 from analysis.style import FLOOR, PLAIN, log_ticks, new_figure, print_style, save, style
@@ -441,8 +442,8 @@ def _cost_bars(ax, study: Study, ref: pd.DataFrame) -> None:
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
     ax.set_ylabel("time per training step (ms)")
     ax.set_title(title, fontsize=8)
-    ax.bar([], [], color="white", edgecolor="black", hatch="///", linewidth=0.5, label="the regularizer's own time")
-    ax.legend(frameon=False, fontsize=7, loc="upper left")
+    hatched = Patch(facecolor="white", edgecolor="black", hatch="///", linewidth=0.5)
+    ax.legend([hatched], ["the regularizer's own time"], frameon=False, fontsize=7, loc="upper left")
 
 
 def fig_cost(study: Study | str | os.PathLike, bench: str | os.PathLike | None = None, echo: Echo = print):

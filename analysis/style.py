@@ -105,7 +105,9 @@ def log_ticks(axis, lo: float, hi: float, subs: tuple[float, ...] | None = None)
     short span), or the multiples ``subs`` of each decade; minor ticks unlabelled."""
     decades = math.log10(hi / lo) if lo > 0 and hi > lo else 0.0
     if subs is None:
-        subs = (1.0,) if decades > 2.0 else (1.0, 2.0, 5.0) if decades > 0.4 else tuple(map(float, range(1, 10)))
+        subs = (
+            (1.0,) if decades > 2.0 else (1.0, 2.0, 5.0) if decades > 0.4 else tuple(map(float, range(1, 10)))
+        )
     axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
     axis.set_major_formatter(PLAIN)
     axis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10)), numticks=12))
