@@ -305,8 +305,9 @@ def _cifar_root(name: str, root: str | os.PathLike | None, download: bool) -> Pa
     if not (base / folder).is_dir():
         raise DataError(
             f"{name} not found: looked for {base / folder} (torchvision's on-disk format); pass --data-root "
-            f"FOLDER that holds {folder}, or download it there (python version from "
-            "https://www.cs.toronto.edu/~kriz/cifar.html, or download=True with torchvision installed)"
+            f"FOLDER that holds {folder}, put it there (python version from "
+            "https://www.cs.toronto.edu/~kriz/cifar.html), or set download to fetch it (needs oblique[vision])",
+            settings=("download",),
         )
     return base / folder
 
@@ -326,7 +327,8 @@ def _download_cifar(name: str, base: Path) -> None:
         import torchvision.datasets as tvd
     except ImportError:
         raise DataError(
-            f"download needs torchvision: install oblique[vision], or put the {folder} folder in {base}"
+            f"download needs torchvision: install oblique[vision], or put the {folder} folder in {base}",
+            settings=("download",),
         ) from None
     made = [p for p in (base, *base.parents) if not p.exists()]  # the folders this download creates
     tmp = None
@@ -346,7 +348,8 @@ def _download_cifar(name: str, base: Path) -> None:
         raise DataError(
             f"{name} could not be downloaded to {base} ({type(e).__name__}: {reason}); without internet, "
             f"put the {folder} folder there (python version from https://www.cs.toronto.edu/~kriz/cifar.html) "
-            "and leave --download out"
+            "and leave download out",
+            settings=("download",),
         ) from None
     finally:
         if tmp is not None:
@@ -754,5 +757,6 @@ def check_downloadable(name: str) -> None:
     if name not in DOWNLOADABLE:
         how = "read from a folder you prepare" if name == "imagenet" else "generated here, never downloaded"
         raise DataError(
-            f"download is for {' and '.join(DOWNLOADABLE)} only; {name} is {how}: leave download out"
+            f"download is for {' and '.join(DOWNLOADABLE)} only; {name} is {how}: leave download out",
+            settings=("download",),
         )
