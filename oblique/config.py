@@ -204,6 +204,8 @@ class RunConfig:
         self._validate_data_options()
         dims = SPATIAL_DIMS.get(self.dataset)
         if dims is not None and len(shape) - 1 != dims:
+        except ValueError as e:  # a WRN-d-k that cannot be built
+            raise ConfigError(f"model {self.model}: {e}", settings=("model",)) from None
             kind = {1: "1-D sequences", 2: "images"}
             raise ConfigError(
                 f"model {self.model} takes {kind.get(len(shape) - 1, 'other inputs')} but dataset "

@@ -249,7 +249,19 @@ HP_NAMES = sorted({h.name for cls in REGISTRY.values() for h in cls.hyperparamet
 
 CHOICES = {
     "method": [*list_methods(), "nope", "", "all", "NL"],
-    "model": ["resnet1d", "cnn", "resnet20", "resnet110", "wrn16-1", "wrn0-0", "wrn28-10x", "nope", ""],
+    "model": [
+        "resnet1d",
+        "cnn",
+        "resnet20",
+        "resnet110",
+        "wrn16-1",
+        "wrn0-0",
+        "wrn28-10x",
+        "wrn16-100000",
+        "wrn100000-1",
+        "nope",
+        "",
+    ],  # fmt: skip
     "dataset": ["mnist1d", "synthetic", "cifar10", "cifar100", "imagenet", "nope", ""],
     "targets": ["conv", "conv+linear", "all", ""],
     "optimizer": ["sgd", "adam", "lbfgs", ""],
@@ -959,3 +971,27 @@ def test_a_corrupt_torch_file_is_a_record_error(tmp_path):
             records.read_torch(tmp_path / "bad.pt")
         except records.RecordError as e:
             assert "bad.pt" in str(e)
+
+
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (
+            ["run", "--model", "wrn16-100000", "--dataset", "synthetic"],
+            "--model wrn16-100000: WRN width must be <= 32",
+        ),
+        (
+            ["run", "--model", "wrn100000-1", "--dataset", "synthetic"],
+            "--model wrn100000-1: WRN depth must be <= 1000",
+        ),
+        (["bench", "--model", "wrn16-100000"], "--model wrn16-100000: WRN width must be <= 32"),
+        (["study", "--grid", "model=wrn16-100000", "--dataset", "synthetic"], "WRN width must be <= 32"),
+        (["run", "--method", "oni", "--hp", "iters=1000000"], "hyperparameter 'iters' must be <= 100"),
+        (["run", "--method", "olm", "--hp", "scale=1e308"], "hyperparameter 'scale' must be <= 1e+06"),
+    ],
+)
+def test_a_model_or_hyperparameter_that_would_not_fit_or_never_end_is_refused(world, argv, expect):
+    """Found by the searches above and by hand: WRN-16-100000 failed allocating 92 TB (a traceback),
+    WRN-100000-1 took minutes to build, ONI with 10^6 Newton iterations never ended a step, a scale of
+    1e308 overflowed float32 (a traceback)."""
+    refused(world, argv, expect)

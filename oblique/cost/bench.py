@@ -166,6 +166,8 @@ class BenchConfig:
             return input_shape(self.model)
         except UnknownModelError:
             raise BenchError(f"unknown model {self.model!r}; valid: {', '.join(MODELS)}") from None
+        except ValueError as e:  # a WRN-d-k that cannot be built
+            raise BenchError(f"model {self.model}: {e}", settings=("model",)) from None
 
     def method_names(self) -> list[str]:
         """The benched methods' names, ``baseline`` first (:func:`resolve_methods`)."""

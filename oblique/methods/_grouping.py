@@ -83,6 +83,7 @@ GROUP_HYPERS = (
         math.sqrt(2.0),
         "per-filter output scale γ (upstream ONI_Conv2d's NScale √2; ONI_Linear uses 1)",
         minimum=0.0,
+        maximum=1e6,  # far beyond any use; 1e308 would overflow float32 weights
     ),
     Hyper("learn_scale", False, "make γ a learnable per-filter parameter (upstream adjustScale)"),
 )

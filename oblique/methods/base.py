@@ -72,6 +72,7 @@ class Hyper:
         help: one line for ``oblique methods``.
         choices: allowed values, if the hyperparameter is categorical.
         minimum: smallest allowed value for numbers (inclusive).
+        maximum: largest allowed value for numbers (inclusive): where more only hangs or overflows a run.
     """
 
     name: str
@@ -79,6 +80,7 @@ class Hyper:
     help: str
     choices: tuple | None = None
     minimum: float | None = None
+    maximum: float | None = None
 
     def convert(self, value: Any) -> Any:
         """Convert and validate ``value``; raise ``ValueError`` saying expected vs got."""
@@ -106,6 +108,8 @@ class Hyper:
             raise ValueError(f"hyperparameter {self.name!r} must be finite; got {value!r}")
         if self.minimum is not None and not value >= self.minimum:
             raise ValueError(f"hyperparameter {self.name!r} must be >= {self.minimum}; got {value!r}")
+        if self.maximum is not None and not value <= self.maximum:
+            raise ValueError(f"hyperparameter {self.name!r} must be <= {self.maximum:g}; got {value!r}")
         return value
 
 

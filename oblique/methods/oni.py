@@ -127,7 +127,9 @@ class ONI(GroupedReparamMethod):
     paper = "Huang et al., CVPR 2020 (arXiv 2004.00917)"
     cost_note = "{iters} Newton iterations per group (6(T−1)·m³) + Gram and product (4m²p); batched={batched}"
     hyperparameters = (
-        Hyper("iters", 5, "Newton iterations T (upstream 5; 2 for ResNet-50 with BN)", minimum=1),
+        Hyper(
+            "iters", 5, "Newton iterations T (upstream 5; 2 for ResNet-50 with BN)", minimum=1, maximum=100
+        ),
         *GROUP_HYPERS,
         Hyper("eps", 1e-7, "ε, relative to the mean eigenvalue of ZcZcᵀ, added to its diagonal", minimum=0.0),
         BATCHED_HYPER,

@@ -16,7 +16,7 @@ from torch import nn
 from oblique.errors import ObliqueError
 from oblique.models.cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from oblique.models.mnist1d import MNIST1DCNN, ResNet1D
-from oblique.models.wrn import wide_resnet
+from oblique.models.wrn import check_wrn, wide_resnet
 
 __all__ = [
     "INPUT_SHAPES",
@@ -81,10 +81,16 @@ def list_models() -> list[str]:
 
 
 def input_shape(name: str) -> tuple[int, ...]:
-    """The input shape of model ``name`` without the batch dimension, e.g. ``(3, 32, 32)``."""
+    """The input shape of model ``name`` without the batch dimension, e.g. ``(3, 32, 32)``.
+
+    Raises:
+        UnknownModelError: an unknown name.
+        ValueError: a WRN-d-k that cannot be built (a depth not 6n + 4, too deep or too wide).
+    """
     if name in INPUT_SHAPES:
         return INPUT_SHAPES[name]
-    if _WRN.fullmatch(name):
+    if m := _WRN.fullmatch(name):
+        check_wrn(int(m[1]), int(m[2]))
         return (3, 32, 32)
     raise UnknownModelError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
 

@@ -67,10 +67,7 @@ class WideResNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 (16, 22, 28, 40); got {depth}")
-        if width < 1:
-            raise ValueError(f"WRN width must be an integer >= 1; got {width}")
+        check_wrn(depth, width)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}")
         n = (depth - 4) // 6
@@ -103,6 +100,24 @@ class WideResNet(nn.Module):
         out = F.relu(self.bn(out))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # (B, 64k)
         return self.linear(out)
+
+
+#: the deepest and the widest WRN built: beyond them a WRN takes hours to build or does not fit in memory
+#: (WRN-28-32 has about 370 M parameters; the papers go to WRN-40-10 and WRN-28-20)
+MAX_DEPTH, MAX_WIDTH = 1000, 32
+
+
+def check_wrn(depth: int, width: int) -> None:
+    """Raise ``ValueError`` unless WRN-``depth``-``width`` can be built: depth 6n + 4 (n >= 1) up to
+    :data:`MAX_DEPTH`, width 1 to :data:`MAX_WIDTH`."""
+    if depth < 10 or (depth - 4) % 6:
+        raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 (16, 22, 28, 40); got {depth}")
+    if depth > MAX_DEPTH:
+        raise ValueError(f"WRN depth must be <= {MAX_DEPTH}; got {depth}")
+    if width < 1:
+        raise ValueError(f"WRN width must be an integer >= 1; got {width}")
+    if width > MAX_WIDTH:
+        raise ValueError(f"WRN width must be <= {MAX_WIDTH}; got {width}")
 
 
 def wide_resnet(
