@@ -33,6 +33,8 @@ from oblique.study import (
     PlannedRun,
     StudySpec,
     collect,
+    execution_settings,
+    executor_for,
     expand,
     load_study,
     run_study,
@@ -73,6 +75,17 @@ def setup_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", type=parse_grid, action="append", metavar="NAME=V1,V2",
                    help="any other run setting (or hp.NAME) as a grid axis; repeatable")  # fmt: skip
     p.add_argument("--workers", type=int, help="worker processes (0: this process); default 2")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the runs train: local worker processes (default), or Ray tasks on a local Ray "
+                   "instance or a cluster (pip install 'oblique[ray]'; the study folder on a filesystem "
+                   "every node sees)")  # fmt: skip
+    p.add_argument("--address", help="ray: the cluster to connect to (HOST:PORT, auto, ray://HOST:PORT); "
+                   "default: start a local Ray instance")  # fmt: skip
+    p.add_argument("--cpus-per-run", dest="cpus_per_run", type=float, metavar="N",
+                   help="ray: CPUs each run reserves (and its torch threads); default 1")  # fmt: skip
+    p.add_argument("--gpus-per-run", dest="gpus_per_run", type=float, metavar="N",
+                   help="ray: GPUs each run reserves (fractions share one); default 1 on a cluster with GPUs "
+                   "unless --device cpu, else 0")  # fmt: skip
     p.add_argument("--out", help="study folder; default studies/default")
     p.add_argument("--overwrite", action="store_true", help="delete the study folder's runs and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -112,6 +125,8 @@ def runs_from_spec(args: argparse.Namespace, spec: StudySpec) -> list[PlannedRun
 def cmd_study(args: argparse.Namespace) -> int:
     """``oblique study``: run the grid, bench the methods, print the summary and claims, write the figures."""
     spec, opts = spec_from_args(args)
+    executor = _executor(args, opts)  # Ray missing, or a flag of the wrong executor: one line, up front
+    execution = execution_settings(spec.base, device_here=getattr(args, "executor", "local") != "ray")
     runs = runs_from_spec(args, spec)  # every run validated before anything is written
     t0 = time.perf_counter()
 
@@ -121,7 +136,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     old_term = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = run_study(opts["out"], runs, workers=opts["workers"], threads=spec.base.get("threads"),
-                           overwrite=args.overwrite, progress=not args.no_progress)  # fmt: skip
+                           overwrite=args.overwrite, progress=not args.no_progress, executor=executor,
+                           execution=execution)  # fmt: skip
     finally:
         signal.signal(signal.SIGTERM, old_term)
     study = result.study
@@ -149,6 +165,15 @@ def cmd_study(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     return 0
+
+
+def _executor(args: argparse.Namespace, opts: dict):
+    """The executor of ``--executor`` (Ray imported only for ``ray``), its flags checked."""
+    ray_options = {k: getattr(args, k, None) for k in ("address", "cpus_per_run", "gpus_per_run")}
+    kind = getattr(args, "executor", None) or "local"
+    if kind == "ray":
+        ray_options["echo"] = lambda line: print(line, file=sys.stderr)
+    return executor_for(opts["workers"], kind, **ray_options)
 
 
 def _figures(root: Path, bench: str | None, per_layer: bool) -> list[Path]:

@@ -4,8 +4,11 @@
   file's format (:func:`spec_from_tables`).
 - :mod:`oblique.study.folder`: the study folder — ``study.json`` (:func:`plan_study`, :func:`load_study`)
   and the lock.
-- :mod:`oblique.study.execute`: the executors (in this process, local worker processes) behind one small
-  interface, and :func:`run_study`.
+- :mod:`oblique.study.execute`: the executors (in this process, local worker processes, one GPU each)
+  behind one small interface, and :func:`run_study`; :mod:`oblique.study.task`: one planned run as a task
+  (:func:`run_task`), what every executor trains.
+- :mod:`oblique.study.ray_executor`: :class:`~oblique.study.ray_executor.RayExecutor`, the runs as Ray
+  tasks on a local instance or a cluster (``pip install "oblique[ray]"``; imported only when used).
 - :mod:`oblique.study.tables`: ``results.csv`` and ``summary.md`` from the runs on disk.
 - :mod:`oblique.study.published`: the Norm Loss poster's figures.
 - :mod:`oblique.study.main_job`: the grids of the main job (``oblique study`` with no grid).
@@ -35,6 +38,7 @@ from oblique.study.execute import (
     LocalPoolExecutor,
     StudyResult,
     default_threads,
+    execution_settings,
     executor_for,
     run_study,
     run_task,
@@ -93,6 +97,7 @@ __all__ = [
     "claims_markdown",
     "collect",
     "default_threads",
+    "execution_settings",
     "executor_for",
     "evaluate_claims",
     "expand",

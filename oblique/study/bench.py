@@ -45,7 +45,7 @@ def study_bench_settings(study: Study | str | os.PathLike) -> dict[str, Any]:
     study = _study(study)
     settings = [r["settings"] for r in study.runs.values()]
     model = Counter(s["model"] for s in settings).most_common(1)[0][0]
-    device = Counter(s.get("device", "cpu") for s in settings).most_common(1)[0][0]
+    device = _run_device(study) or Counter(s.get("device", "cpu") for s in settings).most_common(1)[0][0]
     sizes = Counter(s["batch_size"] for s in settings if s["model"] == model)
     recipe = RunConfig(model=model).resolved().batch_size
     batch = recipe if recipe in sizes else sizes.most_common(1)[0][0]
@@ -53,6 +53,20 @@ def study_bench_settings(study: Study | str | os.PathLike) -> dict[str, Any]:
     methods = sorted({s["method"] for s in settings} | {"baseline"}, key=lambda m: order.get(m, len(order)))
     return {"model": model, "batch_size": int(batch), "device": device, "methods": methods,
             "threads": _run_threads(study)}  # fmt: skip
+
+
+def _run_device(study: Study) -> str | None:
+    """The device the study's runs trained on (``cpu``, ``cuda:N``): the most frequent ``device_used`` of
+    the runs' ``config.json`` (the device is an execution setting: study.json does not hold it)."""
+    used: Counter = Counter()
+    for name in study.runs:
+        try:
+            device = records.read_config(study.run_dir(name)).get("device_used")
+        except (records.RecordError, AttributeError):
+            continue
+        if isinstance(device, str) and device.split(":")[0] in ("cpu", "cuda"):
+            used[device] += 1
+    return used.most_common(1)[0][0] if used else None
 
 
 def _run_threads(study: Study) -> int:

@@ -118,6 +118,7 @@ def load_study(root: str | os.PathLike) -> Study:
             f"{', '.join(BASIC_AXES)}; got {grid_variables!r:.80}; the file is corrupt"
         )
     for name, entry in data["runs"].items():
+        _drop_execution_settings(entry)
         problem = _entry_problem(name, entry)
         if problem:
             raise StudyError(f"{root / STUDY_FILE}: run {name!r:.80}: {problem}; the file is corrupt")
@@ -132,6 +133,15 @@ _GRID_KEYS = {
     "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
 }
+
+
+def _drop_execution_settings(entry) -> None:
+    """An older study.json planned settings that are execution settings now (``device``): they are not
+    part of what a run is, so they are left out, as a new plan leaves them out."""
+    from oblique.study.spec import EXECUTION_FIELDS
+
+    if isinstance(entry, dict) and isinstance(entry.get("settings"), dict):
+        entry["settings"] = {k: v for k, v in entry["settings"].items() if k not in EXECUTION_FIELDS}
 
 
 def _entry_problem(name: str, entry) -> str | None:

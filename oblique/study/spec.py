@@ -54,8 +54,11 @@ __all__ = [
 
 #: Grid variables every study has, in the order of the tables.
 BASIC_AXES = ("method", "strength", "batch_size", "seed")
-#: Run settings that are not grid variables: how a run is executed, not what it computes.
-EXECUTION_FIELDS = ("out", "threads", "progress", "overwrite", "checkpoint_every", "log_every", "download")
+#: Run settings that are not grid variables: how a run is executed, not what it computes. They are kept out
+#: of study.json's planned settings (a study can be resumed with another ``--device``); those a study
+#: passes on reach every run it starts (:func:`oblique.study.execute.execution_settings`).
+EXECUTION_FIELDS = ("out", "threads", "progress", "overwrite", "checkpoint_every", "log_every", "download",
+                    "device")  # fmt: skip
 #: Settings with an axis of their own (not allowed in ``[run]`` or ``[grid]``).
 _OWN_AXES = ("method", "strength", "seed", "batch_size", "hp")
 #: The most runs one study may plan: a grid beyond it is a typo (``--seeds 1000000000000``), not a plan.
