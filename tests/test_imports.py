@@ -222,6 +222,19 @@ def test_only_the_cli_imports_analysis_and_nothing_imports_the_cli():
             assert ua in ("oblique.cli", "oblique.__main__"), f"{a} imports the command line"
 
 
+def test_only_the_ray_executor_imports_ray_and_only_in_a_function():
+    importers = {}
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        top = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                importers.setdefault(name, []).append("module level" if id(node) in top else "in a function")
+    assert importers == {"oblique.study.ray_executor": ["in a function"]}, importers
+
+
 def test_the_library_imports_without_its_command_line():
     code = (
         "import sys, oblique, oblique.train, oblique.study, oblique.cost, oblique.records, oblique.config; "

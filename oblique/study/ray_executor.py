@@ -109,6 +109,7 @@ class RayExecutor:
     init_options: dict[str, Any] = field(default_factory=dict)
     stop_timeout_s: float = 300.0
     echo: Callable[[str], None] | None = None
+    _started: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
@@ -129,24 +130,28 @@ class RayExecutor:
 
     def run(self, tasks: list[dict], finished: Finished) -> bool:
         """Train ``tasks`` as Ray tasks; call ``finished`` per ended task; True when stopped by Ctrl-C
-        (or when a task was interrupted on its node, e.g. by a SIGTERM there)."""
+        (or when a task was interrupted on its node, e.g. by a SIGTERM there). Ray is disconnected (a
+        local instance stopped) afterwards when :meth:`connect` (or this call) initialized it."""
         if not tasks:
+            self.disconnect()
             return False
         ray = import_ray()
-        started = self._connect(ray)
+        self.connect()
         try:
             return self._run(ray, tasks, finished)
         finally:
-            if started:
-                with _sigint_ignored():
-                    ray.shutdown()
+            self.disconnect()
 
-    # ----------------------------------------------------------------------------------------- internals
-    def _connect(self, ray) -> bool:
-        """``ray.init`` unless Ray is initialized already; True when this call initialized it. Ray's own
-        SIGTERM handler (which exits at once) is replaced again by the study's (stop gracefully)."""
+    def connect(self) -> None:
+        """``ray.init`` (a local instance, or the cluster at ``address``) unless Ray is initialized
+        already, e.g. to fail early, before the study folder is planned. Ray's own SIGTERM handler (which
+        exits at once) is replaced again by the one it found (the study's: stop gracefully).
+
+        Raises:
+            StudyError: the cluster cannot be reached (one line)."""
+        ray = import_ray()
         if ray.is_initialized():
-            return False
+            return
         main = threading.current_thread() is threading.main_thread()
         old_term = signal.getsignal(signal.SIGTERM) if main else None
         options = {"logging_level": logging.WARNING, "log_to_driver": True, **self.init_options}
@@ -159,7 +164,16 @@ class RayExecutor:
         finally:
             if main and old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
-        return True
+        self._started = True
+
+    def disconnect(self) -> None:
+        """``ray.shutdown`` when :meth:`connect` initialized Ray (a caller's own connection stays)."""
+        if self._started:
+            self._started = False
+            with _sigint_ignored():
+                import_ray().shutdown()
+
+    # ----------------------------------------------------------------------------------------- internals
 
     def _resources(self, ray, tasks: Sequence[Mapping]) -> tuple[float, float]:
         cpus = self.cpus_per_run or 1
