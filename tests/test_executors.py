@@ -18,6 +18,7 @@ import pytest
 
 from oblique import records
 from oblique.cli import main
+from oblique.config import ConfigError
 from oblique.study import (
     ERROR_FILE,
     RESULTS_FILE,
@@ -134,6 +135,34 @@ def test_an_old_study_file_with_a_device_still_reads(tmp_path, capsys):
     study = load_study(tmp_path)
     assert all("device" not in r["settings"] for r in study.runs.values())
     assert run_study(tmp_path, runs, workers=0, progress=False).ran == []  # the same runs, all finished
+
+
+class _Recorder:
+    """An executor (the protocol's one method) that trains nothing and keeps the tasks it was given."""
+
+    def __init__(self):
+        self.tasks: list[dict] = []
+
+    def run(self, tasks, finished) -> bool:
+        self.tasks += tasks
+        return False
+
+
+def test_execution_settings_reach_the_tasks_and_nothing_else_does(tmp_path):
+    from oblique.study import StudyError, execution_settings
+
+    runs = expand(StudySpec(methods=["baseline"], seeds=[0, 1], base={"epochs": 1}))
+    rec = _Recorder()
+    # a Ray cluster's GPUs need not be on the study's machine: there only the device's form is checked
+    execution = execution_settings({"device": "cuda", "log_every": 7, "epochs": 3}, device_here=False)
+    assert execution == {"device": "cuda", "log_every": 7}
+    run_study(tmp_path, runs, executor=rec, execution=execution, progress=False)
+    assert [(t["settings"]["device"], t["settings"]["log_every"], t["settings"]["epochs"]) for t in rec.tasks] == [
+        ("cuda", 7, 1), ("cuda", 7, 1)]  # fmt: skip
+    with pytest.raises(StudyError, match="epochs cannot be given"):
+        run_study(tmp_path, runs, executor=rec, execution={"epochs": 3}, progress=False)
+    with pytest.raises(ConfigError, match="device must be"):
+        execution_settings({"device": "tpu"}, device_here=False)
 
 
 def test_a_device_this_machine_lacks_is_refused_up_front(tmp_path, capsys):

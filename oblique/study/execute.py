@@ -218,7 +218,7 @@ def run_study(
     root = Path(root)
     with Lock(root):
         study, _ = plan_study(root, runs, overwrite=overwrite)
-        tasks = _unfinished_tasks(study, threads, execution_settings(execution or {}))
+        tasks = _unfinished_tasks(study, threads, _execution_only(execution or {}))
         bar = _progress(study, len(tasks), progress)
         say = echo or (lambda line: bar.write(line, file=sys.stderr))
         if tasks and (note := _threads_note(study, threads)):
@@ -237,6 +237,18 @@ def run_study(
             bar.close()
             _collect_uninterrupted(study)
     return StudyResult(study, ran, failed, interrupted)
+
+
+def _execution_only(execution: Mapping) -> dict:
+    """``execution`` checked to hold only execution settings a study passes on to its runs."""
+    from oblique.study.spec import EXECUTION_FIELDS
+
+    bad = sorted(k for k in execution if k not in EXECUTION_FIELDS or k in _STUDY_DECIDES)
+    if bad:
+        passed = ", ".join(k for k in EXECUTION_FIELDS if k not in _STUDY_DECIDES)
+        raise StudyError(f"execution: {', '.join(map(str, bad))} cannot be given to a study's runs this way; "
+                         f"only {passed} (the others change what a run computes, or the study decides them)")  # fmt: skip
+    return dict(execution)
 
 
 def _unfinished_tasks(study: Study, threads: int, execution: Mapping) -> list[dict]:
