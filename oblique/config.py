@@ -44,8 +44,14 @@ SEED_LIMIT = 2**63
 #: The most epochs (and the latest warm-up end or milestone) a run may ask for: far beyond any recipe, and
 #: small enough that steps and learning-rate schedules stay finite numbers.
 MAX_EPOCHS = 1_000_000
+#: The largest learning rate and optimizer weight decay a run may ask for: far beyond any recipe (huge ones
+#: overflowed float32 inside the optimizer's step).
+MAX_RATE = 1000.0
 #: The most torch CPU threads a run may ask for.
 MAX_THREADS = 4096
+#: The largest batch a run may ask for (beyond any data set's use; a batch larger than the data set is the
+#: whole data set).
+MAX_BATCH_SIZE = 1_000_000
 
 
 class ConfigError(ObliqueError, ValueError):
@@ -244,12 +250,17 @@ class RunConfig:
         for name in ("momentum", "weight_decay", "warmup_epochs"):
             v = getattr(self, name)
             if not (_number(v) and v >= 0):
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise _bad("batch_size", self.batch_size, f"an integer <= {MAX_BATCH_SIZE}")
                 raise _bad(name, v, "a number >= 0")
         if self.warmup_epochs > MAX_EPOCHS:
             raise _bad("warmup_epochs", self.warmup_epochs, f"a number of epochs <= {MAX_EPOCHS}")
         if not (_number(self.gamma) and 0 < self.gamma <= 1):  # > 1 would grow the lr, and overflow it
             raise _bad("gamma", self.gamma, "a number > 0 and <= 1")
         if not isinstance(self.nesterov, bool):
+        for name, top in (("lr", MAX_RATE), ("weight_decay", MAX_RATE), ("momentum", 1)):
+            if getattr(self, name) > top:  # more only overflows the optimizer's float32 step (a traceback)
+                raise _bad(name, getattr(self, name), f"a number <= {top:g}")
             raise _bad("nesterov", self.nesterov, "true or false")
         if not (
             isinstance(self.milestones, list | tuple) and all(_number(m) and m >= 0 for m in self.milestones)

@@ -835,6 +835,10 @@ def test_9_10_a_study_refuses_up_front_what_would_fail_every_run(world, argv, ex
         (["--milestones", "1e308"], "--milestones must be a list of epochs <= 1000000"),
         (["--gamma", "1e308", "--milestones", "0,0"], "--gamma must be a number > 0 and <= 1"),
         (["--epochs", "10000000000"], "--epochs must be an integer <= 1000000"),
+        (["--batch-size", "1" + "0" * 30], "--batch-size must be an integer <= 1000000"),  # was a traceback
+        (["--lr", "1e308"], "--lr must be a number <= 1000; got 1e+308"),  # overflowed the optimizer's step
+        (["--weight-decay", "1e308"], "--weight-decay must be a number <= 1000"),
+        (["--momentum", "2"], "--momentum must be a number <= 1; got 2.0"),
     ],
 )
 def test_9_run_bounds_the_schedule(world, argv, expect):
