@@ -328,6 +328,8 @@ def test_run_command_line_accepts_and_refuses(world):
     assert (
         outcome(world, ["run", "--out", "FINISHED", "--overwrite", "--warmup-epochs", "1e308"]) == "refused"
     )
+    # accepted, and stopped before its end: the finished run it would replace is still there, unchanged
+    assert outcome(world, ["run", "--model", "cnn", "--out", "FINISHED", "--overwrite"]) == "accepted"
 
 
 STUDY_OPTIONS = {
