@@ -33,6 +33,9 @@ class Batches:
         drop_last: leave out the last, smaller batch of an epoch.
         num_workers: ``DataLoader`` workers for a dataset that is not in memory.
         pin_memory: pin the batches of such a data set (for a non-blocking copy to the GPU).
+        rank, world: this process and the number of processes of a run on several (``torchrun``): every
+            process draws the same permutation and takes its ``1/world`` of each global batch, so together
+            they see what a single process sees (``batch_size`` is the global batch).
 
     >>> data = TensorData(torch.arange(10.0)[:, None], torch.arange(10))
     >>> b = Batches(data, 4, generator=torch.Generator().manual_seed(0), drop_last=True)
@@ -45,9 +48,10 @@ class Batches:
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, generator: torch.Generator, drop_last: bool,
-                 num_workers: int = 0, pin_memory: bool = False):  # fmt: skip
+                 num_workers: int = 0, pin_memory: bool = False, rank: int = 0, world: int = 1):  # fmt: skip
         self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
         self.generator, self.num_workers, self.pin_memory = generator, num_workers, pin_memory
+        self.rank, self.world = rank, world  # this process's share of every (global) batch
         self._sampler = RandomSampler(dataset, generator=generator)
         self._epoch: int | None = None  # the epoch whose permutation was drawn last
         self._start: torch.Tensor | None = None  # the generator's state before that draw
@@ -69,8 +73,10 @@ class Batches:
             n, bs = len(self.dataset), self.batch_size
             perm = torch.randperm(n, generator=self.generator, device=self.generator.device)
             order = list(perm[: len(self) * bs].view(-1, bs) if self.drop_last else perm.split(bs))[skip:]
-            return (self.dataset[idx] for idx in order)
-        order = list(BatchSampler(self._sampler, self.batch_size, self.drop_last))[skip:]
+            return (self.dataset[self._share(idx)] for idx in order)
+        order = [self._share(idx) for idx in BatchSampler(self._sampler, self.batch_size, self.drop_last)][
+            skip:
+        ]
         if isinstance(self.dataset, TensorData):
             return (self.dataset[idx] for idx in order)
         self._order = order
@@ -80,6 +86,13 @@ class Batches:
                                     pin_memory=self.pin_memory, persistent_workers=workers > 0,
                                     worker_init_fn=_seed_worker)  # fmt: skip
         return iter(self._disk)
+
+    def _share(self, idx):
+        """This rank's part of a global batch (all of it in a single process)."""
+        if self.world == 1:
+            return idx
+        part = len(idx) // self.world
+        return idx[self.rank * part : (self.rank + 1) * part]
 
     @property
     def _on_device(self) -> bool:

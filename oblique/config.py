@@ -111,7 +111,11 @@ class RunConfig:
     gamma: float | None = _setting(None, "multistep factor; default: the model's recipe")
     warmup_epochs: float | None = _setting(None, "linear warm-up epochs; default: the model's recipe")
     epochs: int | None = _setting(None, "epochs; default: the model's recipe (15 for resnet1d)")
-    batch_size: int | None = _setting(None, "batch size; default: the model's recipe (100 for resnet1d)")
+    batch_size: int | None = _setting(
+        None,
+        "batch size (under torchrun the global batch, split over the processes); default: the model's "
+        "recipe (100 for resnet1d)",
+    )
     seed: int = _setting(0, "random seed; default 0")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N; default auto")
     threads: int | None = _setting(None, "torch CPU threads; default torch's")
@@ -123,6 +127,7 @@ class RunConfig:
         False, "torch's deterministic algorithms (cuDNN benchmark off); default: cuDNN benchmark on CUDA"
     )
     data_workers: int = _setting(0, "DataLoader worker processes for data read from disk (ImageNet)")
+    sync_bn: bool = _setting(False, "under torchrun: synchronized BatchNorm statistics across the processes")
     log_every: int = _setting(
         50, "write step records every N steps, in one transfer from the device (values do not depend on it)"
     )
@@ -205,13 +210,13 @@ class RunConfig:
             shape = input_shape(self.model)
         except UnknownModelError:
             raise _bad("model", self.model, "one of " + ", ".join(MODELS) + " (or any wrnD-K)") from None
+        except ValueError as e:  # a WRN-d-k that cannot be built
+            raise ConfigError(f"model {self.model}: {e}", settings=("model",)) from None
         if self.dataset not in DATASETS:
             raise _bad("dataset", self.dataset, "one of " + ", ".join(DATASETS))
         self._validate_data_options()
         dims = SPATIAL_DIMS.get(self.dataset)
         if dims is not None and len(shape) - 1 != dims:
-        except ValueError as e:  # a WRN-d-k that cannot be built
-            raise ConfigError(f"model {self.model}: {e}", settings=("model",)) from None
             kind = {1: "1-D sequences", 2: "images"}
             raise ConfigError(
                 f"model {self.model} takes {kind.get(len(shape) - 1, 'other inputs')} but dataset "
@@ -245,22 +250,22 @@ class RunConfig:
                 raise _bad(name, v, "an integer >= 1")
         if self.epochs > MAX_EPOCHS:
             raise _bad("epochs", self.epochs, f"an integer <= {MAX_EPOCHS}")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise _bad("batch_size", self.batch_size, f"an integer <= {MAX_BATCH_SIZE}")
         if not (_number(self.lr) and self.lr > 0):
             raise _bad("lr", self.lr, "a number > 0")
         for name in ("momentum", "weight_decay", "warmup_epochs"):
             v = getattr(self, name)
             if not (_number(v) and v >= 0):
-        if self.batch_size > MAX_BATCH_SIZE:
-            raise _bad("batch_size", self.batch_size, f"an integer <= {MAX_BATCH_SIZE}")
                 raise _bad(name, v, "a number >= 0")
+        for name, top in (("lr", MAX_RATE), ("weight_decay", MAX_RATE), ("momentum", 1)):
+            if getattr(self, name) > top:  # more only overflows the optimizer's float32 step (a traceback)
+                raise _bad(name, getattr(self, name), f"a number <= {top:g}")
         if self.warmup_epochs > MAX_EPOCHS:
             raise _bad("warmup_epochs", self.warmup_epochs, f"a number of epochs <= {MAX_EPOCHS}")
         if not (_number(self.gamma) and 0 < self.gamma <= 1):  # > 1 would grow the lr, and overflow it
             raise _bad("gamma", self.gamma, "a number > 0 and <= 1")
         if not isinstance(self.nesterov, bool):
-        for name, top in (("lr", MAX_RATE), ("weight_decay", MAX_RATE), ("momentum", 1)):
-            if getattr(self, name) > top:  # more only overflows the optimizer's float32 step (a traceback)
-                raise _bad(name, getattr(self, name), f"a number <= {top:g}")
             raise _bad("nesterov", self.nesterov, "true or false")
         if not (
             isinstance(self.milestones, list | tuple) and all(_number(m) and m >= 0 for m in self.milestones)
@@ -270,7 +275,9 @@ class RunConfig:
             raise _bad("milestones", self.milestones, f"a list of epochs <= {MAX_EPOCHS}")
 
     def _validate_execution(self) -> None:
-        if not _integer(self.checkpoint_every) or self.checkpoint_every < 0:
+        if self.checkpoint_every is not None and (
+            not _integer(self.checkpoint_every) or self.checkpoint_every < 0
+        ):
             raise _bad("checkpoint_every", self.checkpoint_every, "an integer >= 0")
         if self.precision not in PRECISIONS:
             raise _bad("precision", self.precision, "one of " + ", ".join(PRECISIONS))

@@ -45,6 +45,7 @@ from oblique import records
 from oblique.batches import Batches
 from oblique.clock import Clock
 from oblique.data import TensorData
+from oblique.distributed import Dist
 from oblique.geometry import drift_record, model_drift_tensor
 from oblique.methods import Method
 from oblique.methods.base import training_step
@@ -212,6 +213,8 @@ def fit(
     state: FitState | None = None,
     checkpoint_every: int = 0,
     stop: StopOnSignal | None = None,
+    forward: nn.Module | None = None,
+    dist: Dist | None = None,
 ) -> FitState:
     """The training loop of the method interface, on any model, optimizer and data.
 
@@ -237,6 +240,11 @@ def fit(
         checkpoint_every: with a ``writer`` and :class:`Batches`, a checkpoint every N epochs (0: none
             but the one written when ``stop`` is signalled).
         stop: a :class:`StopOnSignal`, checked between steps (Note [exact resume]).
+        forward: the module the forward pass goes through (a ``DistributedDataParallel`` wrapping
+            ``model``); default ``model``. Everything else acts on ``model`` itself.
+        dist: the ranks of a run on several processes (:mod:`oblique.distributed`): the loss is averaged
+            over them, divergence and stops are agreed at flush points, only the main rank writes,
+            evaluates and shows progress.
 
     Returns:
         The :class:`FitState` after the last step.
@@ -246,11 +254,12 @@ def fit(
     """
     state = state or FitState()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    dist = dist or Dist()
     loop = _Loop(model, method, optimizer, batches, scheduler, writer, state, device,
-                 log_every=log_every, precision=precision)  # fmt: skip
+                 log_every=log_every, precision=precision, forward=forward, dist=dist)  # fmt: skip
     total = loop.steps_per_epoch * epochs
     t0 = time.perf_counter()
-    loop.bar = _progress(total, method.name, "step", enabled=progress, initial=state.step)
+    loop.bar = _progress(total, method.name, "step", enabled=progress and dist.main, initial=state.step)
     try:
         if state.step == 0 and writer is not None:
             loop.start(total)
@@ -261,9 +270,12 @@ def fit(
                 loop.step(x, y)
                 if state.step % drift_every == 0 or state.step == total:
                     loop.drift()
-                if state.step % log_every == 0 and loop.flush():
-                    break  # diverged
-                loop.stop_here(stop)
+                if state.step % log_every == 0:
+                    if loop.flush():
+                        break  # diverged
+                    loop.stop_here(stop)
+                elif not dist.active:  # a single process may stop between any two steps
+                    loop.stop_here(stop)
             if loop.flush():
                 break
             loop.end_of_epoch(epoch, epochs, test_loader, eval_every, checkpoint_every, stop)
@@ -278,8 +290,10 @@ class _Loop:
     of records waiting for the next flush (Note [sync-free step])."""
 
     def __init__(self, model, method, optimizer, batches, scheduler, writer, state: FitState,
-                 device: torch.device, *, log_every: int, precision: str):  # fmt: skip
+                 device: torch.device, *, log_every: int, precision: str, forward=None, dist=None):  # fmt: skip
         self.model, self.method, self.optimizer, self.batches = model, method, optimizer, batches
+        self.forward = forward if forward is not None else model
+        self.dist = dist or Dist()
         self.scheduler, self.writer, self.state, self.device = scheduler, writer, state, device
         self.steps_per_epoch, self.log_every = len(batches), log_every
         self.autocast = precision == "bf16"
@@ -313,9 +327,7 @@ class _Loop:
         state.step += 1
         x, y = _layout(x.to(self.device, non_blocking=True), self.model), y.to(self.device, non_blocking=True)
         loss = self._loss(x, y)
-        if self.log_every == 1 and not torch.isfinite(
-            loss
-        ):  # checked before the update (Note [sync-free step])
+        if self.log_every == 1 and not self.dist.active and not torch.isfinite(loss):  # before the update
             self.pending.append(("step", state.step, 0.0, loss.detach(), None, False))
             return
         lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
@@ -334,12 +346,12 @@ class _Loop:
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not self.autocast:
-            return F.cross_entropy(self.model(x), y)
+            return F.cross_entropy(self.forward(x), y)
         with parametrize.cached():  # every parametrized weight once, in float32, outside autocast
             for _, module in self.method.target_modules(self.model):
                 module.weight  # noqa: B018 - computes and caches it
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                return F.cross_entropy(self.model(x), y)
+                return F.cross_entropy(self.forward(x), y)
 
     def _regularizer_time(self, marks) -> None:
         if self.clock.cuda:
@@ -358,21 +370,28 @@ class _Loop:
     # ---------------------------------------------------------------- flushing
     def flush(self) -> bool:
         """Read every buffered value in one transfer and write the records; True when a loss was not finite
-        (then ``state.diverged_step`` is its step and nothing after it is written)."""
+        (then ``state.diverged_step`` is its step and nothing after it is written). Under several ranks the
+        losses are averaged first (the global batch's loss; a non-finite one anywhere is seen everywhere)."""
+        steps = [r for r in self.pending if r[0] == "step"]
         if not self.pending:
             return self.state.diverged_step is not None
-        parts = [t for r in self.pending for t in (r[3:5] if r[0] == "step" else r[3:4]) if t is not None]
-        flat = torch.cat([t.reshape(-1).to(torch.float64) for t in parts]).tolist() if parts else []
-        values = iter(flat)
+        losses = [torch.stack([r[3].reshape(()).to(torch.float64) for r in steps])] if steps else []
+        if losses and self.dist.active:
+            self.dist.mean_(losses[0])
+        regs = [r[4] for r in steps if r[4] is not None]
+        tables = [r[3] for r in self.pending if r[0] == "drift" and r[3] is not None]
+        parts = [t.reshape(-1).to(torch.float64) for t in (*losses, *regs, *tables)]
+        flat = torch.cat([p.to(parts[0].device) for p in parts]).tolist() if parts else []
+        loss_values, rest = iter(flat[: len(steps)]), iter(flat[len(steps) :])
         flushed = 0
         for record in self.pending:
             if record[0] == "step":
                 flushed += 1
-                if not self._write_step(record, values):
+                if not self._write_step(record, next(loss_values), rest):
                     break
             else:
                 _, step, names, table = record
-                rows = [[next(values) for _ in range(4)] for _ in names] if table is not None else []
+                rows = [[next(rest) for _ in range(4)] for _ in names] if table is not None else []
                 if self.writer is not None:
                     self.writer.drift(step, step / self.steps_per_epoch, drift_record((names, table), rows))
         self.pending.clear()
@@ -382,9 +401,8 @@ class _Loop:
                              err=f"{self.state.last_eval.get('test_error', float('nan')):.1f}%")  # fmt: skip
         return self.state.diverged_step is not None
 
-    def _write_step(self, record: tuple, values) -> bool:
+    def _write_step(self, record: tuple, loss: float, values) -> bool:
         _, step, lr, _, reg_t, divide = record
-        loss = next(values)
         reg = next(values) if reg_t is not None else None
         if not math.isfinite(loss):
             self.state.diverged_step = self.state.step = step
@@ -410,9 +428,11 @@ class _Loop:
     def end_of_epoch(self, epoch: int, epochs: int, test_loader, eval_every: int, checkpoint_every: int,
                      stop: StopOnSignal | None) -> None:  # fmt: skip
         state = self.state
-        if test_loader is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
+        due = (epoch + 1) % eval_every == 0 or epoch + 1 == epochs
+        if test_loader is not None and due and self.dist.main:  # the other ranks go on (and wait in DDP)
             try:
-                state.last_eval = evaluate(self.model, test_loader, self.device, stop)
+                own_stop = None if self.dist.active else stop  # several ranks agree on stops at flush points
+                state.last_eval = evaluate(self.model, test_loader, self.device, own_stop)
             except RunInterrupted:
                 self.checkpoint()
                 raise
@@ -424,26 +444,32 @@ class _Loop:
         self.stop_here(stop)
 
     def checkpoint(self) -> None:
-        """Write the checkpoint of the loop as it stands (with a writer and resumable batches)."""
-        if self.writer is not None and isinstance(self.batches, Batches):
-            self.flush()
+        """Write the checkpoint of the loop as it stands (with a writer and resumable batches). Under
+        several ranks every rank calls it (their random states are gathered); the main rank writes."""
+        if not isinstance(self.batches, Batches) or (self.writer is None and not self.dist.active):
+            return
+        self.flush()
+        rng = self.dist.gather(_rng_state())
+        if self.writer is not None:
             self.writer.checkpoint(checkpoint_state(self.model, self.method, self.optimizer, self.scheduler,
-                                                    self.batches, self.state))  # fmt: skip
+                                                    self.batches, self.state, rng))  # fmt: skip
 
     def stop_here(self, stop: StopOnSignal | None) -> None:
-        """If a stop was asked for: flush, checkpoint, then raise :class:`RunInterrupted`."""
-        if stop is not None and stop.requested:
+        """If a stop was asked for (on any rank): flush, checkpoint, then raise :class:`RunInterrupted`."""
+        if stop is not None and self.dist.any(stop.requested):
             self.flush()
             self.checkpoint()
-            stop.check()
+            raise RunInterrupted(stop.signum or signal.SIGTERM)
 
 
 # --------------------------------------------------------------------------- checkpoints
 CHECKPOINT_FORMAT = 1
 
 
-def checkpoint_state(model, method, optimizer, scheduler, batches: Batches, state: FitState) -> dict:
-    """Everything an exact resume needs (Note [exact resume]): tensors and plain containers only."""
+def checkpoint_state(model, method, optimizer, scheduler, batches: Batches, state: FitState,
+                     rng: list[dict] | None = None) -> dict:  # fmt: skip
+    """Everything an exact resume needs (Note [exact resume]): tensors and plain containers only. ``rng``:
+    every rank's random states (default: this process's)."""
     return {
         "format": CHECKPOINT_FORMAT,
         "fit_state": asdict(state),
@@ -452,11 +478,12 @@ def checkpoint_state(model, method, optimizer, scheduler, batches: Batches, stat
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "method": method.state_dict(),
         "data_order": batches.state_dict(),
-        "rng": _rng_state(),
+        "rng": rng if rng is not None else [_rng_state()],
     }
 
 
-def restore_checkpoint(ckpt: dict, model, method, optimizer, scheduler, batches: Batches) -> FitState:
+def restore_checkpoint(ckpt: dict, model, method, optimizer, scheduler, batches: Batches, rank: int = 0
+                       ) -> FitState:  # fmt: skip
     """Load a checkpoint into the pieces of a freshly built run; return the :class:`FitState` it holds.
 
     Raises:
@@ -471,7 +498,7 @@ def restore_checkpoint(ckpt: dict, model, method, optimizer, scheduler, batches:
             scheduler.load_state_dict(ckpt["scheduler"])
         method.load_state_dict(ckpt["method"])
         batches.load_state_dict(ckpt["data_order"])
-        _set_rng_state(ckpt["rng"])
+        _set_rng_state(ckpt["rng"][rank])
         return FitState(**ckpt["fit_state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise records.RecordError(

@@ -244,7 +244,9 @@ def read_torch(path: str | os.PathLike) -> Any:
 
     path = Path(path)
     try:
-        with warnings.catch_warnings():  # a corrupt file makes torch warn (an odd pickle protocol): refused below
+        with (
+            warnings.catch_warnings()
+        ):  # a corrupt file makes torch warn (an odd pickle protocol): refused below
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -255,7 +257,9 @@ def read_torch(path: str | os.PathLike) -> Any:
             f"{path}: holds something other than tensors and plain containers; refusing to load it "
             f"(torch.load weights_only: {first[:160]})"
         ) from None
-    except Exception as e:  # an untrusted file: whatever torch's reader trips on (IndexError, BadZipFile, ...)
+    except (
+        Exception
+    ) as e:  # an untrusted file: whatever torch's reader trips on (IndexError, BadZipFile, ...)
         raise RecordError(
             f"{path}: not a readable torch file ({type(e).__name__}); it is corrupt or truncated"
         ) from None
@@ -336,14 +340,22 @@ class RunWriter:
         root: the run directory (created if missing).
     """
 
-    def __init__(self, root: str | os.PathLike, *, resume_at: int | None = None):
+    def __init__(self, root: str | os.PathLike, *, resume_at: int | None = None, lazy: bool = False):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.resume_at = resume_at
         self._metrics: MetricsWriter | None = None
-        if resume_at is not None:  # cut metrics.jsonl back to the checkpoint, then append: no line doubled
+        if not lazy:
+            self.open()
+
+    def open(self) -> None:
+        """Create the folder; for a resumed run, cut ``metrics.jsonl`` back to ``resume_at`` (the
+        checkpoint's position) and append from there: no line is doubled. ``lazy=True`` leaves this to the
+        caller, once it has checked the folder."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.resume_at is not None and self._metrics is None:
             path = self.root / METRICS
             with open(path, "r+b") as f:
-                f.truncate(resume_at)
+                f.truncate(self.resume_at)
             self._metrics = MetricsWriter(path, mode="a")
 
     @property

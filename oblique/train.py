@@ -25,6 +25,7 @@ run is over: an interrupted or failed replacement leaves the finished run as it 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -39,6 +40,7 @@ from oblique import records
 from oblique.batches import Batches
 from oblique.config import SCHEDULES, ConfigError, RunConfig, resolve_device, run_config_from
 from oblique.data import Data, TensorData, get_dataset
+from oblique.distributed import Dist, from_env
 from oblique.fit import (
     FitState,
     RunInterrupted,
@@ -95,7 +97,8 @@ def train(cfg: RunConfig) -> dict:
 
     The steps: check the config, :func:`build` everything (before any folder is touched), take the run
     folder (locked; a finished run being replaced stays until the new one is over), write ``config.json``,
-    :func:`fit` with checkpoints, :func:`summarize`.
+    :func:`fit` with checkpoints, :func:`summarize`. Under ``torchrun`` every rank trains its share and
+    only rank 0 writes (:mod:`oblique.distributed`); the others return ``{"status": ..., "rank": r}``.
 
     Raises:
         ConfigError: an invalid setting, a finished or resumable run in ``cfg.out`` (nothing is written).
@@ -104,16 +107,18 @@ def train(cfg: RunConfig) -> dict:
         KeyboardInterrupt: after writing ``summary.json`` with status ``"interrupted"`` (and, for a
             signal, a checkpoint: :class:`RunInterrupted`).
     """
+    dist = from_env(cfg.device)
     cfg = _checked(cfg)
-    run = build(cfg)
-    out = cfg.resolved_out()
-    work = _work_dir(cfg)
-    with records.FolderLock(work, "run folder"):
-        prepare_out(cfg, work)
-        with records.RunWriter(work) as writer:
-            writer.config(_config_record(cfg, run, out))
-            summary = _fit_and_record(cfg, run, writer, FitState())
-    _swap_in(work, out)
+    run = build(cfg, dist)
+    out, work = cfg.resolved_out(), _work_dir(cfg)
+    with _main_rank_writes(dist, work) as writer:
+        if writer is not None:
+            prepare_out(cfg, work)
+            writer.open()
+            writer.config(_config_record(cfg, run, out, dist))
+        summary = _fit_and_record(cfg, run, writer, FitState(), dist)
+    if dist.main:
+        _swap_in(work, out)
     return summary
 
 
@@ -130,17 +135,32 @@ def resume(run_dir: str | os.PathLike, *, progress: bool | None = None) -> dict:
     """
     work = Path(run_dir)
     cfg = _recorded_config(work, progress)
-    run = build(cfg)
-    with records.FolderLock(work, "run folder"):
-        if records.is_finished(work):
+    dist = from_env(cfg.device)
+    run = build(cfg, dist)
+    ckpt = records.read_checkpoint(work)
+    with _main_rank_writes(dist, work, resume_at=ckpt["metrics_offset"]) as writer:
+        if writer is not None and records.is_finished(work):
             raise ConfigError(f"{work} holds a finished run; there is nothing to resume")
-        ckpt = records.read_checkpoint(work)
-        state = restore_checkpoint(ckpt, run.model, run.method, run.optimizer, run.scheduler, run.batches)
+        state = restore_checkpoint(ckpt, run.model, run.method, run.optimizer, run.scheduler, run.batches,
+                                   rank=dist.rank)  # fmt: skip
         state.resumed_at.append(state.step)
-        with records.RunWriter(work, resume_at=ckpt["metrics_offset"]) as writer:
-            summary = _fit_and_record(cfg, run, writer, state)
-    _swap_in(work, cfg.resolved_out())
+        if writer is not None:
+            writer.open()
+        summary = _fit_and_record(cfg, run, writer, state, dist)
+    if dist.main:
+        _swap_in(work, cfg.resolved_out())
     return summary
+
+
+@contextlib.contextmanager
+def _main_rank_writes(dist: Dist, work: Path, resume_at: int | None = None):
+    """On the main rank, the run folder locked and its :class:`~oblique.records.RunWriter` (opened by the
+    caller once the folder is checked); on the others, None."""
+    if not dist.main:
+        yield None
+        return
+    with records.FolderLock(work, "run folder"), records.RunWriter(work, resume_at=resume_at, lazy=True) as w:
+        yield w
 
 
 def _recorded_config(work: Path, progress: bool | None) -> RunConfig:
@@ -166,24 +186,29 @@ def _recorded_config(work: Path, progress: bool | None) -> RunConfig:
     return cfg
 
 
-def _fit_and_record(cfg: RunConfig, run: Built, writer: records.RunWriter, state: FitState) -> dict:
+def _fit_and_record(cfg: RunConfig, run: Built, writer: records.RunWriter | None, state: FitState,
+                    dist: Dist) -> dict:  # fmt: skip
     """Fit (from ``state``), then write ``model.pt`` and ``summary.json`` and drop the checkpoint; on an
-    interruption write the summary with status ``interrupted`` and re-raise."""
+    interruption write the summary with status ``interrupted`` and re-raise. Without a writer (a rank
+    other than the main one) nothing is written."""
     with StopOnSignal() as stop:
         try:
             fit(run.model, run.method, run.optimizer, run.batches, epochs=cfg.epochs,
                 test_loader=run.test_loader, scheduler=run.scheduler, device=run.device,
                 drift_every=cfg.drift_every, eval_every=cfg.eval_every, log_every=cfg.log_every,
                 precision=cfg.precision, writer=writer, progress=cfg.progress, state=state,
-                checkpoint_every=cfg.checkpoint_every, stop=stop)  # fmt: skip
+                checkpoint_every=cfg.checkpoint_every, stop=stop, forward=run.forward, dist=dist)  # fmt: skip
+            if writer is None:
+                return {"status": "diverged" if state.diverged_step is not None else "ok", "rank": dist.rank}
             summary = summarize(cfg, run.model, run.method, state)
             if cfg.save_model:
                 writer.model(run.model.state_dict())
         except KeyboardInterrupt as e:
             # also when Ctrl-C lands after the run finished but before its records were all written
-            writer.summary(summarize(cfg, run.model, run.method, state, interrupted=True))
-            if isinstance(e, RunInterrupted) and (writer.root / records.CHECKPOINT).is_file():
-                e.run_dir = writer.root
+            if writer is not None:
+                writer.summary(summarize(cfg, run.model, run.method, state, interrupted=True))
+                if isinstance(e, RunInterrupted) and (writer.root / records.CHECKPOINT).is_file():
+                    e.run_dir = writer.root
             raise
         writer.summary(summary)
         writer.drop_checkpoint()
@@ -262,14 +287,16 @@ class Built:
     batches: Batches
     test_loader: test_batches
     device: torch.device
+    forward: nn.Module  # what the forward pass goes through: the model, or its DistributedDataParallel
 
 
-def build(cfg: RunConfig) -> Built:
+def build(cfg: RunConfig, dist: Dist | None = None) -> Built:
     """Data, model (prepared by the method), optimizer, training order and lr schedule of a resolved
     config. Sets torch's threads and determinism, seeds torch with ``cfg.seed``, so the initialization and
     the data order are those of the seed. In-memory data sets go to a GPU once. Nothing is written.
     """
-    device = _configure_torch(cfg)
+    dist = dist or Dist()
+    device = _configure_torch(cfg, dist)
     torch.manual_seed(cfg.seed)
     data = get_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download, **cfg.data_options)
     data = _data_on(data, device, cfg.seed)
@@ -282,33 +309,55 @@ def build(cfg: RunConfig) -> Built:
         model = model.to(memory_format=torch.channels_last)
         model._oblique_channels_last = True  # the loop feeds 4-D batches channels-last too
     model = method.prepare(model)
+    forward = _distributed(model, cfg, dist, device)
     opt_cfg = OptimizerConfig(name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                               weight_decay=cfg.weight_decay)  # fmt: skip
     optimizer = method.make_optimizer(model, opt_cfg)
     on_device = isinstance(data.train, TensorData) and device.type != "cpu"
     g = torch.Generator(device=device if on_device else "cpu").manual_seed(cfg.seed)
     pin = device.type == "cuda"
-    batches = Batches(data.train, cfg.batch_size, generator=g, drop_last=len(data.train) >= 2 * cfg.batch_size,
-                      num_workers=cfg.data_workers, pin_memory=pin)  # fmt: skip
+    drop_last = dist.active or len(data.train) >= 2 * cfg.batch_size  # equal shares under torchrun
+    batches = Batches(data.train, cfg.batch_size, generator=g, drop_last=drop_last, num_workers=cfg.data_workers,
+                      pin_memory=pin, rank=dist.rank, world=dist.world)  # fmt: skip
+
     test_loader = test_batches(
         data.test, max(cfg.batch_size, 500), num_workers=cfg.data_workers, pin_memory=pin
     )
     factor = _lr_factor(cfg, len(batches), len(batches) * cfg.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return Built(data, model, method, optimizer, scheduler, batches, test_loader, device)
+    return Built(data, model, method, optimizer, scheduler, batches, test_loader, device, forward)
 
 
-def _configure_torch(cfg: RunConfig) -> torch.device:
-    """Threads, deterministic algorithms and cuDNN autotuning as ``cfg`` says; the device."""
+def _configure_torch(cfg: RunConfig, dist: Dist) -> torch.device:
+    """Threads, deterministic algorithms and cuDNN autotuning as ``cfg`` says; the device (a rank's own
+    under torchrun)."""
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    device = cfg.torch_device()
+    device = dist.device if dist.active else cfg.torch_device()
     if cfg.deterministic and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
     torch.use_deterministic_algorithms(cfg.deterministic)
     torch.backends.cudnn.deterministic = cfg.deterministic
     torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.deterministic
     return device
+
+
+def _distributed(model: nn.Module, cfg: RunConfig, dist: Dist, device: torch.device) -> nn.Module:
+    """What the forward pass goes through: under torchrun the prepared model (optionally with synchronized
+    BatchNorm) wrapped in ``DistributedDataParallel``; else the model. The method's parametrizations and
+    manifold parameters exist before the wrap; optimizer, hooks, drift and records use ``model``."""
+    if not dist.active:
+        return model
+    if cfg.batch_size % dist.world:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} (the global batch) must be divisible by the {dist.world} processes",
+            settings=("batch_size",),
+        )
+    if cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _data_on(data: Data, device: torch.device, seed: int) -> Data:
@@ -339,7 +388,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def _config_record(cfg: RunConfig, run: Built, out: Path) -> dict:
+def _config_record(cfg: RunConfig, run: Built, out: Path, dist: Dist) -> dict:
     """``config.json``: every setting, resolved, and what this machine made of it."""
     config = asdict(cfg)
     config.update(
@@ -351,6 +400,8 @@ def _config_record(cfg: RunConfig, run: Built, out: Path) -> dict:
         threads_used=torch.get_num_threads(),
         device_used=str(run.device),
         environment=_environment(run.device),
+        world_size=dist.world,
+        batch_size_per_rank=cfg.batch_size // dist.world,
     )
     return config
 

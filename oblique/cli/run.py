@@ -86,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = run_config_from_args(args)
         summary = train(cfg)
         out = cfg.resolved_out()
+    if summary.get("rank", 0) != 0:  # another rank of a torchrun: rank 0 reports
+        return 0 if summary["status"] == "ok" else 1
     return _report(out, summary)
 
 

@@ -1,0 +1,83 @@
+"""One run on N processes (``torchrun --nproc_per_node=N -m oblique run ...``): the process group, which
+rank writes, and what the ranks must agree on.
+
+torchrun starts N copies of the command with ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` set. Each process
+trains on its share of every global batch (``--batch-size`` is the *global* batch), the gradients are
+averaged by ``DistributedDataParallel`` during ``loss.backward()``, and every hook of the method
+interface after it (the penalty's backward, Norm Loss's closed-form gradient, projections, the fused
+retraction) is a deterministic function of identical weights, so the ranks stay identical. Only rank 0
+writes records, shows progress, evaluates and saves. The ranks agree, at every flush point (Note
+[sync-free step] in :mod:`oblique.fit`), on the loss (averaged: the global batch's), on divergence (a
+non-finite loss on any rank stops every rank at the same step) and on a stop asked for by a signal
+(SIGTERM from torchrun or a scheduler): no rank is ever left waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["Dist", "from_env"]
+
+
+@dataclass
+class Dist:
+    """Where this process stands among the ranks of one run (``world == 1``: a single process)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # for collectives
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this rank writes records, shows progress, evaluates and saves."""
+        return self.rank == 0
+
+    def mean_(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` averaged over the ranks, in place (a non-finite value anywhere makes the mean non-finite)."""
+        if self.active:
+            buf = t.to(self.device)
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            t.copy_(buf.to(t.device) / self.world)
+        return t
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any rank."""
+        if not self.active:
+            return flag
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def gather(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order (on every rank)."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def from_env(device_spec: str = "auto") -> Dist:
+    """The ranks of this run as torchrun set them; starts the process group (gloo on the CPU, nccl on GPUs)
+    the first time. A single process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) gets ``Dist()``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and device_spec != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return Dist(rank=rank, world=world, local_rank=local_rank, device=device)

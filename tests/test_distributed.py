@@ -1,0 +1,100 @@
+"""One run on N processes, for real: torchrun --nproc_per_node=2 with gloo on the CPU (never mocked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oblique import records
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0"]
+SCRIPT = Path(__file__).parent / "scripts" / "ddp_check.py"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "result.json"
+    p = subprocess.run(
+        [*TORCHRUN, str(SCRIPT), str(out)], capture_output=True, text=True, timeout=600, env=ENV
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_every_method_under_ddp_equals_one_process_on_the_global_batch(ddp):
+    """Acceptance: float64, the MNIST-1D CNN, every method: after a few steps the parameters equal a single
+    process on the global batch to 1e-12, and are identical on both ranks."""
+    assert len(ddp["methods"]) == 12
+    for name, r in ddp["methods"].items():
+        assert r["max_diff"] <= 1e-12, name
+        assert r["ranks_identical"], name
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_stops_both_as_diverged(ddp):
+    assert ddp["diverged_steps"] == [3, 3]
+
+
+@pytest.mark.slow
+def test_oblique_run_under_torchrun_writes_one_folder_matching_one_process(tmp_path):
+    args = [
+        "run",
+        "--model",
+        "cnn",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "100",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
+    p = subprocess.run([*TORCHRUN, "-m", "oblique", *args, "--out", str(tmp_path / "ddp")], capture_output=True,
+                       text=True, timeout=600, env=ENV, cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("test error") == 1  # rank 0 reports, alone
+    single = subprocess.run([sys.executable, "-m", "oblique", *args, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, timeout=600, env=ENV)  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "one"]  # exactly one run folder each
+    a, b = records.read_metrics(tmp_path / "ddp"), records.read_metrics(tmp_path / "one")
+    assert [(r["type"], r.get("step")) for r in a] == [(r["type"], r.get("step")) for r in b]
+    for x, y in zip(a, b, strict=True):
+        if x["type"] == "step":
+            assert x["loss"] == pytest.approx(y["loss"], rel=1e-5) and x["lr"] == y["lr"]
+    sa, sb = records.read_summary(tmp_path / "ddp"), records.read_summary(tmp_path / "one")
+    assert sa["status"] == sb["status"] == "ok"
+    assert abs(sa["test_error"] - sb["test_error"]) <= 0.1  # at most a couple of test samples
+    config = records.read_config(tmp_path / "ddp")
+    assert config["world_size"] == 2 and config["batch_size_per_rank"] == 50
+
+
+@pytest.mark.slow
+def test_sigterm_under_torchrun_stops_every_rank_interrupted_with_a_checkpoint(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = ["run", "--model", "cnn", "--epochs", "20", "--batch-size", "100", "--threads", "1", "--no-progress",
+            "--log-every", "5", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen([*TORCHRUN, "-m", "oblique", *args], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    t0 = time.monotonic()
+    while not (
+        (out / records.METRICS).exists() and len((out / records.METRICS).read_text().splitlines()) > 12
+    ):
+        assert proc.poll() is None and time.monotonic() - t0 < 300
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both ranks
+    proc.communicate(timeout=120)
+    summary = records.read_summary(out)
+    assert summary["status"] == "interrupted" and (out / records.CHECKPOINT).exists()
+    steps = [r["step"] for r in records.read_metrics(out, "step")]
+    assert steps == list(range(1, summary["steps"] + 1)) and summary["steps"] % 5 == 0  # stopped at a flush

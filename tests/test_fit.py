@@ -1,0 +1,141 @@
+"""The training loop (oblique.fit): no host sync in a step, bf16 with fp32 manifold maths, channels-last,
+records independent of --log-every, the sync-free evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oblique import list_methods, records
+from oblique.batches import Batches
+from oblique.data import TensorData
+from oblique.fit import evaluate, fit, test_batches
+from oblique.methods import OptimizerConfig, get_method
+from oblique.models import get_model
+from oblique.train import RunConfig, train
+
+VARIANTS = [(m, {}) for m in list_methods()] + [
+    ("nl", {"form": "autograd"}),
+    ("oblique-rsgd", {"impl": "geoopt"}),
+]
+IDS = [m + "".join(f"-{v}" for v in hp.values()) for m, hp in VARIANTS]
+
+SYNC_CALLS = ("item", "tolist", "cpu", "__bool__", "__float__", "__int__")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests step ResNets hundreds of times: one thread is as fast here and steady on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _synthetic(n: int, dtype=torch.float32, seed: int = 0) -> TensorData:
+    g = torch.Generator().manual_seed(seed)
+    return TensorData(
+        torch.randn(n, 3, 32, 32, generator=g, dtype=dtype), torch.randint(10, (n,), generator=g)
+    )
+
+
+def _prepared(method_name: str, hp: dict, model_name: str = "resnet20", dtype=torch.float32, seed: int = 0):
+    torch.manual_seed(seed)
+    method = get_method(method_name, **hp)
+    model = method.prepare(get_model(model_name, num_classes=10, in_channels=3).to(dtype))
+    optimizer = method.make_optimizer(model, OptimizerConfig(lr=0.01, momentum=0.9, nesterov=True))
+    return method, model, optimizer
+
+
+class _SyncCounter:
+    """Counts the Python-level calls that make the host wait for a tensor's value."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        for name in SYNC_CALLS:
+            real = getattr(torch.Tensor, name)
+
+            def counted(self_, *args, _real=real, **kwargs):
+                self.count += 1
+                return _real(self_, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+def _syncs_in_100_steps(method_name, hp, model_name, tmp_path, monkeypatch) -> int:
+    method, model, optimizer = _prepared(method_name, hp, model_name)
+    batches = Batches(
+        _synthetic(100), 4, generator=torch.Generator().manual_seed(0), drop_last=True
+    )  # 25 steps
+    with records.RunWriter(tmp_path / model_name) as writer, monkeypatch.context() as m:
+        counter = _SyncCounter(m)
+        state = fit(model, method, optimizer, batches, epochs=4, drift_every=25, log_every=25, writer=writer)
+    assert state.step == 100 and state.diverged_step is None
+    return counter.count
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "hp"), VARIANTS, ids=IDS)
+def test_a_step_does_not_wait_for_the_device(method, hp, tmp_path, monkeypatch):
+    """Acceptance: at most a few host syncs per --log-every window (here 25 steps: 4 windows in 100 steps),
+    and as many on ResNet-32 as on ResNet-20 (independent of the number of layers)."""
+    n20 = _syncs_in_100_steps(method, hp, "resnet20", tmp_path, monkeypatch)
+    n32 = _syncs_in_100_steps(method, hp, "resnet32", tmp_path, monkeypatch)
+    assert n20 <= 4 * 4, f"{method}: {n20} syncs in 100 steps"  # one flush + a few per window
+    assert n20 == n32
+
+
+@pytest.mark.parametrize(("method", "hp"), VARIANTS, ids=IDS)
+def test_bf16_trains_with_the_manifold_maths_in_float32(method, hp):
+    """Acceptance: under bf16 autocast on the CPU every method trains ResNet-20 for a few steps; the
+    weights the convolutions receive (ONI's, OLM's, WN's effective weights) and every targeted tensor
+    after the optimizer's step and the projections are float32."""
+    m, model, optimizer = _prepared(method, hp)
+    seen: list[torch.dtype] = []
+    for _, module in m.target_modules(model):
+        module.register_forward_pre_hook(lambda mod, args: seen.append(mod.weight.dtype))
+    batches = Batches(_synthetic(16), 4, generator=torch.Generator().manual_seed(0), drop_last=True)
+    state = fit(model, m, optimizer, batches, epochs=1, log_every=2, precision="bf16")
+    assert state.step == 4 and state.diverged_step is None
+    assert seen and set(seen) == {torch.float32}
+    assert all(w.dtype == torch.float32 for w in m.target_weights(model))
+    assert all(w.dtype == torch.float32 for w in m.effective_weights(model).values())
+
+
+@pytest.mark.parametrize(("method", "hp"), VARIANTS, ids=IDS)
+def test_channels_last_takes_the_same_trajectory_as_contiguous(method, hp):
+    """Acceptance: --channels-last gives the same trajectory as contiguous memory (float64)."""
+    results = []
+    for channels_last in (False, True):
+        m, model, optimizer = _prepared(method, hp, dtype=torch.float64)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            model._oblique_channels_last = True
+        batches = Batches(_synthetic(12, torch.float64), 4, generator=torch.Generator().manual_seed(0),
+                          drop_last=True)  # fmt: skip
+        fit(model, m, optimizer, batches, epochs=1, log_every=3)
+        results.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    plain, cl = results
+    for k in plain:
+        torch.testing.assert_close(cl[k], plain[k], rtol=1e-10, atol=1e-12, msg=k)
+
+
+def test_records_do_not_depend_on_log_every(tmp_path):
+    """Acceptance: the CPU records of `oblique run` are the same whatever --log-every (default 50)."""
+    settings = dict(epochs=1, batch_size=200, drift_every=7, threads=1, progress=False)
+    for method in ("nl", "srip"):
+        train(RunConfig(method=method, out=str(tmp_path / f"{method}-default"), **settings))
+        train(RunConfig(method=method, out=str(tmp_path / f"{method}-1"), log_every=1, **settings))
+        a = (tmp_path / f"{method}-default" / records.METRICS).read_bytes()
+        assert a == (tmp_path / f"{method}-1" / records.METRICS).read_bytes()
+
+
+def test_evaluate_reads_once_and_counts_errors():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(3, 4))
+        model[1].bias.zero_()
+    x = torch.eye(4)[:3].repeat(2, 1)  # rows e0, e1, e2 twice: logits argmax = the row's index
+    y = torch.tensor([0, 1, 0, 0, 1, 2])  # two of six wrong
+    out = evaluate(model, test_batches(TensorData(x, y), 4), "cpu")
+    assert out["test_error"] == pytest.approx(100 * 2 / 6) and out["test_error_top5"] == 0.0
