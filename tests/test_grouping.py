@@ -142,6 +142,19 @@ def test_copies_get_their_own_plan_and_nothing_is_saved():
     assert list(model.state_dict()) == list(fresh.state_dict())  # no parameter, no buffer of its own
 
 
+def test_a_write_through_data_needs_invalidate():
+    """``.data`` bypasses the version counter (Note [batched across layers]): invalidate() is the way."""
+    _, model = _prepared()
+    with torch.no_grad():
+        before = model.convs[0].weight.clone()
+    model.convs[0].parametrizations.weight.original.data.mul_(-1.0)
+    with torch.no_grad():
+        assert torch.equal(model.convs[0].weight, before)  # not seen
+    model.convs[0].parametrizations.weight[0].shared.invalidate()
+    with torch.no_grad():
+        torch.testing.assert_close(model.convs[0].weight, -before, rtol=0, atol=1e-12)
+
+
 def test_weights_follow_load_state_dict_and_device_moves():
     method, model = _prepared(seed=0)
     _, other = _prepared(seed=1)

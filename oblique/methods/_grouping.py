@@ -38,7 +38,9 @@ back through the one batched computation to each layer's own trainable tensor. H
   weight whose graph was already freed).
 - without (``torch.no_grad()``, ``torch.inference_mode()``: evaluation, ``effective_weights``): once, then
   reused while no layer's tensor changes (its version counter, storage, dtype and device), so an evaluation
-  over many batches computes the weights once.
+  over many batches computes the weights once. Optimizers, ``load_state_dict`` and ``copy_`` all bump the
+  version counter; a write through ``.data`` does not (that is what ``.data`` is for) and is not seen:
+  after one, call :meth:`BatchedOrthogonalization.invalidate`.
 
 The plan holds no parameter and no buffer (``state_dict`` is unchanged), holds no tensor across a training
 step once backward ran, and is dropped from copies (``copy.deepcopy`` gives the copy its own plan over
@@ -315,6 +317,11 @@ class BatchedOrthogonalization:
         # computed weights (and their graphs) never travel, nor object ids: a copy (deepcopy of the
         # model) computes its own over its own layers
         return {**self.__dict__, "_position": None, "_grad": None, "_nograd": None}
+
+    def invalidate(self) -> None:
+        """Forget every computed weight (after changing a layer's tensor through ``.data``, which the version
+        counters do not see); the next request computes afresh."""
+        self._grad = self._nograd = None
 
     def _index(self, par: nn.Module) -> int | None:
         if self._position is None:
