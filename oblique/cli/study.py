@@ -74,7 +74,8 @@ def setup_study(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--grid", type=parse_grid, action="append", metavar="NAME=V1,V2",
                    help="any other run setting (or hp.NAME) as a grid axis; repeatable")  # fmt: skip
-    p.add_argument("--workers", type=int, help="local worker processes (0: this process), one GPU each on a machine with several; default 2")
+    p.add_argument("--workers", type=int,
+                   help="local worker processes (0: this process), one GPU each on a machine with several; default 2")  # fmt: skip
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="where the runs train: local worker processes (default), or Ray tasks on a local Ray "
                    "instance or a cluster (pip install 'oblique[ray]'; the study folder on a filesystem "
