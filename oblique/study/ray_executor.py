@@ -247,13 +247,17 @@ def _result(ray, ref, task: Mapping) -> tuple | None:
 
 
 class _sigint_ignored:
-    """SIGINT ignored in the block (in the main thread), so a second Ctrl-C cannot cut a clean stop short."""
+    """SIGINT and SIGTERM ignored in the block (in the main thread), so a second Ctrl-C (or a scheduler's
+    SIGTERM after it) cannot cut a clean stop short."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self) -> None:
         self.main = threading.current_thread() is threading.main_thread()
         if self.main:
-            self.old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self.old = {s: signal.signal(s, signal.SIG_IGN) for s in self.SIGNALS}
 
     def __exit__(self, *exc) -> None:
         if self.main:
-            signal.signal(signal.SIGINT, self.old)
+            for s, handler in self.old.items():
+                signal.signal(s, handler)
