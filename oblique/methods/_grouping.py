@@ -388,10 +388,13 @@ class BatchedOrthogonalization:
             blocks, gammas = [], []
             for i, row, count, _, _ in members:
                 pl = lists[i]
-                f, g = filter_matrix(pl.original), pl[0].scale  # (n, p), (n,)
-                if count * m != f.shape[0]:  # a layer of groups of two sizes: this run's rows only
-                    f, g = f[row : row + count * m], g[row : row + count * m]
-                blocks.append(f.reshape(count, m, p))  # (count, m, p)
+                z, g = pl.original, pl[0].scale  # (n, …), (n,)
+                if count * m == z.shape[0]:  # the whole layer (one op: the weight seen as (count, m, p))
+                    blocks.append(z.reshape(count, m, p))
+                else:  # a layer of groups of two sizes: this run's rows only
+                    rows = slice(row, row + count * m)
+                    blocks.append(filter_matrix(z)[rows].reshape(count, m, p))
+                    g = g[rows]
                 gammas.append(g)
             z, gamma = (
                 self._gather(blocks, members, taken, track),
@@ -402,13 +405,16 @@ class BatchedOrthogonalization:
                 z = center(z)  # every row ⟂ 1
             w = lists[members[0][0]][0].orthogonalize(z, gamma)  # (K, m, p)
             outputs.append(w)
-            for (i, row, count, _, _), wi in zip(members, w.split([r[2] for r in members]), strict=True):
-                pieces[i].append((row, wi.reshape(count * m, p)))  # (count·m, p), a view
+            for (i, row, _, _, _), wi in zip(members, w.split([r[2] for r in members]), strict=True):
+                pieces[i].append((row, wi))  # (count, m, p), a view
         weights = []
         for pl, ps in zip(lists, pieces, strict=True):
-            ps.sort(key=lambda t: t[0])
-            f = ps[0][1] if len(ps) == 1 else torch.cat([x for _, x in ps])  # (n, p)
-            weights.append(f.view(pl.original.shape))
+            shape = pl.original.shape
+            if len(ps) == 1:  # the whole layer: a view of its class's result
+                weights.append(ps[0][1].view(shape))
+            else:
+                ps.sort(key=lambda t: t[0])
+                weights.append(torch.cat([x.reshape(-1, x.shape[-1]) for _, x in ps]).view(shape))
         computed = _Computed(weights, keys, inference, taken)
         ref = weakref.ref(self)
         for w in outputs:  # the first gradient that reaches the computation retires it
