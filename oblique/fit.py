@@ -382,16 +382,18 @@ class _Loop:
         tables = [r[3] for r in self.pending if r[0] == "drift" and r[3] is not None]
         parts = [t.reshape(-1).to(torch.float64) for t in (*losses, *regs, *tables)]
         flat = torch.cat([p.to(parts[0].device) for p in parts]).tolist() if parts else []
-        loss_values, rest = iter(flat[: len(steps)]), iter(flat[len(steps) :])
+        n_regs = len(regs)
+        loss_values, reg_values = iter(flat[: len(steps)]), iter(flat[len(steps) : len(steps) + n_regs])
+        drift_values = iter(flat[len(steps) + n_regs :])
         flushed = 0
         for record in self.pending:
             if record[0] == "step":
                 flushed += 1
-                if not self._write_step(record, next(loss_values), rest):
+                if not self._write_step(record, next(loss_values), reg_values):
                     break
             else:
                 _, step, names, table = record
-                rows = [[next(rest) for _ in range(4)] for _ in names] if table is not None else []
+                rows = [[next(drift_values) for _ in range(4)] for _ in names] if table is not None else []
                 if self.writer is not None:
                     self.writer.drift(step, step / self.steps_per_epoch, drift_record((names, table), rows))
         self.pending.clear()

@@ -122,19 +122,24 @@ def train(cfg: RunConfig) -> dict:
     return summary
 
 
-def resume(run_dir: str | os.PathLike, *, progress: bool | None = None) -> dict:
+#: the settings a resumed run may change: how it executes, not what it computes
+RESUME_OVERRIDES = ("progress", "device", "log_every", "checkpoint_every")
+
+
+def resume(run_dir: str | os.PathLike, **execution: Any) -> dict:
     """Continue the killed or interrupted run in ``run_dir`` from its last checkpoint, with the settings
     recorded in its ``config.json``; return the summary. The records end as an uninterrupted run's would.
 
     Args:
-        progress: show progress (default: as recorded).
+        execution: any of :data:`RESUME_OVERRIDES` (``progress``, ``device``, ``log_every``,
+            ``checkpoint_every``) to change how the run goes on; None or absent: as recorded.
 
     Raises:
         ConfigError: ``run_dir`` holds no run, a finished run, or no checkpoint to resume from.
         oblique.records.RecordError: the checkpoint or the config cannot be read.
     """
     work = Path(run_dir)
-    cfg = _recorded_config(work, progress)
+    cfg = _recorded_config(work, execution)
     dist = from_env(cfg.device)
     run = build(cfg, dist)
     ckpt = records.read_checkpoint(work)
@@ -163,7 +168,7 @@ def _main_rank_writes(dist: Dist, work: Path, resume_at: int | None = None):
         yield w
 
 
-def _recorded_config(work: Path, progress: bool | None) -> RunConfig:
+def _recorded_config(work: Path, execution: dict[str, Any]) -> RunConfig:
     if not (work / records.CONFIG).is_file():
         raise ConfigError(f"{work} holds no run ({records.CONFIG} missing); nothing to resume")
     if records.is_finished(work):
@@ -179,8 +184,11 @@ def _recorded_config(work: Path, progress: bool | None) -> RunConfig:
             f"{work / records.CONFIG}: expected a table of settings; got {recorded!r:.60}"
         )
     settings = {k: v for k, v in recorded.items() if k in RunConfig.field_names()}
-    if progress is not None:
-        settings["progress"] = progress
+    unknown = sorted(set(execution) - set(RESUME_OVERRIDES))
+    if unknown:
+        raise ConfigError(f"a resumed run keeps its settings; only {', '.join(RESUME_OVERRIDES)} may change, "
+                          f"not {', '.join(unknown)}")  # fmt: skip
+    settings.update({k: v for k, v in execution.items() if v is not None})
     cfg = run_config_from(settings, source=str(work / records.CONFIG)).resolved()
     cfg.validate()
     return cfg

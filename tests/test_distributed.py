@@ -12,7 +12,7 @@ import pytest
 
 from oblique import records
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_check.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

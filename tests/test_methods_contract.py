@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 
 import geoopt
 import pytest
@@ -26,6 +27,8 @@ from oblique.methods.base import training_step
 from oblique.methods.oblique_rsgd import ObliqueRSGD
 
 METHODS = oblique.list_methods()
+#: where the contract runs: the CPU here; scripts/gpu_check.sh runs it with OBLIQUE_TEST_DEVICE=cuda
+DEVICE = torch.device(os.environ.get("OBLIQUE_TEST_DEVICE", "cpu"))
 
 #: (id, layer factory, input shape): every layer kind with a tall (n > p) and a wide (n < p) filter matrix.
 LAYERS = {
@@ -53,7 +56,7 @@ class _Net(nn.Module):
 def _build(key: str, name: str, seed: int, **hp):
     torch.manual_seed(seed)
     factory, shape = LAYERS[key]
-    model = _Net(factory()).double()
+    model = _Net(factory()).double().to(DEVICE)
     method = get_method(name, targets="conv+linear", **hp)
     return method, method.prepare(model), shape
 
@@ -65,10 +68,10 @@ def _step(method, model, opt, x, r, step: int) -> None:
 
 def _data(model, shape, seed=1):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(*shape, generator=g, dtype=torch.float64)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64).to(DEVICE)
     with torch.no_grad():
         out = model(x)
-    return x, torch.randn(out.shape, generator=g, dtype=torch.float64)
+    return x, torch.randn(out.shape, generator=g, dtype=torch.float64).to(DEVICE)
 
 
 def test_registry_lists_all_ten_methods_in_order():
@@ -163,14 +166,14 @@ def _batched_pair(name: str, **hp):
     out = []
     for batched in (True, False):
         torch.manual_seed(0)
-        model = _Parallel().double()
+        model = _Parallel().double().to(DEVICE)
         method = get_method(name, targets="conv+linear", batched=batched, **hp)
         out.append((method, method.prepare(model)))
     g = torch.Generator().manual_seed(1)
-    xs = [torch.randn(*shape, generator=g, dtype=torch.float64) for shape in out[0][1].inputs]
+    xs = [torch.randn(*shape, generator=g, dtype=torch.float64).to(DEVICE) for shape in out[0][1].inputs]
     with torch.no_grad():
         rs = [
-            torch.randn(layer(x).shape, generator=g, dtype=torch.float64)
+            torch.randn(layer(x).shape, generator=g, dtype=torch.float64).to(DEVICE)
             for layer, x in zip(out[0][1].layers, xs, strict=True)
         ]
     return out, xs, rs
@@ -219,7 +222,7 @@ def test_batched_equals_per_layer(name, hp):
 def _kernel_row_spread(method) -> tuple[float, torch.Tensor]:
     """Train a Conv2d(3, 4, 3) three steps with ``method``; return the spread of its kernel-row norms."""
     torch.manual_seed(0)
-    model = method.prepare(_Net(nn.Conv2d(3, 4, 3, bias=False)).double())  # filter matrix (4, 27)
+    model = method.prepare(_Net(nn.Conv2d(3, 4, 3, bias=False)).double().to(DEVICE))  # filter matrix (4, 27)
     x, r = _data(model, (4, 3, 6, 6))
     opt = method.make_optimizer(model, OptimizerConfig(lr=0.05))
     for step in range(1, 4):
@@ -238,7 +241,9 @@ def test_acts_per_filter_not_per_kernel_row(name):
     spread, w = _kernel_row_spread(get_method(name, targets="conv"))
     assert spread > 1e-3, f"{name}: every kernel row has the same norm"
     if name in ("oblique-rsgd", "pbwn"):
-        torch.testing.assert_close(filter_matrix(w).norm(dim=1), torch.ones(4, dtype=w.dtype))
+        torch.testing.assert_close(
+            filter_matrix(w).norm(dim=1), torch.ones(4, dtype=w.dtype, device=w.device)
+        )
 
 
 class _PerKernelRowSphere(ObliqueRSGD):

@@ -17,6 +17,7 @@ from typing import Any
 
 from oblique.cli.parsing import flag, parse_bool, parse_floats, parse_hp
 from oblique.config import ConfigError, RunConfig, overlay, read_toml, run_config_from, setting_kind
+from oblique.train import RESUME_OVERRIDES
 
 __all__ = ["RUN_FLAGS", "add_run_arguments", "cmd_methods", "cmd_run", "run_config_from_args", "setup_methods",
            "setup_run"]  # fmt: skip
@@ -80,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         given = _settings_given(args)
         _refuse_contradictions(Path(args.resume), given)
-        summary = resume(args.resume, progress=given.get("progress"))
+        summary = resume(args.resume, **{k: given[k] for k in RESUME_OVERRIDES if k in given})
         out = Path(args.resume)
     else:
         cfg = run_config_from_args(args)
@@ -97,10 +98,11 @@ def _settings_given(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _refuse_contradictions(run_dir: Path, given: dict[str, Any]) -> None:
-    """A setting given with ``--resume`` must agree with the run's recorded one (progress aside)."""
+    """A setting given with ``--resume`` must agree with the run's recorded one, but for how the run
+    executes (:data:`oblique.train.RESUME_OVERRIDES`)."""
     from oblique.records import CONFIG, read_config
 
-    if not given.keys() - {"progress"} or not (run_dir / CONFIG).is_file():
+    if not given.keys() - set(RESUME_OVERRIDES) or not (run_dir / CONFIG).is_file():
         return  # nothing to compare (train.resume says what is missing)
     recorded = read_config(run_dir)
     if not isinstance(recorded, dict):
@@ -109,7 +111,7 @@ def _refuse_contradictions(run_dir: Path, given: dict[str, Any]) -> None:
     mine = run_config_from({k: v for k, v in recorded.items() if k in fields_}, source=str(run_dir / CONFIG))
     theirs = run_config_from(overlay(asdict(mine), given), source="command line")
     mine, theirs = mine.resolved(), theirs.resolved()
-    for key in sorted(given.keys() - {"progress"}):
+    for key in sorted(given.keys() - set(RESUME_OVERRIDES)):
         a, b = getattr(mine, key), getattr(theirs, key)
         if key == "hp":
             a, b = mine.build_method().hp, theirs.build_method().hp

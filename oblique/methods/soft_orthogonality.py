@@ -90,7 +90,7 @@ def _stack(weights: Sequence[torch.Tensor]) -> tuple[torch.Tensor, int, int]:
     """Same-shape weights as one ``(L, n, p)`` tensor of filter matrices (a copy; called where autograd
     does not record), and ``n``, ``p``."""
     n, p = weights[0].shape[0], math.prod(weights[0].shape[1:])
-    return torch.stack(weights).view(len(weights), n, p), n, p
+    return torch.stack(weights).reshape(len(weights), n, p), n, p  # reshape: channels-last weights too
 
 
 def _so_one(f: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,8 @@ def run_task(task: dict) -> tuple:
     try:
         if task.get("resume"):
             try:
-                return ("done", name, _brief(resume(out, progress=False)))
+                device = task["settings"].get("device")
+                return ("done", name, _brief(resume(out, progress=False, device=device)))
             except records.RecordError:  # a corrupt or foreign checkpoint: this run starts over
                 remove_run(out)
         cfg = RunConfig(**task["settings"], out=str(out), threads=task["threads"], progress=False)
