@@ -95,8 +95,10 @@ def _quiet_main(argv: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-STUDY_ARGS = ["--methods", "baseline,nl", "--seeds", "1", "--epochs", "1", "--model", "cnn", "--workers", "0",
-              "--no-figures", "--no-bench", "--no-progress"]  # fmt: skip
+#: small real runs: MNIST-1D's CNN, batches of 1000 (6 steps an epoch)
+QUICK_RUN = ["--model", "cnn", "--batch-size", "1000", "--no-progress"]
+STUDY_ARGS = ["--methods", "baseline,nl", "--seeds", "1", "--epochs", "1", "--model", "cnn", "--batch-sizes", "1000",
+              "--workers", "0", "--no-figures", "--no-bench", "--no-progress"]  # fmt: skip
 
 
 class _Killed(BaseException):
@@ -116,20 +118,7 @@ def _killed_after_first_checkpoint(out: Path) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(records.RunWriter, "checkpoint", checkpoint_then_die)
         with pytest.raises(_Killed):
-            main(
-                [
-                    "run",
-                    "--model",
-                    "cnn",
-                    "--epochs",
-                    "2",
-                    "--checkpoint-every",
-                    "1",
-                    "--no-progress",
-                    "--out",
-                    str(out),
-                ]
-            )
+            main(["run", *QUICK_RUN, "--epochs", "2", "--checkpoint-every", "1", "--out", str(out)])
     assert (out / records.CHECKPOINT).exists() and not (out / records.SUMMARY).exists()
 
 
@@ -139,7 +128,7 @@ def world(tmp_path_factory):
     :func:`outcome` runs the examples."""
     root = tmp_path_factory.mktemp("world")
     threads = torch.get_num_threads()
-    run = ["run", "--model", "cnn", "--epochs", "1", "--no-progress"]
+    run = ["run", *QUICK_RUN, "--epochs", "1"]
     assert _quiet_main([*run, "--out", str(root / "FINISHED")])[0] == 0
     assert _quiet_main(["study", *STUDY_ARGS, "--out", str(root / "STUDY")])[0] == 0
     _killed_after_first_checkpoint(root / "KILLED")
