@@ -270,7 +270,7 @@ def fit(
                 loop.step(x, y)
                 if state.step % drift_every == 0 or state.step == total:
                     loop.drift()
-                if state.step % log_every == 0:
+                if state.step % log_every == 0 or loop.broken:
                     if loop.flush():
                         break  # diverged
                     loop.stop_here(stop)
@@ -304,6 +304,7 @@ class _Loop:
         self.spans: list[tuple] = []  # CUDA: the regularizer's event marks, read at the next flush
         self.bar: Any = None
         self.last_loss = float("nan")
+        self.broken = False  # the weights went non-finite where a parametrization cannot compute them
 
     # ---------------------------------------------------------------- stepping
     def start(self, total: int) -> None:
@@ -326,9 +327,13 @@ class _Loop:
         state = self.state
         state.step += 1
         x, y = _layout(x.to(self.device, non_blocking=True), self.model), y.to(self.device, non_blocking=True)
-        loss = self._loss(x, y)
-        if self.log_every == 1 and not self.dist.active and not torch.isfinite(loss):  # before the update
-            self.pending.append(("step", state.step, 0.0, loss.detach(), None, False))
+        try:
+            loss = self._loss(x, y)
+        except torch.linalg.LinAlgError:  # non-finite weights an eigendecomposition cannot take: diverged
+            self.broken = True
+            loss = torch.full((), float("nan"), device=self.device)
+        if self.broken or (self.log_every == 1 and not self.dist.active and not torch.isfinite(loss)):
+            self.pending.append(("step", state.step, 0.0, loss.detach(), None, False))  # before the update
             return
         lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
         marks = training_step(
@@ -363,7 +368,7 @@ class _Loop:
 
     def drift(self) -> None:
         """Buffer a drift record of every targeted layer (device tensors)."""
-        if self.writer is not None:
+        if self.writer is not None and not self.broken:
             weights = self.method.effective_weights(self.model)
             self.pending.append(("drift", self.state.step, *model_drift_tensor(self.model, weights=weights)))
 

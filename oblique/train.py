@@ -50,7 +50,7 @@ from oblique.fit import (
     restore_checkpoint,
     test_batches,
 )
-from oblique.geometry import model_drift
+from oblique.geometry import DRIFT_KEYS, model_drift
 from oblique.methods import Method, OptimizerConfig
 from oblique.models import get_model
 
@@ -445,8 +445,17 @@ def summarize(cfg: RunConfig, model: nn.Module, method: Method, state: FitState,
         summary.update(
             status="ok", **{k: state.last_eval[k] for k in ("test_error", "test_error_top5", "test_loss")}
         )
-    summary.update(times, drift=model_drift(model, weights=method.effective_weights(model)))
+    summary.update(times, drift=_final_drift(model, method))
     return summary
+
+
+def _final_drift(model: nn.Module, method: Method) -> dict:
+    """The drift of the weights the run ended with; NaN when they went non-finite where a
+    reparametrization cannot even be computed (a diverged ONI or OLM run)."""
+    try:
+        return model_drift(model, weights=method.effective_weights(model))
+    except torch.linalg.LinAlgError:
+        return {"layers": {}, "mean": {k: float("nan") for k in DRIFT_KEYS}}
 
 
 def remove_run(path: str | os.PathLike) -> None:

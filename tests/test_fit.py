@@ -139,3 +139,33 @@ def test_evaluate_reads_once_and_counts_errors():
     y = torch.tensor([0, 1, 0, 0, 1, 2])  # one of six wrong (the third)
     out = evaluate(model, test_batches(TensorData(x, y), 4), "cpu")
     assert out["test_error"] == pytest.approx(100 / 6) and out["test_error_top5"] == 0.0
+
+
+def test_weights_an_eigendecomposition_cannot_take_end_the_run_as_diverged(tmp_path):
+    """OLM whose weights went non-finite (e.g. at a huge lr): eigh raises before the loss can show it; the
+    run is recorded as diverged at that step, not a traceback."""
+    method = get_method("olm")
+    model = method.prepare(get_model("cnn", num_classes=10, in_channels=1))
+    optimizer = method.make_optimizer(model, OptimizerConfig(lr=0.01))
+    g = torch.Generator().manual_seed(0)
+    data = TensorData(torch.randn(40, 1, 40, generator=g), torch.randint(10, (40,), generator=g))
+
+    class Poisoned:  # the third batch finds non-finite weights
+        def __len__(self):
+            return 4
+
+        def __iter__(self):
+            for i in range(4):
+                if i == 2:
+                    with torch.no_grad():
+                        for w in method.target_weights(model):
+                            w.fill_(float("nan"))
+                yield data[slice(10 * i, 10 * i + 10)]
+
+    with records.RunWriter(tmp_path) as writer:
+        state = fit(
+            model, method, optimizer, Poisoned(), epochs=1, log_every=50, drift_every=1, writer=writer
+        )
+    assert state.diverged_step == 3
+    last = records.read_metrics(tmp_path)[-1]
+    assert last["type"] == "diverged" and last["step"] == 3
