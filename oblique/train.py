@@ -246,6 +246,18 @@ def _refuse_existing(cfg: RunConfig, out: Path) -> None:
             f"{out} holds an interrupted run with a checkpoint; continue it with 'oblique run --resume {out}', "
             "or pass --overwrite to start it over"
         )
+    if _claims_finished(out):  # a finished run whose metrics.jsonl is damaged: not replaced unasked
+        raise ConfigError(
+            f"{out} holds a finished run whose {records.METRICS} is damaged; pass --overwrite to train it again, "
+            "or choose another --out"
+        )
+
+
+def _claims_finished(out: Path) -> bool:
+    try:
+        return records.read_summary(out).get("status") in records.FINISHED
+    except records.RecordError:
+        return False
 
 
 def _work_dir(cfg: RunConfig) -> Path:
