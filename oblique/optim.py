@@ -192,6 +192,13 @@ class ObliqueSGD(torch.optim.Optimizer):
                 _is_sphere(p)  # validate the manifolds now, not at the first step
 
     # ------------------------------------------------------------------ bookkeeping
+    def workspace_tensors(self) -> list[torch.Tensor]:
+        """The persistent buffers of the fused step, for a memory account (``oblique bench``): every group's
+        gathered points ``P``, gradients ``G``, scratch ``T``, momentum buffers ``B`` (``state`` holds views
+        of them) and row inner products. Empty before the first step, which builds them."""
+        groups = [g for subs in self._plans or () for g in subs]
+        return [t for g in groups for t in (g.P, g.G, g.T, g.B, g.dots) if t is not None]
+
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         self._plans = None

@@ -23,7 +23,12 @@ def setup_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="resnet110", help="model name (see oblique.models); default resnet110")
     p.add_argument("--batch-size", type=int, default=32, help="synthetic batch size; default 32")
     p.add_argument("--methods", default="all", help="all, or comma-separated method names; default all")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto; default cpu")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:N or auto; default cpu (a --sweep resumed reuses the records made on the same "
+        "device type and card, whatever was asked)",
+    )
     p.add_argument(
         "--rounds",
         type=int,
@@ -51,8 +56,8 @@ def setup_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", default="bench", help="sweep folder (a JSON per model and bench.csv); default bench"
     )
-    p.add_argument("--no-targets", action="store_true", help="skip the two target measurements")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-targets", action="store_true", help="skip the target measurements")
+    p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
 
 
 def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from typing import Any
 
 import torch
 
+from oblique.clock import Clock
 from oblique.config import MAX_THREADS, SEED_LIMIT, ConfigError, resolve_device
 from oblique.cost.entries import Entry, plain_sgd_fn, prepare_entry, reparam_fn
 from oblique.cost.memory import peak_mem_mb
@@ -38,12 +38,23 @@ from oblique.cost.targets import (
     resolved,
     rsgd_speedup,
 )
-from oblique.cost.timing import Timer, median, quantile, robust_se, time_call
+from oblique.cost.timing import median, quantile, robust_se, time_call
 from oblique.errors import ObliqueError
 from oblique.methods import list_methods
 from oblique.models import MODELS, ModelDependencyError, UnknownModelError, input_shape
+from oblique.progress import progress
 
-__all__ = ["MAX_ROUNDS", "MIN_ROUNDS", "BenchConfig", "BenchError", "bench", "resolve_methods"]
+__all__ = [
+    "MAX_ROUNDS",
+    "MIN_ROUNDS",
+    "BenchConfig",
+    "BenchError",
+    "bench",
+    "device_name",
+    "environment",
+    "resolve_methods",
+    "used_device",
+]
 
 #: adaptive rounds (``rounds=None``): at least this many timed rounds, at most that many
 MIN_ROUNDS, MAX_ROUNDS = 8, 200
@@ -97,7 +108,9 @@ class BenchConfig:
         model: a registered model name (``oblique.models.list_models()``).
         methods: ``"all"`` or names; ``baseline`` is always included (the overheads need it).
         batch_size: synthetic batch size.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (the record keeps it as asked, and the
+            device used, its type and the card's name apart). On CUDA the bench runs with cuDNN
+            autotuning on, as ``oblique run`` trains there (unless torch's deterministic mode is on).
         rounds: timed rounds (every method stepped once per round, in random order); ``None``: as many
             as fit in ``time_budget_s`` (at least :data:`MIN_ROUNDS`, at most :data:`MAX_ROUNDS`).
         warmup: untimed rounds first.
@@ -105,8 +118,8 @@ class BenchConfig:
         threads: torch CPU threads (``None``: torch's default).
         seed: seed of the models' initialization, the batch and the method order.
         num_classes: classifier outputs.
-        targets: also measure the two targets (needs ``nl`` / ``oblique-rsgd`` among the methods).
-        progress: show a tqdm progress bar on stderr.
+        targets: also measure the targets that apply to the benched methods (:mod:`oblique.cost.targets`).
+        progress: show the progress on stderr (a bar on a terminal, a plain line now and then in a log).
         time_budget_s: with ``rounds=None``, the seconds from the start of the bench to the end of the
             timed rounds (the isolated measurements and the memory step follow, typically under a minute
             for ResNet-110 on the CPU): 420 s keeps the default ResNet-110 bench under 10 minutes.
@@ -180,24 +193,54 @@ def _one_line(e: BaseException) -> str:
 
 @contextmanager
 def _progress(config: BenchConfig, total: int | None) -> Iterator[Callable[..., Any]]:
-    """``tick(n=1)``: advances a tqdm bar on stderr (or nothing, without ``config.progress``)."""
-    if not config.progress:
-        yield lambda n=1: None
-        return
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=total,
-        desc=f"bench {config.model}",
-        unit="step",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        leave=False,
-    )
+    """``tick(n=1)``: advances the progress on stderr (:func:`oblique.progress.progress`: a bar on a
+    terminal, a plain line now and then in a log; nothing without ``config.progress``)."""
+    bar = progress(total, f"bench {config.model}", "step", enabled=config.progress)
     try:
         yield bar.update
     finally:
         bar.close()
+
+
+def device_name(device: torch.device) -> str:
+    """The card's name on CUDA (``NVIDIA H100 80GB HBM3``), ``"cpu"`` on the CPU."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def used_device(device: torch.device) -> torch.device:
+    """``device`` with its index (``cuda`` → ``cuda:0``, the current one), as the record says it."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What the machine made of the settings that change a step's cost: versions, TF32, cuDNN autotuning,
+    determinism (the keys of a run's ``config.json`` ``environment``)."""
+    cuda = device.type == "cuda"
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if cuda else None,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "device_name": device_name(device),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+@contextmanager
+def _like_training(device: torch.device) -> Iterator[None]:
+    """cuDNN autotuning on CUDA, as ``oblique run`` trains there (unless ``--deterministic``); restored
+    afterwards. Nothing changes on the CPU."""
+    before = torch.backends.cudnn.benchmark
+    if device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 @dataclass
@@ -271,7 +314,7 @@ class _Bench:
         steps += sum(TARGET_TICKS[t] for t in self.target_names)  # the targets
         return steps + len(self.entries)  # the memory steps
 
-    def time_rounds(self, timer: Timer, tick: Callable[[], None]) -> int:
+    def time_rounds(self, clock: Clock, tick: Callable[[], None]) -> int:
         """The warm-up and timed rounds, each stepping every method once in a fresh random order; a method
         that fails is dropped (with why). Returns the number of timed rounds."""
         c, entries, aa = self.config, self.entries, self.aa
@@ -283,7 +326,7 @@ class _Bench:
             rng.shuffle(order)
             for e in order:
                 try:
-                    e.step(timer)
+                    e.step(clock)
                 except (RuntimeError, ValueError) as err:  # a method that fails at this size
                     if e is aa or e.name == "baseline":
                         raise
@@ -305,17 +348,17 @@ class _Bench:
                     break
         return r - c.warmup
 
-    def time_isolated(self, timer: Timer, tick: Callable[[], None]) -> dict[str, dict[str, float]]:
+    def time_isolated(self, clock: Clock, tick: Callable[[], None]) -> dict[str, dict[str, float]]:
         """The isolated parts, interleaved: ``{method: {"reparam_ms" | "optimizer_extra_ms": ms}}``."""
         rep_ms: dict[str, list[float]] = {k: [] for k in self.reparam}
         riem_ms: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in self.riem}
         for _ in range(self.config.micro_repeats):
             for k, fn in self.reparam.items():
-                rep_ms[k].append(time_call(fn, timer))
+                rep_ms[k].append(time_call(fn, clock))
                 tick()
             for k, (own, plain) in self.riem.items():
-                riem_ms[k][0].append(time_call(own, timer))
-                riem_ms[k][1].append(time_call(plain, timer))
+                riem_ms[k][0].append(time_call(own, clock))
+                riem_ms[k][1].append(time_call(plain, clock))
                 tick()
         parts = {k: {"reparam_ms": median(ms)} for k, ms in rep_ms.items()}
         parts |= {
@@ -323,19 +366,19 @@ class _Bench:
         }
         return parts
 
-    def measure_targets(self, timer: Timer, tick: Callable[[], None]) -> dict[str, dict[str, Any]]:
+    def measure_targets(self, clock: Clock, tick: Callable[[], None]) -> dict[str, dict[str, Any]]:
         """The two targets' measurements (:mod:`oblique.cost.targets`), those that apply."""
         c, measured = self.config, {}
         if "nl" in self.target_names:
-            measured["nl"] = nl_floor(self.by_name["nl"], timer, 5 * c.micro_repeats, tick)
+            measured["nl"] = nl_floor(self.by_name["nl"], clock, 5 * c.micro_repeats, tick)
         if "oblique-rsgd" in self.target_names:
             measured["oblique-rsgd"] = rsgd_speedup(
-                c.model, c.num_classes, c.seed, self.device, timer, c.micro_repeats, tick
+                c.model, c.num_classes, c.seed, self.device, clock, c.micro_repeats, tick
             )
         for name in BATCHED_OVERHEAD_TARGET_PCT:
             if name in self.target_names:
                 e = self.by_name[name]
-                args = (c.model, c.num_classes, c.seed, self.device, timer, c.micro_repeats, tick)
+                args = (c.model, c.num_classes, c.seed, self.device, clock, c.micro_repeats, tick)
                 measured[name] = batched_speedup(e, *args)
         return measured
 
@@ -408,7 +451,12 @@ class _Bench:
         return results
 
     def record(
-        self, rounds: int, methods: dict[str, dict], targets: dict[str, dict], aa: dict[str, float]
+        self,
+        rounds: int,
+        methods: dict[str, dict],
+        targets: dict[str, dict],
+        aa: dict[str, float],
+        env: dict[str, Any],
     ) -> dict[str, Any]:
         """The bench record (schema :data:`oblique.cost.record.SCHEMA`)."""
         c, dev = self.config, self.device
@@ -423,7 +471,11 @@ class _Bench:
             "num_target_params": sum(w.numel() for w in base.method.target_weights(base.model)),
             "input_shape": list(c.input_shape()),
             "batch_size": c.batch_size,
-            "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+            "device": c.device,  # as asked: "auto", "cuda", "cuda:1", "cpu"
+            "device_used": str(used_device(dev)),
+            "device_type": dev.type,
+            "device_name": device_name(dev),
+            "environment": env,
             "threads": torch.get_num_threads(),
             "rounds": rounds,
             "warmup": c.warmup,
@@ -458,15 +510,16 @@ def bench(config: BenchConfig | None = None, **settings: Any) -> dict[str, Any]:
     elif settings:
         config = replace(config, **settings)
     run = _Bench.prepare(config)
-    timer = Timer(run.device)
-    with _progress(config, run.progress_total()) as tick:
-        rounds = run.time_rounds(timer, tick)
-        isolated = run.time_isolated(timer, tick)
-        targets = run.measure_targets(timer, tick)
+    clock = Clock(run.device)
+    with _like_training(run.device), _progress(config, run.progress_total()) as tick:
+        env = environment(run.device)
+        rounds = run.time_rounds(clock, tick)
+        isolated = run.time_isolated(clock, tick)
+        targets = run.measure_targets(clock, tick)
         peaks = run.measure_peaks(tick)
     aa = run.aa_control()
     methods = run.summarize(isolated, peaks, aa["floor_pct"])
     if "nl" in targets:
         targets["nl"]["vs"] = run.paired_to("nl")
-    evaluate(targets, methods, aa)
-    return run.record(rounds, methods, targets, aa)
+    evaluate(targets, methods, aa, run.device.type)
+    return run.record(rounds, methods, targets, aa, env)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oblique.cost.timing import Timer
+from oblique.clock import Clock
 from oblique.methods import OptimizerConfig, get_method
 from oblique.methods.base import Method, StepMarks, training_step
 from oblique.models import get_model, input_shape
@@ -61,14 +61,14 @@ class Entry:
         loss = F.cross_entropy(self.model(self.x), self.y)
         return training_step(self.method, self.model, self.opt, loss, self.step_no, clock=clock)
 
-    def step(self, timer: Timer) -> None:
-        """One training step, timed with ``timer``; appends to :attr:`step_ms`, :attr:`reg_ms`, :attr:`opt_ms`."""
-        t0 = timer.mark()
-        _, t1, t2, t3, t4 = self.run_step(clock=timer.mark)
-        timer.sync()
-        self.step_ms.append(timer.ms(t0, t4))
-        self.reg_ms.append(timer.ms(t1, t2) + timer.ms(t3, t4))
-        self.opt_ms.append(timer.ms(t2, t3))
+    def step(self, clock: Clock) -> None:
+        """One training step, timed with ``clock``; appends to :attr:`step_ms`, :attr:`reg_ms`, :attr:`opt_ms`."""
+        t0 = clock.mark()
+        _, t1, t2, t3, t4 = self.run_step(clock=clock.mark)
+        clock.sync()
+        self.step_ms.append(clock.ms(t0, t4))
+        self.reg_ms.append(clock.ms(t1, t2) + clock.ms(t3, t4))
+        self.opt_ms.append(clock.ms(t2, t3))
 
     def clear(self) -> None:
         """Forget the times measured so far (after the warm-up rounds)."""

@@ -5,6 +5,12 @@ A record is one JSON object per bench of one model (``schema`` :data:`SCHEMA`; t
 :func:`format_table` is what ``oblique bench`` prints; :func:`write_csv` writes one row per model and
 method with the columns :data:`CSV_COLUMNS`; :func:`read_bench` reads a record, its CSV or a sweep folder
 into a pandas DataFrame of those columns — the input of the cost figures.
+
+Schema ``oblique.bench/2`` keeps the device as asked (``device``: ``"auto"``, ``"cuda"``, ``"cpu"`` …)
+apart from the one used (``device_used``: ``"cuda:0"``), its type (``device_type``) and the card's name
+(``device_name``; ``"cpu"`` on the CPU), and records the ``environment`` (CUDA and cuDNN versions, TF32,
+cuDNN autotuning). Records of ``oblique.bench/1`` (``device``: ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``)
+read and print all the same: :func:`device_of` and :func:`device_label` read either.
 """
 
 from __future__ import annotations
@@ -19,9 +25,21 @@ from pathlib import Path
 
 from oblique.records import RecordError, read_json, write_atomic
 
-__all__ = ["CSV_COLUMNS", "SCHEMA", "format_table", "model_dims", "read_bench", "write_csv"]
+__all__ = [
+    "CSV_COLUMNS",
+    "SCHEMA",
+    "SCHEMAS",
+    "device_label",
+    "device_of",
+    "format_table",
+    "model_dims",
+    "read_bench",
+    "write_csv",
+]
 
-SCHEMA = "oblique.bench/1"
+SCHEMA = "oblique.bench/2"
+#: the schemas :func:`read_bench` reads (``/1``: ``device`` was the device used, with the card's name)
+SCHEMAS = ("oblique.bench/1", SCHEMA)
 
 #: the record's keys that every CSV row of it repeats
 _MODEL_KEYS = (
@@ -32,8 +50,13 @@ _MODEL_KEYS = (
     "num_target_params",
     "batch_size",
     "device",
+    "device_type",
+    "device_name",
     "threads",
 )
+
+#: CSV columns that CSVs written before schema ``oblique.bench/2`` lack (read from their ``device``)
+_NEW_COLUMNS = ("device_type", "device_name")
 
 #: one row per model and method in the CSV and in :func:`read_bench`'s DataFrame
 CSV_COLUMNS = (
@@ -76,6 +99,74 @@ def model_dims(model_name: str) -> tuple[int | None, int | None]:
     return None, None
 
 
+def device_of(record: dict) -> tuple[str | None, str | None]:
+    """(device type, card name — ``"cpu"`` on the CPU) of a bench record of either schema; ``None`` where
+    the record does not say.
+
+    >>> device_of({"device": "cuda:0 (NVIDIA H100 80GB HBM3)"}), device_of({"device": "cpu"})
+    (('cuda', 'NVIDIA H100 80GB HBM3'), ('cpu', 'cpu'))
+    >>> device_of({"device": "auto", "device_type": "cuda", "device_name": "NVIDIA H100"})
+    ('cuda', 'NVIDIA H100')
+    """
+    kind, name = record.get("device_type"), record.get("device_name")
+    if isinstance(kind, str):
+        return kind, name if isinstance(name, str) else None
+    old = record.get("device")  # schema /1: the device used, "cpu" or "cuda:0 (card)"
+    if not isinstance(old, str):
+        return None, None
+    m = re.fullmatch(r"\s*([a-z]+)(?::\d+)?\s*(?:\((.*)\))?\s*", old)
+    if m is None:
+        return None, None
+    return m[1], "cpu" if m[1] == "cpu" else m[2]
+
+
+def device_label(record: dict) -> str:
+    """The device of a bench record in words, as the table prints it: the device used and the card
+    (``cuda:0 (NVIDIA H100)``), and what was asked where it differs (``cpu (asked auto)``). A record of
+    schema ``oblique.bench/1`` prints its ``device`` as it is.
+
+    >>> device_label({"device": "cuda", "device_used": "cuda:0", "device_type": "cuda", "device_name": "H100"})
+    'cuda:0 (H100; asked cuda)'
+    >>> device_label({"device": "cpu (old)"}), device_label({"device": "cpu", "device_used": "cpu"})
+    ('cpu (old)', 'cpu')
+    """
+    asked, used = record.get("device"), record.get("device_used")
+    if not isinstance(used, str):
+        return str(asked)
+    kind, name = device_of(record)
+    notes = [name] if kind != "cpu" and name else []
+    if asked != used:
+        notes.append(f"asked {asked}")
+    return used + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _environment_line(record: dict) -> str | None:
+    """The CUDA settings a bench ran with, in words (a record of a CUDA bench of schema /2); else None."""
+    env = record.get("environment")
+    if device_of(record)[0] != "cuda" or not isinstance(env, dict):
+        return None
+    onoff = {True: "on", False: "off"}
+    return (
+        f"environment: CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, TF32 matmul "
+        f"{onoff.get(env.get('tf32_matmul'), '?')}, TF32 cuDNN {onoff.get(env.get('tf32_cudnn'), '?')}, "
+        f"cuDNN benchmark {onoff.get(env.get('cudnn_benchmark'), '?')}, deterministic algorithms "
+        f"{onoff.get(env.get('deterministic_algorithms'), '?')}"
+    )
+
+
+def _target_line(name: str, t: dict) -> str:
+    """One target's line: what was measured, the target, and the verdict — or, measured on another device
+    than the one the target was defined on, no verdict (Note [targets' device] in
+    :mod:`oblique.cost.targets`)."""
+    head = f"target {name}: {t['figure']}; target {t['target']}: "
+    if t.get("holds") is None and t.get("defined_on"):
+        where = "the CPU" if t["defined_on"] == "cpu" else t["defined_on"]
+        return head + f"target defined on {where}; informative here"
+    return (
+        head + ("holds" if t["holds"] else "does NOT hold") + (f" ({t['caveat']})" if t.get("caveat") else "")
+    )
+
+
 def _fmt(v: float | None, nd: int = 2) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
@@ -102,7 +193,7 @@ def format_table(record: dict) -> str:
     """The bench table and the target lines, as printed by ``oblique bench``."""
     head = (
         f"oblique bench: {record['model']} ({record['num_params'] / 1e6:.2f} M parameters, "
-        f"{record['num_target_params'] / 1e6:.2f} M targeted), batch {record['batch_size']}, {record['device']}, "
+        f"{record['num_target_params'] / 1e6:.2f} M targeted), batch {record['batch_size']}, {device_label(record)}, "
         f"{record['threads']} threads, {record['rounds']} rounds (+{record['warmup']} warm-up), "
         f"torch {record['torch_version']}, {record['seconds']:.0f} s"
     )
@@ -110,6 +201,9 @@ def format_table(record: dict) -> str:
     rows = [_table_row(name, r) for name, r in record["methods"].items()]
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     lines = [head]
+    env = _environment_line(record)
+    if env:
+        lines.append(env)
     aa = record.get("aa")  # the A/A control (absent from records made before it existed)
     if aa:
         floor = aa.get("floor_pct")
@@ -129,17 +223,17 @@ def format_table(record: dict) -> str:
     for name, why in record.get("errors", {}).items():
         lines.append(f"{name}: not benched ({why})")
     for name, t in record.get("targets", {}).items():
-        lines.append(
-            f"target {name}: {t['figure']}; target {t['target']}: {'holds' if t['holds'] else 'does NOT hold'}"
-            + (f" ({t['caveat']})" if t.get("caveat") else "")
-        )
+        lines.append(_target_line(name, t))
     return "\n".join(lines)
 
 
 def _rows(record: dict) -> list[dict]:
+    device_type, card = device_of(record)
     return [
         {
             **{k: record.get(k) for k in _MODEL_KEYS},
+            "device_type": device_type,
+            "device_name": card,
             "method": name,
             **{k: r[k] for k in CSV_COLUMNS if k in r},
         }
@@ -182,16 +276,22 @@ def read_bench(path: str | os.PathLike):
             frame = pd.read_csv(path)
         except (OSError, ValueError) as e:  # pandas' parser errors, a file not UTF-8: ValueErrors
             raise RecordError(f"{path}: not a bench CSV ({str(e).splitlines()[0][:100]})") from None
-        missing = [c for c in CSV_COLUMNS if c not in frame.columns]
+        missing = [c for c in CSV_COLUMNS if c not in frame.columns and c not in _NEW_COLUMNS]
         if missing:
             raise RecordError(f"{path}: not a bench CSV (no column {', '.join(missing)})")
-        return frame
+        if any(c not in frame.columns for c in _NEW_COLUMNS):  # written before schema /2: from its device
+            devices = [device_of({"device": d}) for d in frame["device"]]
+            frame["device_type"] = [d[0] for d in devices]
+            frame["device_name"] = [d[1] for d in devices]
+        return frame[[*CSV_COLUMNS, *(c for c in frame.columns if c not in CSV_COLUMNS)]]
     else:
         files = [path]
     recs = [read_json(f) for f in files]
     for rec, where in zip(recs, files, strict=True):
-        if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
-            raise RecordError(f"{where}: expected a bench record (schema {SCHEMA}); got {str(rec)[:60]!r}")
+        if not isinstance(rec, dict) or rec.get("schema") not in SCHEMAS:
+            raise RecordError(
+                f"{where}: expected a bench record (schema {' or '.join(SCHEMAS)}); got {str(rec)[:60]!r}"
+            )
         methods = rec.get("methods")
         if not isinstance(methods, dict) or not all(isinstance(r, dict) for r in methods.values()):
             raise RecordError(f"{where}: a bench record whose methods are not a table of tables")

@@ -2,7 +2,10 @@
 
 :func:`run_sweep` benches every model of a sweep into a folder — ``<model>.json`` per model and
 ``bench.csv`` with every model's rows — and resumes: a model whose record is already there (made with the
-same batch size and device) is read back, not benched again. It sits above :mod:`oblique.cost.bench`
+same batch size on the same device) is read back, not benched again. "The same device" is the device the
+bench *used* — its type and the card's name — not the ``--device`` string asked for: a sweep made with
+``--device cpu`` and resumed with ``--device auto`` on a machine without a GPU reuses its records, one made
+on a GPU and resumed on the CPU (or on another card) benches again. It sits above :mod:`oblique.cost.bench`
 and :mod:`oblique.cost.record`, which it uses both.
 """
 
@@ -14,8 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from oblique.cost.bench import BenchConfig, BenchError, bench
-from oblique.cost.record import write_csv
+from oblique.cost.bench import BenchConfig, BenchError, bench, device_name
+from oblique.cost.record import SCHEMAS, device_of, write_csv
 from oblique.records import read_json, write_json_atomic
 
 __all__ = ["SWEEPS", "run_sweep"]
@@ -36,8 +39,8 @@ def run_sweep(
 ) -> list[dict]:
     """Bench every model of sweep ``kind`` (``"width"``: WRN-28-1…10; ``"depth"``: ResNet-20…110).
 
-    Writes ``out/<model>.json`` per model (a model already there, benched with the same batch size and
-    device, is not benched again) and ``out/bench.csv`` with every model's rows, after each model.
+    Writes ``out/<model>.json`` per model (a model already there, benched with the same batch size on the
+    same device type and card, is not benched again: the module docstring) and ``out/bench.csv`` with every model's rows, after each model.
 
     Args:
         kind: a key of :data:`SWEEPS`.
@@ -56,18 +59,27 @@ def run_sweep(
     first = {"model": names[0], **settings}
     config = BenchConfig(**first) if config is None else replace(config, **first)
     out = Path(out)
+    dev = config.torch_device()
+    here = (dev.type, device_name(dev))
     recs = []
     for name in names:
         path = out / f"{name}.json"
         rec = read_json(path) if path.exists() else None
-        if rec is not None and (rec.get("batch_size"), rec.get("device")) != (
-            config.batch_size,
-            config.device,
-        ):
-            rec = None  # made with another batch size or device: not comparable, bench again
-        if rec is None:
+        if not _reusable(rec, config.batch_size, here):
             rec = bench(replace(config, model=name))
             write_json_atomic(path, rec)
         recs.append(rec)
         write_csv(recs, out / "bench.csv")
     return recs
+
+
+def _reusable(rec: Any, batch_size: int, here: tuple[str, str]) -> bool:
+    """Whether a record found in the sweep folder was made with ``batch_size`` on a device of the type and
+    card ``here`` (either schema; :func:`oblique.cost.record.device_of`); else it is benched again."""
+    return (
+        isinstance(rec, dict)
+        and rec.get("schema") in SCHEMAS
+        and isinstance(rec.get("methods"), dict)
+        and rec.get("batch_size") == batch_size
+        and device_of(rec) == here
+    )

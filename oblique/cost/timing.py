@@ -1,7 +1,8 @@
 """How the bench reads the clock, and the statistics of its samples.
 
-:class:`Timer` marks points in a step — CUDA events on a CUDA device (recorded in the stream, read after
-one synchronization), ``time.perf_counter`` on the CPU — and :func:`time_call` times one call with it.
+The clock is the project's one, :class:`oblique.clock.Clock` (``Timer`` is its old name here): it marks
+points in a step — CUDA events on a CUDA device (recorded in the stream, read after one synchronization),
+``time.perf_counter`` on the CPU — and :func:`time_call` times one call with it.
 :func:`median`, :func:`quantile` and :func:`robust_se` summarize the samples (milliseconds).
 """
 
@@ -9,56 +10,29 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
+from oblique.clock import Clock
 
-__all__ = ["Timer", "median", "quantile", "robust_se", "time_call"]
-
-
-class Timer:
-    """Marks points in a step: CUDA events on a CUDA device, ``perf_counter`` on the CPU.
-
-    Args:
-        device: the device the timed work runs on.
-    """
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def mark(self) -> Any:
-        """A point in time: a recorded CUDA event, or the ``perf_counter`` reading."""
-        if self.cuda:
-            e = torch.cuda.Event(enable_timing=True)
-            e.record()
-            return e
-        return time.perf_counter()
-
-    def ms(self, a: Any, b: Any) -> float:
-        """Milliseconds from mark ``a`` to mark ``b`` (on CUDA, after :meth:`sync`)."""
-        if self.cuda:
-            return a.elapsed_time(b)
-        return (b - a) * 1e3
-
-    def sync(self) -> None:
-        """Wait for the device's queued work (CUDA); nothing on the CPU."""
-        if self.cuda:
-            torch.cuda.synchronize()
+__all__ = ["Clock", "Timer", "median", "quantile", "robust_se", "time_call"]
 
 
-def time_call(fn: Callable[[], Any], timer: Timer) -> float:
-    """Milliseconds one call of ``fn`` takes, measured with ``timer``.
+#: the bench's clock is the project's one (:class:`oblique.clock.Clock`); the old name stays importable
+Timer = Clock
 
-    >>> time_call(lambda: None, Timer(torch.device("cpu"))) >= 0
+
+def time_call(fn: Callable[[], Any], clock: Clock) -> float:
+    """Milliseconds one call of ``fn`` takes, measured with ``clock`` (waits for the device).
+
+    >>> time_call(lambda: None, Clock("cpu")) >= 0
     True
     """
-    a = timer.mark()
+    a = clock.mark()
     fn()
-    b = timer.mark()
-    timer.sync()
-    return timer.ms(a, b)
+    b = clock.mark()
+    clock.sync()
+    return clock.ms(a, b)
 
 
 def median(xs: Sequence[float]) -> float:

@@ -174,6 +174,15 @@ class FusedNormLossGrad:
         (``model.to(…)`` gives a parameter new data)."""
         return all(b.is_current() for b in self.buckets)
 
+    def workspace_tensors(self) -> list[torch.Tensor]:
+        """The preallocated buffers, for a memory account (``oblique bench``): every bucket's row norms and
+        coefficients, and with ``gather`` its gathered ``(N_group, *tail)`` buffers (the per-layer filter
+        matrices are views of the weights: not a workspace)."""
+        out = []
+        for b in self.buckets:
+            out += [b.norms, b.coef, *(buf for _, buf, _, _, _ in (b.groups if b.gather else ()))]
+        return out
+
     @torch.no_grad()
     def __call__(self, strength: float) -> torch.Tensor:
         """Add ``strength · ∂L_nl/∂w`` (eq. 6) to every weight's ``.grad``; return eq. 1 as a 0-d tensor."""
