@@ -34,6 +34,7 @@ from matplotlib.ticker import NullFormatter
 
 from analysis.style import FLOOR, PLAIN, log_ticks, new_figure, print_style, save, style
 from oblique import records
+from oblique.cost import device_label
 from oblique.study import Study, load_study, read_study_bench, results_frame
 from oblique.study.claims import (
     at_first_extras,
@@ -425,7 +426,7 @@ def _cost_bars(ax, study: Study, ref: pd.DataFrame) -> None:
                [table[m]["step_ms_q75"] - table[m]["step_ms"] for m in methods]]  # fmt: skip
         reg = [table[m]["regularizer_ms"] for m in methods]
         title = (f"(a) one training step, each method benched alone\n{record['model']}, batch "
-                 f"{record['batch_size']}, {str(record['device']).split(' ')[0]}, {record['threads']} thread"
+                 f"{record['batch_size']}, {device_label(record).split(' ')[0]}, {record['threads']} thread"
                  f"{'s' * (record['threads'] != 1)}, {record['rounds']} rounds")  # fmt: skip
     else:
         methods = _method_order(ref["method"])

@@ -28,6 +28,7 @@ __all__ = [
     "SCHEDULES",
     "ConfigError",
     "RunConfig",
+    "environment",
     "read_toml",
     "resolve_device",
     "overlay",
@@ -403,6 +404,23 @@ def resolve_device(spec: str) -> torch.device:
             "device cuda asked for, but torch sees no CUDA device; use --device cpu", settings=("device",)
         )
     return dev
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What this machine makes of the settings that change a run's numbers and a step's cost: versions,
+    the card, TF32, cuDNN autotuning, deterministic algorithms (a run's ``config.json`` and a bench record
+    keep it as ``environment``)."""
+    cuda = device.type == "cuda"
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if cuda else None,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "device_name": torch.cuda.get_device_name(device) if cuda else device.type,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
 
 
 def read_toml(path: str | Path) -> dict:

@@ -266,18 +266,8 @@ def fit(
         model.train()
         while state.epochs_done < epochs and state.diverged_step is None:
             epoch = state.epochs_done
-            for x, y in loop.epoch_batches(epoch):
-                loop.step(x, y)
-                if state.step % drift_every == 0 or state.step == total:
-                    loop.drift()
-                if state.step % log_every == 0 or loop.broken:
-                    if loop.flush():
-                        break  # diverged
-                    loop.stop_here(stop)
-                elif not dist.active:  # a single process may stop between any two steps
-                    loop.stop_here(stop)
-            if loop.flush():
-                break
+            if loop.epoch(epoch, total, drift_every, stop):
+                break  # diverged
             loop.end_of_epoch(epoch, epochs, test_loader, eval_every, checkpoint_every, stop)
         return state
     finally:
@@ -348,6 +338,22 @@ class _Loop:
         self.pending.append(
             ("step", state.step, lr, loss.detach(), None if reg is None else reg.clone(), divide)
         )
+
+    def epoch(self, epoch: int, total: int, drift_every: int, stop: StopOnSignal | None) -> bool:
+        """The steps of ``epoch`` (from where the state stands), their records flushed every ``log_every``
+        steps and at the end; True when the loss went non-finite."""
+        state = self.state
+        for x, y in self.epoch_batches(epoch):
+            self.step(x, y)
+            if state.step % drift_every == 0 or state.step == total:
+                self.drift()
+            if state.step % self.log_every == 0 or self.broken:
+                if self.flush():
+                    return True
+                self.stop_here(stop)
+            elif not self.dist.active:  # a single process may stop between any two steps
+                self.stop_here(stop)
+        return self.flush()
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not self.autocast:

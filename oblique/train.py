@@ -38,7 +38,7 @@ from torch import nn
 
 from oblique import records
 from oblique.batches import Batches
-from oblique.config import SCHEDULES, ConfigError, RunConfig, resolve_device, run_config_from
+from oblique.config import SCHEDULES, ConfigError, RunConfig, environment, resolve_device, run_config_from
 from oblique.data import Data, TensorData, get_dataset
 from oblique.distributed import Dist, from_env
 from oblique.fit import (
@@ -393,21 +393,6 @@ def _data_on(data: Data, device: torch.device, seed: int) -> Data:
     return data
 
 
-def _environment(device: torch.device) -> dict[str, Any]:
-    """What the machine made of the settings: versions, the card, TF32, cuDNN, determinism."""
-    cuda = device.type == "cuda"
-    return {
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda if cuda else None,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "device_name": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-    }
-
-
 def _config_record(cfg: RunConfig, run: Built, out: Path, dist: Dist) -> dict:
     """``config.json``: every setting, resolved, and what this machine made of it."""
     config = asdict(cfg)
@@ -419,7 +404,7 @@ def _config_record(cfg: RunConfig, run: Built, out: Path, dist: Dist) -> dict:
         torch_version=torch.__version__,
         threads_used=torch.get_num_threads(),
         device_used=str(run.device),
-        environment=_environment(run.device),
+        environment=environment(run.device),
         world_size=dist.world,
         batch_size_per_rank=cfg.batch_size // dist.world,
     )

@@ -35,7 +35,7 @@ print('python', platform.python_version())"
 command -v nvidia-smi >/dev/null && nvidia-smi >> "$OUT/device.txt" 2>&1
 
 part tests env OBLIQUE_TEST_DEVICE=$DEVICE python -m pytest -q -p no:cacheprovider \
-  tests/test_methods_contract.py tests/test_cuda.py -k "not cli_run"
+  tests/test_methods_contract.py tests/test_cuda.py tests/test_cost_device.py -k "not cli_run"
 
 part train oblique study --methods all --model resnet20 --dataset synthetic --device $DEVICE \
   --grid precision=fp32,bf16 --epochs $EPOCHS --batch-sizes 32 --seeds 1 --workers 1 \

@@ -17,9 +17,9 @@ from oblique.cli import main
 from oblique.study import (
     RESULTS_FILE,
     SUMMARY_FILE,
+    Lock,
     StudyError,
     StudySpec,
-    Lock,
     default_threads,
     expand,
     load_study,

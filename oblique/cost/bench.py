@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from oblique.clock import Clock
-from oblique.config import MAX_THREADS, SEED_LIMIT, ConfigError, resolve_device
+from oblique.config import MAX_THREADS, SEED_LIMIT, ConfigError, environment, resolve_device
 from oblique.cost.entries import Entry, plain_sgd_fn, prepare_entry, reparam_fn
 from oblique.cost.memory import peak_mem_mb
 from oblique.cost.record import SCHEMA, model_dims
@@ -212,22 +212,6 @@ def used_device(device: torch.device) -> torch.device:
     if device.type == "cuda" and device.index is None:
         return torch.device("cuda", torch.cuda.current_device())
     return device
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """What the machine made of the settings that change a step's cost: versions, TF32, cuDNN autotuning,
-    determinism (the keys of a run's ``config.json`` ``environment``)."""
-    cuda = device.type == "cuda"
-    return {
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda if cuda else None,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "device_name": device_name(device),
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-    }
 
 
 @contextmanager

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oblique import records
+from oblique.cost import device_label
 from oblique.study.bench import read_study_bench
 from oblique.study.folder import Study, load_study
 from oblique.study.published import PUBLISHED
@@ -328,7 +329,7 @@ def _claim_cost(study: Study, bench: dict | None) -> Claim:
     claim.verdict = SUPPORTED if most and negligible else NOT_SUPPORTED
     claim.measured = (
         f"Norm Loss {nl_o:+.2f} ± {nl_se:.2f} % of a baseline step ({base_ms:.2f} ms; {bench['model']}, batch "
-        f"{bench['batch_size']}, {bench['device']}, {bench['threads']} threads, {bench['rounds']} rounds); its "
+        f"{bench['batch_size']}, {device_label(bench)}, {bench['threads']} threads, {bench['rounds']} rounds); its "
         f"own work {nl['regularizer_ms']:.3f} ms; the other methods {min(t[0] for t in tests.values()):+.1f} … "
         f"{max(t[0] for t in tests.values()):+.1f} %"
     )
