@@ -456,7 +456,9 @@ class CifarTransform:
 
     def to(self, device: torch.device) -> CifarTransform:
         """The same transform for batches on ``device`` (its generator is set by the trainer)."""
-        return CifarTransform(self.mean.to(device).flatten(), self.std.to(device).flatten(), self.augment, self.pad)
+        return CifarTransform(
+            self.mean.to(device).flatten(), self.std.to(device).flatten(), self.augment, self.pad
+        )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:  # a single image (C, H, W)

@@ -218,7 +218,9 @@ def _differing(stored: dict, planned: dict) -> list[str]:
     """The settings in which a stored run and a planned one differ. A setting the stored study.json does
     not know (it was written before the setting existed) counts as its default."""
     defaults = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
-    defaults.update({f.name: f.default_factory() for f in fields(RunConfig) if f.default_factory is not MISSING})
+    defaults.update(
+        {f.name: f.default_factory() for f in fields(RunConfig) if f.default_factory is not MISSING}
+    )
     return sorted(
         k
         for k in set(stored) | set(planned)
