@@ -298,7 +298,8 @@ def _training(out: Path) -> list[Path]:
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_ray_tasks_and_a_rerun_finishes_every_run_once(tmp_path, ray_address):
     out = tmp_path / "s"
-    argv = [*OBLIQUE, "study", "--methods", "nl,baseline", "--seeds", "2", "--epochs", "3", "--batch-sizes", "100",
+    # runs of a few seconds each, so that the Ctrl-C lands while runs are still to train on a fast machine
+    argv = [*OBLIQUE, "study", "--methods", "nl,baseline", "--seeds", "2", "--epochs", "8", "--batch-sizes", "100",
             "--drift-every", "10", "--log-every", "5", "--executor", "ray", "--address", ray_address,
             "--out", str(out), "--no-progress", "--no-figures", "--no-bench"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

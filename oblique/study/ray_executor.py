@@ -194,22 +194,25 @@ class RayExecutor:
         pending: dict[Any, dict] = {}
         interrupted = False
         try:
-            for task in tasks:  # every node writes to the same path of the shared filesystem
-                task = {**task, "out": str(Path(task["out"]).resolve())}
-                pending[remote.options(name=f"oblique-{task['name']}"[:200]).remote(fn, task)] = task
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    task = pending.pop(ref)
-                    msg = _result(ray, ref, task)
-                    if msg is None or msg[0] == "interrupted":  # stopped on its node (SIGTERM there)
-                        interrupted = True
-                    else:
-                        finished(task["name"], msg)
-            return interrupted
-        except KeyboardInterrupt:
-            self._cancel(ray, pending, finished)
-            return True
+            with _StopRequest() as stop:
+                for task in tasks:  # every node writes to the same path of the shared filesystem
+                    task = {**task, "out": str(Path(task["out"]).resolve())}
+                    pending[remote.options(name=f"oblique-{task['name']}"[:200]).remote(fn, task)] = task
+                while pending and not stop.requested:
+                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                    for ref in ready:
+                        task = pending.pop(ref)
+                        msg = _result(ray, ref, task)
+                        if msg is None or msg[0] == "interrupted":  # stopped on its node (SIGTERM there)
+                            interrupted = True
+                        else:
+                            finished(task["name"], msg)
+            if not stop.requested:
+                return interrupted
+        except KeyboardInterrupt:  # raised outside the main thread's handler (a caller's own thread)
+            pass
+        self._cancel(ray, pending, finished)
+        return True
 
     def _cancel(self, ray, pending: dict[Any, dict], finished: Finished) -> None:
         """Cancel every pending task and wait (Ctrl-C ignored) until the running ones have checkpointed;
@@ -246,18 +249,41 @@ def _result(ray, ref, task: Mapping) -> tuple | None:
         )
 
 
-class _sigint_ignored:
-    """SIGINT and SIGTERM ignored in the block (in the main thread), so a second Ctrl-C (or a scheduler's
-    SIGTERM after it) cannot cut a clean stop short."""
+class _signals_handled:
+    """SIGINT and SIGTERM handled by ``handler`` in the block (in the main thread; elsewhere a no-op)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __enter__(self) -> None:
+    def __init__(self, handler) -> None:
+        self.handler = handler
+
+    def __enter__(self):
         self.main = threading.current_thread() is threading.main_thread()
         if self.main:
-            self.old = {s: signal.signal(s, signal.SIG_IGN) for s in self.SIGNALS}
+            self.old = {s: signal.signal(s, self.handler) for s in self.SIGNALS}
+        return self
 
     def __exit__(self, *exc) -> None:
         if self.main:
             for s, handler in self.old.items():
                 signal.signal(s, handler)
+
+
+def _sigint_ignored() -> _signals_handled:
+    """SIGINT and SIGTERM ignored in the block, so a second Ctrl-C (or a scheduler's SIGTERM after it)
+    cannot cut a clean stop short."""
+    return _signals_handled(signal.SIG_IGN)
+
+
+class _StopRequest(_signals_handled):
+    """SIGINT and SIGTERM set ``requested`` instead of raising: the executor's loop sees the request
+    within a second, wherever the signal lands. A KeyboardInterrupt raised inside Ray's own calls can be
+    swallowed there (its driver checks Python's signals while it waits), and a Ctrl-C would then be lost;
+    a flag cannot be."""
+
+    def __init__(self) -> None:
+        super().__init__(self._request)
+        self.requested = False
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
