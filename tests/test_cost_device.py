@@ -192,6 +192,12 @@ def test_a_sweep_resumed_with_device_auto_reuses_its_records(tmp_path, monkeypat
     run_sweep("width", out, models=models, device="auto", **kw)
     assert benched == [*models, "wrn10-1", "cnn"]
     assert len(read_bench(out)) == 4  # two models, two methods each
+    # resumed with a method the records lack: benched again with every method asked; with fewer, reused
+    wider = run_sweep("width", out, models=models, device="cpu", **{**kw, "methods": "baseline,nl,wd"})
+    assert benched == [*models, "wrn10-1", "cnn", *models] and all(
+        set(r["methods"]) == {"baseline", "nl", "wd"} for r in wider
+    )
+    assert run_sweep("width", out, models=models, device="cpu", **kw) == wider and len(benched) == 6
 
 
 # ---------------------------------------------------------------- 5., 6. one clock, quiet logs

@@ -2,7 +2,8 @@
 
 :func:`run_sweep` benches every model of a sweep into a folder — ``<model>.json`` per model and
 ``bench.csv`` with every model's rows — and resumes: a model whose record is already there (made with the
-same batch size on the same device) is read back, not benched again. "The same device" is the device the
+same batch size on the same device, with every method asked for) is read back, not benched again. "The
+same device" is the device the
 bench *used* — its type and the card's name — not the ``--device`` string asked for: a sweep made with
 ``--device cpu`` and resumed with ``--device auto`` on a machine without a GPU reuses its records, one made
 on a GPU and resumed on the CPU (or on another card) benches again. It sits above :mod:`oblique.cost.bench`
@@ -40,7 +41,8 @@ def run_sweep(
     """Bench every model of sweep ``kind`` (``"width"``: WRN-28-1…10; ``"depth"``: ResNet-20…110).
 
     Writes ``out/<model>.json`` per model (a model already there, benched with the same batch size on the
-    same device type and card, is not benched again: the module docstring) and ``out/bench.csv`` with every model's rows, after each model.
+    same device type and card with every method asked for, is not benched again: the module docstring)
+    and ``out/bench.csv`` with every model's rows, after each model.
 
     Args:
         kind: a key of :data:`SWEEPS`.
@@ -65,7 +67,7 @@ def run_sweep(
     for name in names:
         path = out / f"{name}.json"
         rec = read_json(path) if path.exists() else None
-        if not _reusable(rec, config.batch_size, here):
+        if not _reusable(rec, config.batch_size, here, config.method_names()):
             rec = bench(replace(config, model=name))
             write_json_atomic(path, rec)
         recs.append(rec)
@@ -73,13 +75,16 @@ def run_sweep(
     return recs
 
 
-def _reusable(rec: Any, batch_size: int, here: tuple[str, str]) -> bool:
+def _reusable(rec: Any, batch_size: int, here: tuple[str, str], methods: Sequence[str]) -> bool:
     """Whether a record found in the sweep folder was made with ``batch_size`` on a device of the type and
-    card ``here`` (either schema; :func:`oblique.cost.record.device_of`); else it is benched again."""
+    card ``here`` (either schema; :func:`oblique.cost.record.device_of`) and holds every one of
+    ``methods`` (a sweep resumed with more methods benches the model again, with all of them); else it is
+    benched again."""
     return (
         isinstance(rec, dict)
         and rec.get("schema") in SCHEMAS
         and isinstance(rec.get("methods"), dict)
+        and set(methods) <= set(rec["methods"])
         and rec.get("batch_size") == batch_size
         and device_of(rec) == here
     )
