@@ -17,7 +17,9 @@ training); the test error and loss where an evaluation has it. Empty cells where
 against the step (:data:`TB_SCALARS`: ``train/loss``, ``train/lr``, ``train/reg``, ``test/error``,
 ``test/error_top5``, ``test/loss``, ``drift/<key>`` for the four drift means) and the resolved config as
 TensorBoard hyperparameters (lists and tables as JSON text), with the final ``test/error`` and
-``drift/norm_dev_mean`` as its metrics. Exporting again replaces the event files of the same run.
+``drift/norm_dev_mean`` as its metrics. Exporting again replaces the event files of the same run; a run's
+events are written whole into ``<run>.partial`` first and moved in after, so an export stopped part-way
+leaves the events of the previous export in place.
 
 >>> sorted(TB_SCALARS)[:3]
 ['drift/ddiag_dev', 'drift/norm_dev_max', 'drift/norm_dev_mean']
@@ -30,6 +32,7 @@ import io
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -220,14 +223,20 @@ def export_tensorboard(path: str | os.PathLike, out: str | os.PathLike | None = 
     for run in runs:
         name = _run_name(root, run)
         target = logdir if name == "." else logdir / name
-        target.mkdir(parents=True, exist_ok=True)
-        for old in target.glob("events.out.tfevents.*"):  # exporting again replaces the run's events
-            old.unlink()
-        writer = summary_writer(log_dir=str(target))
+        partial = target.with_name(target.name + ".partial")  # written whole first, then swapped in
+        shutil.rmtree(partial, ignore_errors=True)  # left by an export that was stopped
+        partial.mkdir(parents=True)
+        writer = summary_writer(log_dir=str(partial))
         try:
             _write_run(writer, hparams, run)
         finally:
             writer.close()
+        target.mkdir(parents=True, exist_ok=True)
+        for old in target.glob("events.out.tfevents.*"):  # exporting again replaces the run's events
+            old.unlink()
+        for new in partial.iterdir():
+            os.replace(new, target / new.name)
+        partial.rmdir()
         written.append(target)
     return written
 

@@ -128,3 +128,34 @@ def test_tensorboard_event_files_load_back_in_tensorboards_reader(tiny_study, tm
         assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")  # the resolved config
     export_tensorboard(tiny_study, logdir)  # again: the run's events are replaced, not doubled
     assert len(list((logdir / "nl_lam0.01_bs100_seed0").glob("events.out.tfevents.*"))) == 1
+
+
+def test_a_tensorboard_export_stopped_part_way_keeps_the_previous_events(tiny_study, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    import oblique.export as export_module
+
+    logdir = tmp_path / "tb"
+    export_tensorboard(tiny_study, logdir)
+    events = {p: p.read_bytes() for p in logdir.glob("*/events.out.tfevents.*")}
+    real, seen = export_module._write_run, []
+
+    def stopped_in_the_second_run(writer, hparams, run):
+        seen.append(run)
+        real(writer, hparams, run)
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # Ctrl-C after the second run's events were written, before its swap
+
+    monkeypatch.setattr(export_module, "_write_run", stopped_in_the_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        export_tensorboard(tiny_study, logdir)
+    kept = {p for p in logdir.glob("*/events.out.tfevents.*") if not p.parent.name.endswith(".partial")}
+    assert len(kept) == len(events)  # every run still has one event file: the first replaced, the rest kept
+    second = logdir / seen[1].name
+    assert {p: p.read_bytes() for p in second.glob("events.out.tfevents.*")} == {
+        p: b for p, b in events.items() if p.parent == second
+    }
+    monkeypatch.setattr(export_module, "_write_run", real)
+    export_tensorboard(tiny_study, logdir)  # the next export clears what the stopped one left
+    assert not list(logdir.glob("*.partial")) and len(list(logdir.glob("*/events.out.tfevents.*"))) == len(
+        events
+    )
