@@ -3,11 +3,10 @@
 :func:`run_sweep` benches every model of a sweep into a folder — ``<model>.json`` per model and
 ``bench.csv`` with every model's rows — and resumes: a model whose record is already there (made with the
 same batch size on the same device, with every method asked for) is read back, not benched again. "The
-same device" is the device the
-bench *used* — its type and the card's name — not the ``--device`` string asked for: a sweep made with
-``--device cpu`` and resumed with ``--device auto`` on a machine without a GPU reuses its records, one made
-on a GPU and resumed on the CPU (or on another card) benches again. It sits above :mod:`oblique.cost.bench`
-and :mod:`oblique.cost.record`, which it uses both.
+same device" is the device the bench *used* — its type and the card's name — not the ``--device`` string
+asked for: a sweep made with ``--device cpu`` and resumed with ``--device auto`` on a machine without a
+GPU reuses its records, one made on a GPU and resumed on the CPU (or on another card) benches again. It
+sits above :mod:`oblique.cost.bench` and :mod:`oblique.cost.record`, which it uses both.
 """
 
 from __future__ import annotations
