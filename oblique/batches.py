@@ -79,10 +79,10 @@ class Batches:
         ]
         if isinstance(self.dataset, TensorData):
             return (self.dataset[idx] for idx in order)
-        self._order = order
+        self._order[:] = order  # in place: the loader iterates this list anew every epoch
         if self._disk is None:  # one loader for the whole run: its workers persist across epochs
             workers = self.num_workers
-            self._disk = DataLoader(self.dataset, batch_sampler=_CurrentOrder(self), num_workers=workers,
+            self._disk = DataLoader(self.dataset, batch_sampler=self._order, num_workers=workers,
                                     pin_memory=self.pin_memory, persistent_workers=workers > 0,
                                     worker_init_fn=_seed_worker)  # fmt: skip
         return iter(self._disk)
@@ -115,20 +115,6 @@ class Batches:
         self._pending = (state["epoch"], state["start"]) if state["epoch"] is not None else None
         if state.get("augment") is not None and self._augmentation is not None:
             self._augmentation.set_state(state["augment"])
-
-
-class _CurrentOrder:
-    """The batch sampler of the loader of data read from disk: the current epoch's batches of a
-    :class:`Batches` (sampled in the main process, so the order is the run's, whatever the workers)."""
-
-    def __init__(self, batches: Batches):
-        self.batches = batches
-
-    def __iter__(self):
-        return iter(self.batches._order)
-
-    def __len__(self) -> int:
-        return len(self.batches._order)
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -30,7 +30,6 @@ class Dist:
 
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # for collectives
 
     @property
@@ -80,4 +79,4 @@ def from_env(device_spec: str = "auto") -> Dist:
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    return Dist(rank=rank, world=world, local_rank=local_rank, device=device)
+    return Dist(rank=rank, world=world, device=device)

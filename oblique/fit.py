@@ -280,13 +280,15 @@ class _Loop:
     of records waiting for the next flush (Note [sync-free step])."""
 
     def __init__(self, model, method, optimizer, batches, scheduler, writer, state: FitState,
-                 device: torch.device, *, log_every: int, precision: str, forward=None, dist=None):  # fmt: skip
+                 device: torch.device, *, log_every: int, precision: str, forward=None, dist: Dist):  # fmt: skip
         self.model, self.method, self.optimizer, self.batches = model, method, optimizer, batches
         self.forward = forward if forward is not None else model
-        self.dist = dist or Dist()
+        self.dist = dist
         self.scheduler, self.writer, self.state, self.device = scheduler, writer, state, device
         self.steps_per_epoch, self.log_every = len(batches), log_every
         self.autocast = precision == "bf16"
+        # bf16: the layers whose parametrized weight is computed once per step outside autocast (fixed in a fit)
+        self.cast_targets = [m for _, m in method.target_modules(model)] if self.autocast else []
         self.clock = Clock(device)
         self.pending: list[
             tuple
@@ -359,7 +361,7 @@ class _Loop:
         if not self.autocast:
             return F.cross_entropy(self.forward(x), y)
         with parametrize.cached():  # every parametrized weight once, in float32, outside autocast
-            for _, module in self.method.target_modules(self.model):
+            for module in self.cast_targets:
                 module.weight  # noqa: B018 - computes and caches it
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 return F.cross_entropy(self.forward(x), y)

@@ -50,7 +50,7 @@ from oblique.fit import (
     restore_checkpoint,
     test_batches,
 )
-from oblique.geometry import DRIFT_KEYS, model_drift
+from oblique.geometry import drift_record, model_drift
 from oblique.methods import Method, OptimizerConfig
 from oblique.models import get_model
 
@@ -333,7 +333,8 @@ def build(cfg: RunConfig, dist: Dist | None = None) -> Built:
     opt_cfg = OptimizerConfig(name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                               weight_decay=cfg.weight_decay)  # fmt: skip
     optimizer = method.make_optimizer(model, opt_cfg)
-    on_device = isinstance(data.train, TensorData) and device.type != "cpu"
+    # the order's generator goes where _data_on put the training set
+    on_device = isinstance(data.train, TensorData) and data.train.x.device.type != "cpu"
     g = torch.Generator(device=device if on_device else "cpu").manual_seed(cfg.seed)
     pin = device.type == "cuda"
     drop_last = dist.active or len(data.train) >= 2 * cfg.batch_size  # equal shares under torchrun
@@ -452,7 +453,7 @@ def _final_drift(model: nn.Module, method: Method) -> dict:
     try:
         return model_drift(model, weights=method.effective_weights(model))
     except torch.linalg.LinAlgError:
-        return {"layers": {}, "mean": {k: float("nan") for k in DRIFT_KEYS}}
+        return drift_record(([], None))
 
 
 def remove_run(path: str | os.PathLike) -> None:
