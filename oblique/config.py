@@ -28,6 +28,7 @@ __all__ = [
     "SCHEDULES",
     "ConfigError",
     "RunConfig",
+    "device_name",
     "environment",
     "read_toml",
     "resolve_device",
@@ -385,11 +386,12 @@ def _number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``"auto"`` (cuda if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device that exists here.
+def resolve_device(spec: str, *, here: bool = True) -> torch.device:
+    """``"auto"`` (cuda if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device that exists here
+    (``here=False``: only the form is checked, for a device of another machine).
 
     Raises:
-        ConfigError: another value, or CUDA asked for where torch sees none.
+        ConfigError: another value, or (``here``) CUDA asked for where torch sees none.
     """
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -399,11 +401,16 @@ def resolve_device(spec: str) -> torch.device:
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {spec!r}", settings=("device",))
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    if here and dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "device cuda asked for, but torch sees no CUDA device; use --device cpu", settings=("device",)
         )
     return dev
+
+
+def device_name(device: torch.device) -> str:
+    """The card's name on CUDA (``NVIDIA H100 80GB HBM3``), ``"cpu"`` on the CPU."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -415,7 +422,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda if cuda else None,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "device_name": torch.cuda.get_device_name(device) if cuda else device.type,
+        "device_name": device_name(device),
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,

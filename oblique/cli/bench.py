@@ -8,7 +8,6 @@ prints them with the flag (``--rounds``).
 from __future__ import annotations
 
 import argparse
-import re
 import tempfile
 from pathlib import Path
 
@@ -67,25 +66,21 @@ def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
     Raises:
         oblique.cost.BenchError: a bad setting (the message names it).
     """
-    try:
-        return BenchConfig(
-            model=SWEEPS[args.sweep][0] if args.sweep else args.model,
-            methods=args.methods,
-            batch_size=args.batch_size,
-            device=args.device,
-            rounds=args.rounds,
-            warmup=args.warmup,
-            micro_repeats=args.micro_repeats,
-            threads=args.threads,
-            seed=args.seed,
-            num_classes=args.num_classes,
-            targets=not args.no_targets,
-            progress=not args.no_progress,
-            time_budget_s=args.time_budget,
-        )
-    except BenchError as e:  # the setting time_budget_s is the flag --time-budget
-        settings = tuple("time_budget" if s == "time_budget_s" else s for s in e.settings)
-        raise BenchError(re.sub(r"\btime_budget_s\b", "time_budget", str(e)), settings=settings) from None
+    return BenchConfig(
+        model=SWEEPS[args.sweep][0] if args.sweep else args.model,
+        methods=args.methods,
+        batch_size=args.batch_size,
+        device=args.device,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        micro_repeats=args.micro_repeats,
+        threads=args.threads,
+        seed=args.seed,
+        num_classes=args.num_classes,
+        targets=not args.no_targets,
+        progress=not args.no_progress,
+        time_budget_s=args.time_budget,
+    )
 
 
 def check_target(path: str, setting: str, folder: bool = False) -> None:
@@ -123,16 +118,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = bench_config_from_args(args)
     if args.sweep:
         check_target(args.out, "out", folder=True)
-    for setting in ("json", "csv"):
-        if getattr(args, setting) is not None and not args.sweep:
-            check_target(getattr(args, setting), setting)
-    if args.sweep:
         recs = run_sweep(args.sweep, args.out, config=config)
         for rec in recs:
             print(format_table(rec))
             print()
         print(f"wrote {len(recs)} records and {Path(args.out) / 'bench.csv'}")
         return 0
+    for setting in ("json", "csv"):
+        if getattr(args, setting) is not None:
+            check_target(getattr(args, setting), setting)
     record = bench(config)
     print(format_table(record))
     if args.json:

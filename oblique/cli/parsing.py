@@ -29,7 +29,7 @@ class Parser(argparse.ArgumentParser):
 
 
 #: settings whose flag is not their name with ``-`` for ``_``: a repeatable flag names one entry of its table
-FLAG_NAMES = {"data_options": "--data-option"}
+FLAG_NAMES = {"data_options": "--data-option", "time_budget_s": "--time-budget"}
 
 
 def flag(setting: str) -> str:

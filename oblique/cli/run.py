@@ -17,7 +17,6 @@ from typing import Any
 
 from oblique.cli.parsing import flag, parse_bool, parse_floats, parse_hp
 from oblique.config import ConfigError, RunConfig, overlay, read_toml, run_config_from, setting_kind
-from oblique.train import RESUME_OVERRIDES
 
 __all__ = ["RUN_FLAGS", "add_run_arguments", "cmd_methods", "cmd_run", "run_config_from_args", "setup_methods",
            "setup_run"]  # fmt: skip
@@ -76,7 +75,7 @@ def setup_run(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from oblique.train import resume, train
+    from oblique.train import RESUME_OVERRIDES, resume, train
 
     if args.resume is not None:
         given = _settings_given(args)
@@ -101,6 +100,7 @@ def _refuse_contradictions(run_dir: Path, given: dict[str, Any]) -> None:
     """A setting given with ``--resume`` must agree with the run's recorded one, but for how the run
     executes (:data:`oblique.train.RESUME_OVERRIDES`)."""
     from oblique.records import CONFIG, read_config
+    from oblique.train import RESUME_OVERRIDES
 
     if not given.keys() - set(RESUME_OVERRIDES) or not (run_dir / CONFIG).is_file():
         return  # nothing to compare (train.resume says what is missing)

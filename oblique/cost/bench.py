@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from oblique.clock import Clock
-from oblique.config import MAX_THREADS, SEED_LIMIT, ConfigError, environment, resolve_device
+from oblique.config import MAX_THREADS, SEED_LIMIT, ConfigError, device_name, environment, resolve_device
 from oblique.cost.entries import Entry, plain_sgd_fn, prepare_entry, reparam_fn
 from oblique.cost.memory import peak_mem_mb
 from oblique.cost.record import SCHEMA, model_dims
@@ -200,11 +200,6 @@ def _progress(config: BenchConfig, total: int | None) -> Iterator[Callable[..., 
         yield bar.update
     finally:
         bar.close()
-
-
-def device_name(device: torch.device) -> str:
-    """The card's name on CUDA (``NVIDIA H100 80GB HBM3``), ``"cpu"`` on the CPU."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 def used_device(device: torch.device) -> torch.device:
@@ -458,7 +453,7 @@ class _Bench:
             "device": c.device,  # as asked: "auto", "cuda", "cuda:1", "cpu"
             "device_used": str(used_device(dev)),
             "device_type": dev.type,
-            "device_name": device_name(dev),
+            "device_name": env["device_name"],
             "environment": env,
             "threads": torch.get_num_threads(),
             "rounds": rounds,

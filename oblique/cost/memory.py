@@ -122,6 +122,17 @@ def persistent_tensors(obj: Any) -> Iterator[torch.Tensor]:
     yield from walk(obj, 0)
 
 
+def _kept(entry: Entry) -> _Storages:
+    """The storages ``entry`` keeps between steps, by part: parameters and buffers, optimizer state,
+    workspaces (:func:`persistent_tensors` of the method and of the optimizer)."""
+    seen = _Storages()
+    seen.add("parameters", [*entry.model.parameters(), *entry.model.buffers()])
+    seen.add("optimizer_state", _opt_state_tensors(entry.opt))
+    seen.add("workspaces", persistent_tensors(entry.method))
+    seen.add("workspaces", persistent_tensors(entry.opt))
+    return seen
+
+
 def memory_account(entry: Entry) -> dict[str, int]:
     """Runs one step of ``entry`` and accounts for it on the CPU (the module docstring): bytes per part of
     :data:`ACCOUNT_PARTS`, each storage counted once (in the first part it appears in), and ``"total"``."""
@@ -137,11 +148,7 @@ def memory_account(entry: Entry) -> dict[str, int]:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         entry.run_step()
-    seen = _Storages()
-    seen.add("parameters", [*params, *entry.model.buffers()])
-    seen.add("optimizer_state", _opt_state_tensors(entry.opt))
-    seen.add("workspaces", persistent_tensors(entry.method))
-    seen.add("workspaces", persistent_tensors(entry.opt))
+    seen = _kept(entry)
     seen.add("gradients", (p.grad for p in params))
     seen.add("saved_for_backward", saved)
     return {**{part: seen.bytes(part) for part in ACCOUNT_PARTS}, "total": seen.bytes()}
@@ -149,12 +156,7 @@ def memory_account(entry: Entry) -> dict[str, int]:
 
 def _own_bytes(entry: Entry) -> int:
     """What ``entry`` keeps between steps: parameters, buffers, optimizer state, workspaces (once each)."""
-    seen = _Storages()
-    seen.add("own", [*entry.model.parameters(), *entry.model.buffers()])
-    seen.add("own", _opt_state_tensors(entry.opt))
-    seen.add("own", persistent_tensors(entry.method))
-    seen.add("own", persistent_tensors(entry.opt))
-    return seen.bytes()
+    return _kept(entry).bytes()
 
 
 def _cuda_peak_mb(entry: Entry, device: torch.device) -> float:
