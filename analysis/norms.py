@@ -45,7 +45,7 @@ def filter_norms(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     from oblique.models import get_model, input_shape
 
     run_dir = Path(run_dir)
-    path = run_dir / "model.pt"
+    path = run_dir / records.MODEL
     if not path.exists():
         raise records.RecordError(f"{path}: no such file (the run saved no model)")
     config = records.read_config(run_dir)

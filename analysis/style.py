@@ -26,7 +26,6 @@ from oblique import records
 __all__ = [
     "FLOOR",
     "PRINT_RC",
-    "color",
     "log_ticks",
     "method_colors",
     "method_styles",
@@ -88,11 +87,6 @@ def style(method: str) -> dict:
 def method_colors() -> dict[str, str]:
     """Method name -> colour (hex), in registry order."""
     return {m: s["color"] for m, s in method_styles().items()}
-
-
-def color(method: str) -> str:
-    """The method's colour; grey for a name that is not (or no longer) registered."""
-    return style(method)["color"]
 
 
 #: a log axis's tick labels as plain numbers (0.5, 1, 2) rather than 5×10⁻¹

@@ -45,40 +45,34 @@ def study_bench_settings(study: Study | str | os.PathLike) -> dict[str, Any]:
     study = _study(study)
     settings = [r["settings"] for r in study.runs.values()]
     model = Counter(s["model"] for s in settings).most_common(1)[0][0]
-    device = _run_device(study) or Counter(s.get("device", "cpu") for s in settings).most_common(1)[0][0]
+    device, threads = _runs_used(study)
     sizes = Counter(s["batch_size"] for s in settings if s["model"] == model)
     recipe = RunConfig(model=model).resolved().batch_size
     batch = recipe if recipe in sizes else sizes.most_common(1)[0][0]
     order = {m: i for i, m in enumerate(list_methods())}
     methods = sorted({s["method"] for s in settings} | {"baseline"}, key=lambda m: order.get(m, len(order)))
     return {"model": model, "batch_size": int(batch), "device": device, "methods": methods,
-            "threads": _run_threads(study)}  # fmt: skip
+            "threads": threads}  # fmt: skip
 
 
-def _run_device(study: Study) -> str | None:
-    """The device the study's runs trained on (``cpu``, ``cuda:N``): the most frequent ``device_used`` of
-    the runs' ``config.json`` (the device is an execution setting: study.json does not hold it)."""
+def _runs_used(study: Study) -> tuple[str, int]:
+    """The device and the torch threads the study's runs trained with, from the runs' ``config.json``:
+    the most frequent ``device_used`` (``cpu``, ``cuda:N``; ``cpu`` when none says: the device is an
+    execution setting, study.json does not hold it) and the first finished run's ``threads_used`` (1
+    when none says)."""
     used: Counter = Counter()
+    threads = None
     for name in study.runs:
         try:
-            device = records.read_config(study.run_dir(name)).get("device_used")
+            config = records.read_config(study.run_dir(name))
+            device, run_threads = config.get("device_used"), config.get("threads_used")
         except (records.RecordError, AttributeError):
             continue
         if isinstance(device, str) and device.split(":")[0] in ("cpu", "cuda"):
             used[device] += 1
-    return used.most_common(1)[0][0] if used else None
-
-
-def _run_threads(study: Study) -> int:
-    """The torch threads the study's runs trained with (the first finished run's ``threads_used``)."""
-    for name in study.runs:
-        try:
-            threads = records.read_config(study.run_dir(name)).get("threads_used")
-        except records.RecordError:
-            continue
-        if isinstance(threads, int) and threads >= 1:
-            return threads
-    return 1
+        if threads is None and isinstance(run_threads, int) and run_threads >= 1:
+            threads = run_threads
+    return (used.most_common(1)[0][0] if used else "cpu"), (threads or 1)
 
 
 def read_study_bench(study: Study | str | os.PathLike) -> dict | None:

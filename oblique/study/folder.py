@@ -20,12 +20,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 from oblique import records
 from oblique.config import RunConfig
-from oblique.study.spec import BASIC_AXES, PlannedRun, StudyError
+from oblique.study.spec import BASIC_AXES, EXECUTION_FIELDS, PlannedRun, StudyError
 
 __all__ = [
     "ERROR_FILE",
@@ -138,8 +139,6 @@ _GRID_KEYS = {
 def _drop_execution_settings(entry) -> None:
     """An older study.json planned settings that are execution settings now (``device``): they are not
     part of what a run is, so they are left out, as a new plan leaves them out."""
-    from oblique.study.spec import EXECUTION_FIELDS
-
     if isinstance(entry, dict) and isinstance(entry.get("settings"), dict):
         entry["settings"] = {k: v for k, v in entry["settings"].items() if k not in EXECUTION_FIELDS}
 
@@ -148,7 +147,6 @@ def _entry_problem(name: str, entry) -> str | None:
     """Why a planned run of ``study.json`` cannot be one, or None. Its name must be a plain folder name
     (a run folder is deleted and rewritten: never outside the study)."""
     from oblique.config import ConfigError, RunConfig
-    from oblique.study.spec import EXECUTION_FIELDS
 
     if not name or name in (".", "..") or any(not (c.isalnum() or c in "._+=-") for c in name):
         return "not a folder name of a planned run"
@@ -217,15 +215,18 @@ def plan_study(
 def _differing(stored: dict, planned: dict) -> list[str]:
     """The settings in which a stored run and a planned one differ. A setting the stored study.json does
     not know (it was written before the setting existed) counts as its default."""
-    defaults = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
-    defaults.update(
-        {f.name: f.default_factory() for f in fields(RunConfig) if f.default_factory is not MISSING}
-    )
+    defaults = _defaults()
     return sorted(
         k
         for k in set(stored) | set(planned)
         if stored.get(k, defaults.get(k)) != planned.get(k, defaults.get(k))
     )
+
+
+@cache
+def _defaults() -> dict:
+    """Every run setting's default (read only: shared by every call)."""
+    return asdict(RunConfig())
 
 
 class Lock(records.FolderLock):

@@ -32,12 +32,13 @@ an executor runs (:func:`import_ray`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,7 @@ class RayExecutor:
         pending: dict[Any, dict] = {}
         interrupted = False
         try:
-            with _StopRequest() as stop:
+            with _stop_request() as stop:
                 for task in tasks:  # every node writes to the same path of the shared filesystem
                     task = {**task, "out": str(Path(task["out"]).resolve())}
                     pending[remote.options(name=f"oblique-{task['name']}"[:200]).remote(fn, task)] = task
@@ -249,41 +250,26 @@ def _result(ray, ref, task: Mapping) -> tuple | None:
         )
 
 
-class _signals_handled:
-    """SIGINT and SIGTERM handled by ``handler`` in the block (in the main thread; elsewhere a no-op)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, handler) -> None:
-        self.handler = handler
-
-    def __enter__(self):
-        self.main = threading.current_thread() is threading.main_thread()
-        if self.main:
-            self.old = {s: signal.signal(s, self.handler) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.main:
-            for s, handler in self.old.items():
-                signal.signal(s, handler)
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored in the block (in the main thread; elsewhere a no-op), so a second
+    Ctrl-C (or a scheduler's SIGTERM after it) cannot cut a clean stop short."""
+    main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
-def _sigint_ignored() -> _signals_handled:
-    """SIGINT and SIGTERM ignored in the block, so a second Ctrl-C (or a scheduler's SIGTERM after it)
-    cannot cut a clean stop short."""
-    return _signals_handled(signal.SIG_IGN)
+def _stop_request():
+    """An :class:`oblique.train.StopOnSignal` whose every SIGINT and SIGTERM only sets ``requested``
+    (never raises): the executor's loop sees the request within a second, wherever the signal lands. A
+    KeyboardInterrupt raised inside Ray's own calls can be swallowed there (its driver checks Python's
+    signals while it waits), and a Ctrl-C would then be lost; a flag cannot be."""
+    from oblique.train import StopOnSignal
 
-
-class _StopRequest(_signals_handled):
-    """SIGINT and SIGTERM set ``requested`` instead of raising: the executor's loop sees the request
-    within a second, wherever the signal lands. A KeyboardInterrupt raised inside Ray's own calls can be
-    swallowed there (its driver checks Python's signals while it waits), and a Ctrl-C would then be lost;
-    a flag cannot be."""
-
-    def __init__(self) -> None:
-        super().__init__(self._request)
-        self.requested = False
-
-    def _request(self, signum, frame) -> None:
-        self.requested = True
+    stop = StopOnSignal()
+    stop.second_signal_stops = False  # this instance only: the class stays as it is
+    return stop

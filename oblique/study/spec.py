@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oblique.config import MAX_THREADS, SEED_LIMIT, RunConfig, run_config_from, settings_from
+from oblique.config import MAX_THREADS, SEED_LIMIT, RunConfig, settings_from
 from oblique.errors import ObliqueError
 from oblique.text import value as _fmt
 
@@ -286,7 +286,7 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
         if k in base:
             raise StudyError(f"{source}: {k!r} is a grid variable; use the study's {k}s setting instead")
     base = settings_from(base, source=source)  # the preset's settings beneath the file's and the flags'
-    cfg = run_config_from(run_t, source=source)  # unknown or mistyped run settings fail here, in one line
+    cfg = RunConfig(**base)  # mistyped run settings fail here (unknown ones above), in one line
     if cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:  # else every run would fail
         raise StudyError(f"threads must be an integer from 1 to {MAX_THREADS}; got {cfg.threads!r}",
                          settings=("threads",))  # fmt: skip
