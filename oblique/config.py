@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from oblique.errors import ObliqueError
+from oblique.text import short as _short
 
 __all__ = [
     "OPTIMIZERS",
@@ -370,12 +371,6 @@ def _check_kinds(cfg: RunConfig) -> None:
 
 def _bad(setting: str, got: Any, valid: str) -> ConfigError:
     return ConfigError(f"{setting} must be {valid}; got {_short(got)}", settings=(setting,))
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a message stays one readable line)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _integer(x: Any) -> bool:

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from oblique import records
 from oblique.errors import ObliqueError, ObliqueWarning
+from oblique.text import short
 
 __all__ = [
     "DATASETS",
@@ -642,7 +643,7 @@ class DataOption:
             if ok and self.high is not None:
                 ok = out < self.high if self.open_high else out <= self.high
         if not ok:
-            raise ValueError(f"{self.name} must be {self.expected()}; got {_short(value)}")
+            raise ValueError(f"{self.name} must be {self.expected()}; got {short(value, 60)}")
         return out
 
 
@@ -670,11 +671,6 @@ def _convert(value: Any, kind: type) -> Any:
 
 def _bound(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _SEED = 2**32 - 1  # numpy's global seed (np.random.seed, which MNIST-1D's generation uses) is 32-bit
@@ -731,7 +727,7 @@ def check_data_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     for key, value in options.items():
         if key not in declared:
             raise DataOptionError(
-                f"data_options: {name} has no option {_short(key)}; valid: {', '.join(declared)}",
+                f"data_options: {name} has no option {short(key, 60)}; valid: {', '.join(declared)}",
                 settings=("data_options",),
             )
         try:

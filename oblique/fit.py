@@ -370,9 +370,7 @@ class _Loop:
         if self.clock.cuda:
             self.spans.append(marks)
         else:
-            self.state.regularizer_time_s += (marks.regularizer_done - marks.backward_done) + (
-                marks.after_step_done - marks.step_done
-            )
+            self.state.regularizer_time_s += marks.regularizer_ms(self.clock.ms) / 1e3
 
     def drift(self) -> None:
         """Buffer a drift record of every targeted layer (device tensors)."""
@@ -433,10 +431,7 @@ class _Loop:
 
     def _read_spans(self) -> None:
         for m in self.spans:  # the events are done: the host just waited for the device
-            ms = self.clock.ms(m.backward_done, m.regularizer_done) + self.clock.ms(
-                m.step_done, m.after_step_done
-            )
-            self.state.regularizer_time_s += ms / 1e3
+            self.state.regularizer_time_s += m.regularizer_ms(self.clock.ms) / 1e3
         self.spans.clear()
 
     # ---------------------------------------------------------------- epochs, checkpoints, stops

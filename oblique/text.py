@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["number", "value"]
+__all__ = ["number", "short", "value"]
 
 
 def number(x: Any, spec: str, missing: str = "–") -> str:
@@ -26,3 +26,13 @@ def value(v: Any) -> str:
     ('0.5', '1e-05', 'conv')
     """
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def short(v: Any, limit: int = 80) -> str:
+    """``repr(v)``, cut to ``limit`` characters: a value quoted in a message keeps it one readable line.
+
+    >>> short("conv"), short(list(range(40)), limit=20)
+    ("'conv'", '[0, 1, 2, 3, 4, 5...')
+    """
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

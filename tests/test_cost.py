@@ -76,6 +76,7 @@ def test_targets_are_measured_and_printed(record):
             t[name]["batched_ms"] > 0 and t[name]["per_layer_ms"] > 0 and isinstance(t[name]["holds"], bool)
         )
         assert t[name]["speedup"] == pytest.approx(t[name]["per_layer_ms"] / t[name]["batched_ms"])
+        assert 0 < t[name]["speedup_q1"] <= t[name]["speedup_q3"]
         assert t[name]["overhead_pct"] == record["methods"][name]["overhead_pct"]
     table = format_table(record)
     for name in list_methods():
@@ -147,6 +148,19 @@ def test_batched_targets_hold_on_both_conditions():
         t = {"batched_ms": 1.0, "per_layer_ms": 4.0, "speedup": 4.0}
         evaluate({name: t}, _methods(**{name: 1.0}), {"floor_pct": limit + 1})
         assert t["holds"] and t["caveat"].startswith("not resolved: the A/A floor")
+
+
+def test_batched_speedup_spread_is_printed_and_caveats_a_straddled_target():
+    # Note [speedup spread]: the quartiles of the paired ratios are printed; the verdict stays the point
+    # estimate's, with a caveat when they lie on both sides of the target
+    for q1, q3, caveat in ((3.2, 3.6, ""), (2.7, 3.3, "straddle 3×"), (2.0, 2.4, "")):
+        t = {"batched_ms": 1.0, "per_layer_ms": 3.1, "speedup": 3.1, "speedup_q1": q1, "speedup_q3": q3}
+        evaluate({"so": t}, _methods(so=1.0), {"floor_pct": 2.0})
+        assert f"paired ratios {q1:.2f}–{q3:.2f}× (quartiles)" in t["figure"] and t["holds"]
+        assert (caveat in t["caveat"]) if caveat else t["caveat"] == ""
+    t = {"batched_ms": 1.0, "per_layer_ms": 3.1, "speedup": 3.1}  # a record from before the spread
+    evaluate({"so": t}, _methods(so=1.0), {"floor_pct": 2.0})
+    assert "paired ratios" not in t["figure"] and t["caveat"] == ""
 
 
 def test_records_from_before_the_aa_control_still_read_and_print(record, tmp_path):

@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "oblique.optim": set(),
     "oblique.records": {"oblique.errors"},
     "oblique.models": {"oblique.errors"},
-    "oblique.data": {"oblique.errors", "oblique.records"},
+    "oblique.data": {"oblique.errors", "oblique.text", "oblique.records"},
     "oblique.methods": {"oblique.errors", "oblique.geometry", "oblique.optim"},
     "oblique.config": LIBRARY_BASE
     | {"oblique.recipes", "oblique.presets", "oblique.methods", "oblique.models", "oblique.data"},

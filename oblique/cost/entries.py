@@ -64,11 +64,11 @@ class Entry:
     def step(self, clock: Clock) -> None:
         """One training step, timed with ``clock``; appends to :attr:`step_ms`, :attr:`reg_ms`, :attr:`opt_ms`."""
         t0 = clock.mark()
-        _, t1, t2, t3, t4 = self.run_step(clock=clock.mark)
+        marks = self.run_step(clock=clock.mark)
         clock.sync()
-        self.step_ms.append(clock.ms(t0, t4))
-        self.reg_ms.append(clock.ms(t1, t2) + clock.ms(t3, t4))
-        self.opt_ms.append(clock.ms(t2, t3))
+        self.step_ms.append(clock.ms(t0, marks.after_step_done))
+        self.reg_ms.append(marks.regularizer_ms(clock.ms))
+        self.opt_ms.append(clock.ms(marks.regularizer_done, marks.step_done))
 
     def clear(self) -> None:
         """Forget the times measured so far (after the warm-up rounds)."""

@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from oblique.records import RecordError, read_json, write_atomic
 
@@ -34,6 +35,7 @@ __all__ = [
     "format_table",
     "model_dims",
     "read_bench",
+    "record_problem",
     "write_csv",
 ]
 
@@ -253,6 +255,23 @@ def write_csv(records: Sequence[dict], path: str | os.PathLike) -> None:
     write_atomic(path, text.getvalue())
 
 
+def record_problem(rec: Any) -> str | None:
+    """What keeps ``rec`` (a parsed JSON file) from being a bench record this version reads, in words; None
+    when it is one (a known schema, and its methods a table of tables).
+
+    >>> record_problem({"schema": SCHEMA, "methods": {"baseline": {}}}) is None
+    True
+    >>> record_problem({"schema": SCHEMA, "methods": [1]})
+    'a bench record whose methods are not a table of tables'
+    """
+    if not isinstance(rec, dict) or rec.get("schema") not in SCHEMAS:
+        return f"expected a bench record (schema {' or '.join(SCHEMAS)}); got {str(rec)[:60]!r}"
+    methods = rec.get("methods")
+    if not isinstance(methods, dict) or not all(isinstance(r, dict) for r in methods.values()):
+        return "a bench record whose methods are not a table of tables"
+    return None
+
+
 def read_bench(path: str | os.PathLike):
     """Read bench results into a pandas DataFrame with the columns :data:`CSV_COLUMNS`.
 
@@ -288,12 +307,8 @@ def read_bench(path: str | os.PathLike):
         files = [path]
     recs = [read_json(f) for f in files]
     for rec, where in zip(recs, files, strict=True):
-        if not isinstance(rec, dict) or rec.get("schema") not in SCHEMAS:
-            raise RecordError(
-                f"{where}: expected a bench record (schema {' or '.join(SCHEMAS)}); got {str(rec)[:60]!r}"
-            )
-        methods = rec.get("methods")
-        if not isinstance(methods, dict) or not all(isinstance(r, dict) for r in methods.values()):
-            raise RecordError(f"{where}: a bench record whose methods are not a table of tables")
+        problem = record_problem(rec)
+        if problem is not None:
+            raise RecordError(f"{where}: {problem}")
     rows = [row for rec in recs for row in _rows(rec)]
     return pd.DataFrame([{k: r.get(k) for k in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS))

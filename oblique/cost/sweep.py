@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from oblique.cost.bench import BenchConfig, BenchError, bench, device_name
-from oblique.cost.record import SCHEMAS, device_of, write_csv
+from oblique.cost.record import device_of, record_problem, write_csv
 from oblique.records import read_json, write_json_atomic
 
 __all__ = ["SWEEPS", "run_sweep"]
@@ -77,12 +77,10 @@ def run_sweep(
 def _reusable(rec: Any, batch_size: int, here: tuple[str, str], methods: Sequence[str]) -> bool:
     """Whether a record found in the sweep folder was made with ``batch_size`` on a device of the type and
     card ``here`` (either schema; :func:`oblique.cost.record.device_of`) and holds every one of
-    ``methods`` (a sweep resumed with more methods benches the model again, with all of them); else it is
-    benched again."""
+    ``methods`` (a sweep resumed with more methods benches the model again, with all of them); else (also
+    when it is no bench record: :func:`oblique.cost.record.record_problem`) it is benched again."""
     return (
-        isinstance(rec, dict)
-        and rec.get("schema") in SCHEMAS
-        and isinstance(rec.get("methods"), dict)
+        record_problem(rec) is None
         and set(methods) <= set(rec["methods"])
         and rec.get("batch_size") == batch_size
         and device_of(rec) == here

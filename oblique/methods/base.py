@@ -323,6 +323,11 @@ class StepMarks(NamedTuple):
     step_done: Any  # after ``optimizer.step()``
     after_step_done: Any  # after ``after_step``: the regularizer's own time is the two spans around the step
 
+    def regularizer_ms(self, ms: Callable[[Any, Any], float]) -> float:
+        """The regularizer's own time in ms: the span from the loss's backward to before the optimizer step
+        plus the one after it, each read by ``ms(start, end)`` (:meth:`oblique.clock.Clock.ms`)."""
+        return ms(self.backward_done, self.regularizer_done) + ms(self.step_done, self.after_step_done)
+
 
 def training_step(
     method: Method,

@@ -37,6 +37,7 @@ from typing import Any
 
 from oblique.config import MAX_THREADS, SEED_LIMIT, RunConfig, settings_from
 from oblique.errors import ObliqueError
+from oblique.text import short as _short
 from oblique.text import value as _fmt
 
 __all__ = [
@@ -327,8 +328,3 @@ def _study_out(out: Any) -> str:
 
 def _integer(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
