@@ -120,7 +120,8 @@ class _SOByShape(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f, d = ctx.saved_tensors
-        g = (f @ d if ctx.tall else d @ f).mul_(4.0 * grad)  # ∂/∂F, (L, n, p)
+        d = d * (4.0 * grad)  # the scale on the small factor (L, m, m), not on the gradient
+        g = f @ d if ctx.tall else d @ f  # ∂/∂F, (L, n, p)
         return g.view(-1, *ctx.shape).unbind(0)
 
 
