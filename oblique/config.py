@@ -189,10 +189,7 @@ class RunConfig:
         self._validate_model_and_data()
         self._validate_recipe()
         self._validate_execution()
-        try:
-            method = self.build_method()
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        method = self.checked_method()
         if (
             self.strength is not None
             and not method.uses_strength
@@ -318,7 +315,23 @@ class RunConfig:
         """The method this config names, built with its strength, targets and hyperparameters."""
         from oblique.methods import get_method
 
+        for key in ("strength", "targets"):  # settings of their own: get_method takes them by these names
+            if key in self.hp:
+                raise ConfigError(
+                    f"set {key} itself, not hp {key}={_short(self.hp[key], 40)}: {key} is a run setting, "
+                    f"not a hyperparameter of {self.method}",
+                    settings=(key, "hp"),
+                )
         return get_method(self.method, strength=self.strength, targets=self.targets, **self.hp)
+
+    def checked_method(self):
+        """:meth:`build_method`, a bad method setting raised as a :class:`ConfigError` (one line)."""
+        try:
+            return self.build_method()
+        except ConfigError:
+            raise
+        except ValueError as e:  # the method's own checks: an unknown or bad hyperparameter, strength
+            raise ConfigError(str(e)) from None
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)

@@ -190,6 +190,13 @@ def test_resume_refuses_a_contradicting_flag_a_finished_run_and_a_missing_checkp
         err.startswith("oblique: error: --lr 0.5 contradicts the run's recorded lr 0.1")
         and err.count("\n") == 1
     )
+    for hp, expect in (  # a bad --hp is one line too, not a traceback (found by test_hostile)
+        ("bogus=1", "method 'nl' has no hyperparameter 'bogus'"),
+        ("strength=1", "set --strength itself, not --hp strength="),
+    ):
+        assert main(["run", "--resume", str(out), "--hp", hp]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"oblique: error: {expect}") and err.count("\n") == 1, err
     assert main(["run", "--resume", str(out), "--batch-size", "500", "--no-progress"]) == 0  # agrees: fine
     capsys.readouterr()
     assert main(["run", "--resume", str(out)]) == 2

@@ -592,7 +592,7 @@ def test_corrupt_study_records(world, data, which, run):
     copy = world.root / "corrupt-study"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(world.root / "STUDY", copy)
-    runs = sorted((copy / "runs").iterdir())
+    runs = sorted(p for p in (copy / "runs").iterdir() if p.is_dir())  # an example may lock STUDY/runs itself
     target = copy / which if which in ("study.json", "results.csv") else runs[run] / which
     target.write_bytes(data.draw(corruption(target.read_bytes() if target.exists() else b"")))
     outcome(world, ["plot", str(copy)])

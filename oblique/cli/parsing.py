@@ -61,6 +61,8 @@ def parse_hp(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     k, v = text.split("=", 1)
+    if not k.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r} (no NAME)")
     return k.strip(), v.strip()
 
 

@@ -114,7 +114,7 @@ def _refuse_contradictions(run_dir: Path, given: dict[str, Any]) -> None:
     for key in sorted(given.keys() - set(RESUME_OVERRIDES)):
         a, b = getattr(mine, key), getattr(theirs, key)
         if key == "hp":
-            a, b = mine.build_method().hp, theirs.build_method().hp
+            a, b = mine.checked_method().hp, theirs.checked_method().hp
         if a != b:
             raise ConfigError(
                 f"{key} {b!r} contradicts the run's recorded {key} {a!r} ({run_dir / CONFIG}); resume continues "
