@@ -87,7 +87,8 @@ Record format (``schema`` ``"oblique.bench/2"``), one JSON object per bench of o
                  "oblique-rsgd": {"figure": "...", "speedup": 3.4, "fused_ms": ..., "geoopt_ms": ...,
                                   "holds": true},
                  "oni": {"figure": "...", "batched_ms": ..., "per_layer_ms": ..., "speedup": 4.1,
-                         "speedup_q1": 3.8, "speedup_q3": 4.4, "overhead_pct": 9.0, "overhead_resolved": true, "holds": true}, ...}}
+                         "speedup_q1": 3.8, "speedup_q3": 4.4, "overhead_pct": 9.0,
+                         "overhead_resolved": true, "holds": true}, ...}}
 
 (every target also has ``"defined_on": "cpu"``; ``holds`` is null when it was measured elsewhere.)
 
