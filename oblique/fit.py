@@ -510,7 +510,9 @@ def restore_checkpoint(ckpt: dict, model, method, optimizer, scheduler, batches:
         batches.load_state_dict(ckpt["data_order"])
         _set_rng_state(ckpt["rng"][rank])
         return FitState(**ckpt["fit_state"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+    except (LookupError, TypeError, ValueError, RuntimeError, AttributeError, ArithmeticError) as e:
+        # untrusted contents: a missing key or index, a wrong type, a number out of range (a negative
+        # value in Python's random state is an OverflowError), a tensor of the wrong shape
         raise records.RecordError(
             f"the checkpoint does not fit this run ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
         ) from None

@@ -180,6 +180,28 @@ def _interrupted_at(out: Path, at: int, **settings) -> None:
         tr.training_step = real
 
 
+def test_a_checkpoint_with_corrupt_random_states_is_one_line(tmp_path, capsys):
+    # found by test_hostile: a negative number in Python's random state was an OverflowError traceback
+    out = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        _interrupted_at(out, 3)
+    good = torch.load(out / records.CHECKPOINT, weights_only=True)
+    for spoil, error in (
+        (lambda rng: rng.update(python=(3, (-1,) * 625, None)), "OverflowError"),
+        (lambda rng: rng["numpy"].update(keys=5), "AttributeError"),
+        (lambda rng: rng.clear(), "KeyError"),
+    ):
+        ckpt = torch.load(out / records.CHECKPOINT, weights_only=True)
+        spoil(ckpt["rng"][0])
+        torch.save(ckpt, out / records.CHECKPOINT)
+        assert main(["run", "--resume", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("oblique: error: ") and err.count("\n") == 1, err
+        assert f"the checkpoint does not fit this run ({error}" in err
+    torch.save(good, out / records.CHECKPOINT)
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0  # nothing was lost
+
+
 def test_resume_refuses_a_contradicting_flag_a_finished_run_and_a_missing_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(RunInterrupted):

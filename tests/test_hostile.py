@@ -88,6 +88,12 @@ class World:
         assert {k: now.get(k) for k in self.study} == self.study, "a finished study was changed"
 
 
+def _run_folders(study: Path) -> list[Path]:
+    """The run folders of a study, in order: folders only (an example may name ``STUDY/runs`` as a run's or a
+    study's ``--out``, which leaves its lock file there)."""
+    return sorted(p for p in (study / "runs").iterdir() if p.is_dir())
+
+
 def _quiet_main(argv: list[str]) -> tuple[int, str]:
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
@@ -592,7 +598,7 @@ def test_corrupt_study_records(world, data, which, run):
     copy = world.root / "corrupt-study"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(world.root / "STUDY", copy)
-    runs = sorted(p for p in (copy / "runs").iterdir() if p.is_dir())  # an example may lock STUDY/runs itself
+    runs = _run_folders(copy)
     target = copy / which if which in ("study.json", "results.csv") else runs[run] / which
     target.write_bytes(data.draw(corruption(target.read_bytes() if target.exists() else b"")))
     outcome(world, ["plot", str(copy)])
@@ -694,7 +700,7 @@ def test_6_13_records_of_the_wrong_shape_are_left_out_with_a_warning(world, tmp_
     study = tmp_path / "s"
     shutil.copytree(world.root / "STUDY", study)
     (study / "results.csv").write_bytes(b"\x00garbage,\n\xff")  # rewritten by plot
-    name = sorted((study / "runs").iterdir())[0].name
+    name = _run_folders(study)[0].name
     (study / "runs" / name / which).write_bytes(content)
     with stubbed(world):
         with pytest.raises(Accepted):  # the figures are the next step
@@ -711,7 +717,7 @@ def test_6_13_records_of_the_wrong_shape_are_left_out_with_a_warning(world, tmp_
 def test_6_13_plot_warns_one_line_per_unreadable_run(world, tmp_path, capsys):
     study = tmp_path / "s"
     shutil.copytree(world.root / "STUDY", study)
-    a, b = sorted((study / "runs").iterdir())
+    a, b = _run_folders(study)
     (a / "summary.json").write_text("[1, 2]")
     (b / "metrics.jsonl").write_bytes(b"\xff\xfe binary")
     with stubbed(world), pytest.raises(Accepted):
@@ -727,7 +733,7 @@ def test_6_a_rerun_repairs_a_run_whose_metrics_are_corrupt(world, tmp_path, caps
 
     study = tmp_path / "s"
     shutil.copytree(world.root / "STUDY", study)
-    a, b = sorted((study / "runs").iterdir())
+    a, b = _run_folders(study)
     (a / "metrics.jsonl").write_bytes((a / "metrics.jsonl").read_bytes()[:-200])  # cut short
     kept = _digest(b)
     assert main(["study", *STUDY_ARGS, "--out", str(study)]) == 0
