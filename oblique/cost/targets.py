@@ -240,12 +240,19 @@ def _caveat(limit_pct: float, floor: float | None) -> str:
     return f"not resolved: the A/A floor ±{floor:.2f} % is wider than the {limit_pct:g} % bound"
 
 
-def _speedup_caveat(t: dict[str, Any]) -> str:
-    """What a verdict on ``speedup ≥`` :data:`BATCHED_SPEEDUP_TARGET` is worth when the quartiles of the paired
-    ratios (Note [speedup spread]) lie on both sides of it; empty otherwise, and for a record without them."""
+def _speedup_quartiles(t: dict[str, Any]) -> tuple[float, float] | None:
+    """The quartiles of a batched target's paired ratios (Note [speedup spread]); None for a record made
+    before they were measured."""
     q1, q3 = t.get("speedup_q1"), t.get("speedup_q3")
-    if q1 is None or q3 is None or not q1 < BATCHED_SPEEDUP_TARGET <= q3:
+    return None if q1 is None or q3 is None else (q1, q3)
+
+
+def _speedup_caveat(quartiles: tuple[float, float] | None) -> str:
+    """What a verdict on ``speedup ≥`` :data:`BATCHED_SPEEDUP_TARGET` is worth when the quartiles of the paired
+    ratios lie on both sides of it; empty otherwise, and without them."""
+    if quartiles is None or not quartiles[0] < BATCHED_SPEEDUP_TARGET <= quartiles[1]:
         return ""
+    q1, q3 = quartiles
     return (
         f"not resolved: the paired ratios' quartiles {q1:.2f}–{q3:.2f}× straddle {BATCHED_SPEEDUP_TARGET:g}×"
     )
@@ -314,10 +321,9 @@ def _evaluate_batched(name: str, t: dict[str, Any], results: dict[str, dict], fl
         if floor is None
         else f", {'beyond' if t['overhead_resolved'] else 'within'} the A/A floor ±{floor:.2f} %"
     )
+    quartiles = _speedup_quartiles(t)
     spread = (
-        f", paired ratios {t['speedup_q1']:.2f}–{t['speedup_q3']:.2f}× (quartiles)"
-        if t.get("speedup_q1") is not None and t.get("speedup_q3") is not None
-        else ""
+        "" if quartiles is None else f", paired ratios {quartiles[0]:.2f}–{quartiles[1]:.2f}× (quartiles)"
     )
     t["figure"] = (
         f"step overhead {t['overhead_pct']:.2f} ± {t['overhead_pct_se']:.2f} %{against} (isolated: "
@@ -325,7 +331,7 @@ def _evaluate_batched(name: str, t: dict[str, Any], results: dict[str, dict], fl
         f"({t['batched_ms']:.2f} vs {t['per_layer_ms']:.2f} ms, forward + backward alone{spread})"
     )
     t["target"] = f"overhead ≤ {limit:g} % and batched ≥ {BATCHED_SPEEDUP_TARGET:g}× faster"
-    t["caveat"] = "; ".join(c for c in (_caveat(limit, floor), _speedup_caveat(t)) if c)
+    t["caveat"] = "; ".join(c for c in (_caveat(limit, floor), _speedup_caveat(quartiles)) if c)
 
 
 def evaluate(
