@@ -56,7 +56,7 @@ __all__ = [
     "write_figures",
 ]
 
-#: The drift metrics of figure 1 (DESIGN.md, "Drift metrics"), with their axis labels.
+#: The drift metrics of figure 1 (docs/DESIGN.md, "Drift metrics"), with their axis labels.
 DRIFT_PANELS = {
     "norm_dev_mean": r"mean $|\,\|F_i\| - 1\,|$",
     "ddiag_dev": r"$\|\mathrm{ddiag}(FF^\top) - I\|_F / \sqrt{n}$",

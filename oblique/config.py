@@ -1,8 +1,8 @@
 """Every setting of one run: :class:`RunConfig`, resolved and validated before anything is written.
 
 ``RunConfig`` is the one list of run settings. Each field carries its help text in its metadata, and the
-command line generates its ``oblique run`` flags from these fields (:mod:`oblique.cli.run_flags`), so a new
-setting cannot miss its flag. Recipe settings default to ``None`` = "the model's standard recipe"
+command line generates its ``oblique run`` flags from these fields
+(:func:`oblique.cli.run.add_run_arguments`), so a new setting cannot miss its flag. Recipe settings default to ``None`` = "the model's standard recipe"
 (:mod:`oblique.recipes`); :meth:`RunConfig.resolved` fills them in and ``config.json`` records the result.
 
 Errors are :class:`ConfigError` (an :class:`oblique.errors.ObliqueError`) and name the setting as the

@@ -51,7 +51,7 @@ __all__ = [
     "step_rows",
 ]
 
-#: the drift means of a drift record (the contract of DESIGN.md; :data:`oblique.geometry.DRIFT_KEYS`)
+#: the drift means of a drift record (docs/DESIGN.md, "Drift metrics"; :data:`oblique.geometry.DRIFT_KEYS`)
 DRIFT_KEYS = ("norm_dev_mean", "norm_dev_max", "ddiag_dev", "offdiag_dev")
 #: the settings that name a run, first in every row of the CSV
 IDENTITY = ("method", "strength", "batch_size", "seed", "model", "dataset", "targets", "epochs")

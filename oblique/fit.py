@@ -11,8 +11,8 @@ drift of every layer stay device tensors, buffered, and are written to ``metrics
 transfer every ``log_every`` steps (and before an evaluation, a checkpoint, a stop, the end). A
 non-finite loss is found there and reported with its exact step: the records stop at that step (with
 ``log_every > 1`` the steps after it, up to the flush, were taken but are not recorded; with
-``log_every = 1`` the diverged step is checked before its update, as the CPU-only trainer did). The
-regularizer's own time is measured with CUDA events on a GPU, read at flush points (:mod:`oblique.clock`).
+``log_every = 1`` the diverged step is checked before its update). The regularizer's own time is measured
+with CUDA events on a GPU, read at flush points (:mod:`oblique.clock`).
 The values written do not depend on ``log_every``.
 
 Note [exact resume]: a checkpoint holds the model, the optimizer, the schedule, every random state (torch

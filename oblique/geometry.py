@@ -4,8 +4,8 @@ A weight of shape ``(C_out, C_in, *kernel)`` (or ``(C_out, C_in)`` for a linear 
 *filter matrix* ``F = W.reshape(C_out, -1)``: one row per filter (neuron), ``p = C_in·prod(kernel)``
 columns. The oblique manifold is ``ddiag(F Fᵀ) = I``: every row of unit norm.
 
-The four drift metrics are the project's contract (DESIGN.md), computed on the weight the forward pass
-actually uses. With row norms ``r_i = ‖F_i‖``:
+The four drift metrics are the project's contract (docs/DESIGN.md, "Drift metrics"), computed on the weight
+the forward pass actually uses. With row norms ``r_i = ‖F_i‖``:
 
 - ``norm_dev_mean = mean_i |r_i − 1|``
 - ``norm_dev_max  = max_i |r_i − 1|``
@@ -51,7 +51,7 @@ __all__ = [
     "targeted_modules",
 ]
 
-#: The drift metric names, in the order of DESIGN.md. This tuple is the contract.
+#: The drift metric names, in the order of docs/DESIGN.md, "Drift metrics". This tuple is the contract.
 DRIFT_KEYS = ("norm_dev_mean", "norm_dev_max", "ddiag_dev", "offdiag_dev")
 
 #: Valid values of the ``targets`` option: which layers a method acts on.
@@ -171,7 +171,7 @@ def targeted_modules(model: nn.Module, targets: str = "conv") -> list[tuple[str,
 
 
 def mean_drift(per_layer: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """Mean over layers of each drift metric (the aggregate of DESIGN.md)."""
+    """Mean over layers of each drift metric (the aggregate of docs/DESIGN.md, "Drift metrics")."""
     if not per_layer:
         return {k: float("nan") for k in DRIFT_KEYS}
     return {k: sum(d[k] for d in per_layer.values()) / len(per_layer) for k in DRIFT_KEYS}

@@ -1,7 +1,8 @@
 """Standard training recipes per model: what ``oblique run --model M`` trains with unless told otherwise.
 
 A setting given on the command line or in a config file always wins; a setting no recipe names takes
-:data:`BASE`. The resolved values are what ``config.json`` records. Sources (DESIGN.md, "Standard recipes"):
+:data:`BASE`. The resolved values are what ``config.json`` records. Sources (docs/DESIGN.md, "Standard
+recipes"):
 
 - CIFAR ResNet-20…110 (He et al. 2016; the akamaster reproduction): SGD lr 0.1, momentum 0.9, batch 128,
   200 epochs, ×0.1 at epochs 100 and 150; ResNet-110 warms up for one epoch (upstream holds lr at 0.01

@@ -3,7 +3,7 @@
 A run directory holds:
 
 ``config.json``
-    Every setting of the run, resolved (the :class:`oblique.train.RunConfig` fields plus the method's
+    Every setting of the run, resolved (the :class:`oblique.config.RunConfig` fields plus the method's
     resolved ``config()``), written before training starts.
 ``metrics.jsonl``
     One JSON object per line, appended during training and flushed line by line. Every line has a
@@ -27,7 +27,7 @@ as floats by :func:`read_json` and :func:`read_metrics`.
     The final ``state_dict`` of the model (load with ``torch.load(..., weights_only=True)``).
 ``checkpoint.pt``
     While a run is unfinished: everything an exact resume needs (Note [exact resume] in
-    :mod:`oblique.train`) and ``metrics_offset``, the bytes of ``metrics.jsonl`` it covers. Read with
+    :mod:`oblique.fit`) and ``metrics_offset``, the bytes of ``metrics.jsonl`` it covers. Read with
     :func:`read_checkpoint` (``weights_only``). Removed when the run finishes.
 ``.lock``, ``.lock.pid``
     The folder lock (:class:`FolderLock`) of the process writing the run, and its PID.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The cost bench of the README ("What each method costs"): every method on ResNet-110, batch 32, CPU,
-# 2 threads, with the A/A control and the targets (issues 4 and 12), about 7-8 minutes.
+# 2 threads, with the A/A control and the cost targets, about 7-8 minutes.
 # Run it on a quiet machine (nothing else using the cores): other processes inflate the A/A floor and
 # the per-layer references, and the 2-thread timings of small operations suffer most.
 #

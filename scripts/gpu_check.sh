@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 10): on a machine with a CUDA GPU, in about 8 minutes, writes into $OUT (default
+# The GPU check: on a machine with a CUDA GPU, in about 8 minutes, writes into $OUT (default
 # gpu_check/):
 #   device.txt   the card, driver, torch/CUDA/cuDNN versions
 #   tests.txt    the method contract tests on CUDA (OBLIQUE_TEST_DEVICE=cuda) and the CUDA-only tests

@@ -92,7 +92,7 @@ def test_targets_are_measured_and_printed(record):
 
 
 def test_aa_control_is_the_noise_floor(record):
-    """Note [noise floor]: the baseline stepped twice per round; its paired difference and floor."""
+    """The baseline stepped twice per round (Note [noise floor]): its paired difference and floor."""
     aa = record["aa"]
     assert aa["step_ms"] > 0 and aa["overhead_pct_se"] >= 0
     assert aa["floor_pct"] == pytest.approx(abs(aa["overhead_pct"]) + 2 * aa["overhead_pct_se"])
@@ -151,8 +151,8 @@ def test_batched_targets_hold_on_both_conditions():
 
 
 def test_batched_speedup_spread_is_printed_and_caveats_a_straddled_target():
-    # Note [speedup spread]: the quartiles of the paired ratios are printed; the verdict stays the point
-    # estimate's, with a caveat when they lie on both sides of the target
+    # the quartiles of the paired ratios are printed; the verdict stays the point estimate's, with a caveat
+    # when they lie on both sides of the target (Note [speedup spread])
     for q1, q3, caveat in ((3.2, 3.6, ""), (2.7, 3.3, "straddle 3×"), (2.0, 2.4, "")):
         t = {"batched_ms": 1.0, "per_layer_ms": 3.1, "speedup": 3.1, "speedup_q1": q1, "speedup_q3": q3}
         evaluate({"so": t}, _methods(so=1.0), {"floor_pct": 2.0})

@@ -1,4 +1,5 @@
-"""oblique.geometry: filter matrices, projection, and the drift metrics against DESIGN.md's formulas."""
+"""oblique.geometry: filter matrices, projection, and the drift metrics against their definitions
+(docs/DESIGN.md, "Drift metrics")."""
 
 import math
 
@@ -31,7 +32,7 @@ SHAPES = [
 
 
 def _reference_drift(w: torch.Tensor) -> dict:
-    """DESIGN.md's formulas, written the slow, literal way (float64)."""
+    """The definitions of docs/DESIGN.md, "Drift metrics", written the slow, literal way (float64)."""
     f = w.reshape(w.shape[0], -1).double()
     n = f.shape[0]
     gram = f @ f.T  # (n, n)
@@ -97,7 +98,7 @@ def test_projection_lands_on_manifold_and_is_idempotent(name, shape):
 
 
 def test_projection_of_zero_filter_is_finite():
-    """Note [zero filter]: no NaN, the zero row stays zero and reads as distance 1."""
+    """No NaN: the zero row stays zero and reads as distance 1 (Note [zero filter])."""
     w = torch.randn(4, 3, 3)
     w[2] = 0
     p = project_oblique(w)
@@ -155,8 +156,8 @@ def _offdiag_direct(f: torch.Tensor) -> float:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_offdiag_dev_is_accurate_near_zero(seed, dtype):
-    """Note [exact offdiag]: rows orthonormal up to rounding (float32) or up to a 1e-11 perturbation
-    (float64); ``‖G‖² − Σ r⁴`` returned 0 or 3e-9 here, the entries of FFᵀ give the true value."""
+    """Rows orthonormal up to rounding (float32) or up to a 1e-11 perturbation (float64): ``‖G‖² − Σ r⁴``
+    returned 0 or 3e-9 here, the entries of FFᵀ give the true value (Note [exact offdiag])."""
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(64, 16, dtype=torch.float64, generator=g))  # orthonormal columns
     f = q.T.contiguous()  # (16, 64): wide, orthonormal rows

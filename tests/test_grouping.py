@@ -171,7 +171,7 @@ def test_weights_follow_load_state_dict_and_device_moves():
 
 
 def test_ddp_wrap_of_a_prepared_model(tmp_path):
-    """Prepared before wrapping (DESIGN.md, "Scale-out"): one DistributedDataParallel step (one process,
+    """Prepared before wrapping (docs/DESIGN.md, "Scale-out"): one DistributedDataParallel step (one process,
     gloo) gives the same gradients and the same update as the unwrapped model."""
     if not dist.is_available():  # pragma: no cover - torch built without distributed
         pytest.skip("torch.distributed is not available")

@@ -1,4 +1,4 @@
-"""Hostile inputs (issue 9): property-based tests over the command line, run configs, study files and records.
+"""Hostile inputs: property-based tests over the command line, run configs, study files and records.
 
 Every example ends in exit status 2 with exactly one line ``oblique: error: ...`` on stderr (after any
 ``oblique: warning: ...`` lines), or in a success; never a traceback; and the finished run and study kept
@@ -635,7 +635,7 @@ def test_corrupt_run_records(world, data, which, overwrite):
     outcome(world, ["run", "--model", "cnn", "--out", str(copy), *(["--overwrite"] if overwrite else [])])
 
 
-# --------------------------------------------------------------------------- the defects of issue 9, one by one
+# --------------------------------------------------------------------------- the regressions, one by one
 def refused(world: World, argv: list[str], expect: str) -> None:
     """``oblique ARGV`` is refused with one line that says ``expect``."""
     with stubbed(world):

@@ -1,8 +1,9 @@
-"""The house: which module may import which (DESIGN.md, "The layout"), function-local imports included.
+"""The house: which module may import which, function-local imports included (docs/ARCHITECTURE.md, "Who may
+import whom").
 
 Every module of ``oblique/`` and ``analysis/`` is parsed with ``ast``; each import (at module level or
-inside a function) is an edge between two *units*: ``oblique.X`` for a module or package directly under
-``oblique`` (``oblique.study.spec`` belongs to ``oblique.study``), ``analysis`` for the analysis package.
+inside a function) is an edge between two *units*: ``oblique.<name>`` for a module or package directly
+under ``oblique`` (``oblique.study.spec`` belongs to ``oblique.study``), ``analysis`` for the analysis package.
 The edges must be in :data:`ALLOWED`, and the module-level graph must have no cycle.
 """
 

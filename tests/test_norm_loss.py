@@ -82,7 +82,7 @@ def test_gradcheck_float64():
 
 
 def test_zero_filter_contributes_one_and_no_gradient():
-    """Note [zero filter]: value 1, gradient 0, in both forms; never NaN."""
+    """Value 1, gradient 0, in both forms; never NaN (Note [zero filter in Norm Loss])."""
     w = torch.randn(5, 3, 2, dtype=torch.float64)
     w[1] = 0
     w.requires_grad_()

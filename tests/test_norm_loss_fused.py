@@ -23,7 +23,7 @@ def _eq6(w):
 @pytest.mark.parametrize("gather", [False, True])
 def test_fused_matches_eq1_and_eq6(gather):
     ws = _weights(1)
-    ws[2].data[3] = 0  # Note [zero filter]: gradient zero, value 1
+    ws[2].data[3] = 0  # gradient zero, value 1 (Note [zero filter in Norm Loss])
     for w in ws:
         w.grad = torch.full_like(w, 0.5)
     plan = FusedNormLossGrad(ws, gather=gather)

@@ -59,7 +59,7 @@ def test_float32_in_float32_out_computed_in_float64():
 
 
 def test_inv_sqrt_backward_is_finite_and_exact_at_repeated_eigenvalues():
-    """Note [inverse square root backward]: S = I has one eigenvalue m times; eigh's autograd breaks there."""
+    """S = I has one eigenvalue m times: eigh's autograd breaks there (Note [inverse square root backward])."""
     a = torch.zeros(1, 3, 3, dtype=torch.float64, requires_grad=True)
     eye = torch.eye(3, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda x: inv_sqrt_psd(eye + x + x.mT), (a,))
@@ -83,8 +83,8 @@ def test_gradcheck_through_the_parametrization(shape):
 
 @pytest.mark.parametrize("shape", [(2, 3, 7), (1, 4, 4)])  # two wide groups; a square group (m = p)
 def test_gradcheck_of_the_whole_map_with_row_scale(shape):
-    """Note [OLM precision]: the hand-written backward (through S^{-1/2}, the ε term and γ) against finite
-    differences, in float64."""
+    """The hand-written backward (through S^{-1/2}, the ε term and γ) against finite differences, in float64
+    (Note [OLM precision])."""
     g = torch.Generator().manual_seed(0)
     z = torch.randn(*shape, dtype=torch.float64, generator=g)
     z = (z - z.mean(-1, keepdim=True)).requires_grad_()

@@ -87,7 +87,7 @@ class _NoHostSync(torch.utils._python_dispatch.TorchDispatchMode):
 @pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("name", ["srip", "so"])
 def test_penalty_and_backward_never_wait_for_the_device(name, batched):
-    """Note [batched by shape]: no data-dependent branch on the host in the step path, including at
+    """No data-dependent branch on the host in the step path (Note [batched by shape]), including at
     σ = 0 (an exactly orthogonal layer) where the power iteration keeps its vector."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv1d(4, 3, 3), nn.Conv1d(3, 3, 1, bias=False), nn.Conv1d(4, 3, 3)).double()

@@ -181,7 +181,7 @@ def _executor(args: argparse.Namespace, opts: dict):
 
 def _figures(root: Path, bench: str | None, per_layer: bool) -> list[Path]:
     try:
-        from analysis import write_figures  # the CLI face may import analysis, lazily (DESIGN.md)
+        from analysis import write_figures  # the CLI face may import analysis, lazily (docs/ARCHITECTURE.md)
     except ImportError as e:  # pragma: no cover - analysis ships in the same distribution
         print(f"oblique: figures not written: the analysis package cannot be imported ({e})", file=sys.stderr)
         return []

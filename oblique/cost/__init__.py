@@ -47,7 +47,7 @@ Per method (the record's ``methods`` table):
 - ``cost_note``: where the cost goes: ``method.describe_cost()`` (the method class's ``cost_note``,
   formatted with its hyperparameters, else a note of its kind).
 
-The targets (issues 4 and 12), measured in the same process, interleaved, medians of ``micro_repeats``
+The targets, measured in the same process, interleaved, medians of ``micro_repeats``
 (:mod:`oblique.cost.targets`):
 
 - ``nl``: the fused Norm Loss (``before_step``) costs at most 4× one ``torch._foreach_norm`` over the same

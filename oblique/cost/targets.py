@@ -1,4 +1,4 @@
-"""The acceptance targets of the bench (issues 4 and 12): how each is measured, and whether it holds.
+"""The bench's targets (what the fast paths must achieve): how each is measured, and whether it holds.
 
 Measured in the bench's process, interleaved, medians of ``micro_repeats``:
 
@@ -39,8 +39,8 @@ bound are statements about that machine's costs. On a GPU the same numbers mean 
 launches dominate small operations; the step is far shorter), so a verdict there would be a verdict on a
 question nobody asked. A target measured on another device type keeps its measurement (``figure``) and
 gets ``holds: None`` and ``defined_on: "cpu"``; the table prints "target defined on the CPU; informative
-here" instead of a verdict. On the CPU the verdict is given whatever the model, batch and threads (as
-before): the figure says what was measured.
+here" instead of a verdict. On the CPU the verdict is given whatever the model, batch and threads: the
+figure says what was measured.
 
 :func:`nl_floor`, :func:`rsgd_speedup` and :func:`batched_speedup` measure; :func:`evaluate` adds to each
 measured target whether it ``holds``, its ``figure`` (what was measured, in words), its ``target`` (what
@@ -77,11 +77,11 @@ __all__ = [
     "rsgd_speedup",
 ]
 
-#: the targets of issue 4
+#: the ``nl`` targets (cost over one ``torch._foreach_norm`` pass, step overhead %) and ``oblique-rsgd``'s
 NL_RATIO_TARGET = 4.0
 NL_OVERHEAD_TARGET_PCT = 1.0
 RSGD_SPEEDUP_TARGET = 3.0
-#: the targets of issue 12: each batched method's step overhead (% of the baseline step) at most this …
+#: the batched methods' targets: each one's step overhead (% of the baseline step) at most this …
 BATCHED_OVERHEAD_TARGET_PCT = {"oni": 15.0, "olm": 15.0, "so": 3.0, "srip": 3.0}
 #: … and its batched form at least this many times faster than the per-layer one (isolated)
 BATCHED_SPEEDUP_TARGET = 3.0
@@ -264,8 +264,8 @@ def _evaluate_nl(t: dict[str, Any], results: dict[str, dict], floor: float | Non
     t["regularizer_pct"] = nl["regularizer_pct"]
     t["overhead_pct"] = nl["overhead_pct"]
     t["floor_pct"] = floor
-    # Note [noise floor]: nl against every other method, paired round by round (``vs``), when measured;
-    # else (no rounds recorded) the difference of their overheads
+    # nl against every other method, paired round by round (``vs``), when measured; else (no rounds
+    # recorded) the difference of their overheads (Note [noise floor])
     vs = t.get("vs") or {
         k: v["overhead_pct"] - nl["overhead_pct"] for k, v in results.items() if k not in ("baseline", "nl")
     }

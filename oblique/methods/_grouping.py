@@ -8,7 +8,7 @@ Note [tall groups]: a group of ``m`` filters in ``R^p`` can have orthonormal row
 centring (every row's mean subtracted, so every row lies in the ``(p − 1)``-dimensional subspace orthogonal
 to the all-ones vector) only if ``m ≤ p − 1``. Upstream handles a tall layer in three different ways: the
 PyTorch ONI (``ONI_Conv2d``, ``ONI_Linear``) switches to a *column* variant (``ONINorm_colum``: orthonormal
-columns, rows no longer unit norm; DESIGN.md calls it numerically broken) when ``C_out > C_in·k·k``; the
+columns, rows no longer unit norm; docs/DESIGN.md calls it numerically broken) when ``C_out > C_in·k·k``; the
 Torch7 ONI and OLM modules cap the group size at ``p`` (``m_perGroup``, default 64 in their CIFAR scripts,
 lowered to ``p`` when larger) and cut the filters into consecutive groups of that size, the remainder
 last — a centred group of ``p`` rows has rank ``p − 1``, so its Gram matrix is singular (OLM adds an
@@ -426,8 +426,8 @@ class BatchedOrthogonalization:
 class GroupedReparamMethod(Method):
     """Shared ``prepare`` / ``target_weights`` / ``analytic_flops`` of ``oni`` and ``olm``.
 
-    Subclasses set :attr:`parametrization` (a :class:`GroupedOrthogonal` subclass) and implement
-    :meth:`build` (the parametrization for one weight) and :meth:`group_flops` (forward flops of one group).
+    Subclasses implement :meth:`build` (the parametrization for one weight, a :class:`GroupedOrthogonal`)
+    and :meth:`group_flops` (forward flops of one group).
     With the ``batched`` hyperparameter, ``prepare`` puts every targeted layer of the model into one
     :class:`BatchedOrthogonalization` (Note [batched across layers]).
     """

@@ -1,4 +1,4 @@
-"""The one interface every method speaks (DESIGN.md, "One interface").
+"""The one interface every method speaks (docs/DESIGN.md, "One interface").
 
 A method is built by ``oblique.get_method(name, strength=..., targets=..., **hyperparameters)`` and is
 used by the trainer, the bench and the study runner in exactly this order::
@@ -44,7 +44,7 @@ __all__ = [
     "training_step",
 ]
 
-#: The kinds of method (DESIGN.md table).
+#: The kinds of method (docs/DESIGN.md, "Kinds of method").
 KINDS = ("none", "soft", "reparam", "riemannian", "projection")
 
 #: Where a method's cost goes, by kind: what :meth:`Method.describe_cost` says for a method without its own

@@ -19,7 +19,7 @@ float64 over 20 SGD steps):
   on the CPU it costs about 2–3× one ``torch._foreach_norm`` pass over them (``oblique bench``).
   ``NormLoss.last_value`` (logging) is kept as a 0-d tensor and turned into a float only when read.
 
-Note [zero filter]: a filter with ``‖F_i‖ = 0`` contributes ``(1 − 0)² = 1`` to the loss and a gradient of
+Note [zero filter in Norm Loss]: a filter with ``‖F_i‖ = 0`` contributes ``(1 − 0)² = 1`` to the loss and a gradient of
 *zero* in both forms (eq. 6's ``1/‖F_i‖`` is replaced by ``1/max(‖F_i‖, ε)``, and the autograd form uses
 the same clamped norm in its backward). A dead filter stays dead, as it would under any first-order
 method; no NaN ever enters the weights.
@@ -201,7 +201,7 @@ class FusedNormLossGrad:
             else:
                 for f, r in zip(b.matrices, b.norm_views, strict=True):
                     torch.linalg.vector_norm(f, dim=1, out=r)  # (C_out,)
-            # coefficient per filter: 2λ(1 − 1/max(r, ε))   (eq. 6; Note [zero filter])
+            # coefficient per filter: 2λ(1 − 1/max(r, ε))   (eq. 6; Note [zero filter in Norm Loss])
             torch.clamp_min(b.norms, EPS, out=b.coef).reciprocal_().sub_(1.0).mul_(-2.0 * strength)
             if b.gather:
                 pieces = []

@@ -15,8 +15,8 @@ One step on a filter ``x`` (a row of the filter matrix) with Euclidean gradient 
 with ``d`` the momentum (Nesterov) direction, the momentum transported to the new tangent space by
 projection (``geoopt.Sphere.retr_transp``).
 
-How the weight is stored (DESIGN.md pitfalls): ``geoopt.Sphere`` normalizes the *last* dimension, so a 4-D
-conv weight put on it would be normalized per kernel row. Here every targeted layer gets a
+How the weight is stored (docs/DESIGN.md, "Pitfalls of the libraries we build on"): ``geoopt.Sphere``
+normalizes the *last* dimension, so a 4-D conv weight put on it would be normalized per kernel row. Here every targeted layer gets a
 ``torch.nn.utils.parametrize`` parametrization :class:`FilterView` whose ``original`` is the filter matrix
 ``(C_out, C_in·k…)`` — replaced by a ``geoopt.ManifoldParameter`` on ``geoopt.Sphere()`` — and whose forward
 views it back to the layer's shape; ``module.weight`` is the effective weight. This works for Conv1d/2d/3d

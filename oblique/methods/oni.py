@@ -42,7 +42,7 @@ What upstream does (github.com/huangleiBuaa/ONI), and where this differs:
   at ``p − 1`` when centring, sizes differing by at most one (Note [tall groups]).
 - Tall layers (more filters than entries per filter, e.g. a stem conv or a widening 1×1 shortcut): the
   PyTorch code switches to a column variant (``ONINorm_colum``, orthonormal *columns*: filters no longer
-  unit norm; DESIGN.md records it as numerically broken). Here such a layer is split into groups none
+  unit norm; docs/DESIGN.md records it as numerically broken). Here such a layer is split into groups none
   taller than wide, each with orthonormal rows.
 - The iteration: the coupled form (Note [coupled Newton iteration]), same iterates, stable.
 - ``ε``: upstream PyTorch adds an absolute ``1e-5·I`` to ``S`` (Torch7 none); here ``ε · tr(S)/m`` is added, so
@@ -88,7 +88,7 @@ def newton_orthogonalize(
     norm = torch.linalg.matrix_norm(s).clamp_min(torch.finfo(s.dtype).tiny)[:, None, None]  # (k, 1, 1)
     s_hat = s / norm  # eigenvalues in (0, 1]: the iteration converges
     eye15 = torch.eye(s.shape[-1], dtype=s.dtype, device=s.device).mul_(1.5)  # 1.5·I, (m, m)
-    # Note [coupled Newton iteration]: Y_t = Ŝ·B_t carried alongside B_t; same iterates, stable rounding
+    # Y_t = Ŝ·B_t carried alongside B_t: same iterates, stable rounding (Note [coupled Newton iteration])
     b = eye15 - 0.5 * s_hat  # B_1 = T_0 = (3I − Ŝ)/2  (B_0 = I, Y_0 = Ŝ)
     y = s_hat @ b if iters > 1 else None  # Y_1 = Y_0·T_0
     for t in range(1, iters):

@@ -12,7 +12,7 @@ With ``g="frozen"`` every ``g_i`` is set to 1 and not trained: the effective wei
 lies *exactly* on the oblique manifold (a hard constraint by reparametrization).
 
 Differences from the authors' code: no data-dependent initialization (``g`` starts at ``‖v‖``, so the
-network computes what it computed before :meth:`prepare`, as torch does); the old hook-based
+network computes what it computed before :meth:`WeightNorm.prepare`, as torch does); the old hook-based
 ``torch.nn.utils.weight_norm`` is never used (deprecated, breaks DDP). A filter with ``v_i = 0`` has no
 direction and gives NaN, as in torch; a freshly initialized layer has none.
 """

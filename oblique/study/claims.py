@@ -1,7 +1,7 @@
 """The Norm Loss poster's claims, tested on a study's own numbers: the claims section of ``summary.md``.
 
-The poster (Georgiou et al., ICPR 2020, arXiv 2103.06583; ``reference/norm_loss_poster.md`` in the shared
-folder) makes five claims. Each is tested here on whatever the study holds, and gets a verdict —
+The poster (Georgiou et al., ICPR 2020, arXiv 2103.06583; ``docs/reference/norm_loss_poster.md``) makes
+five claims. Each is tested here on whatever the study holds, and gets a verdict —
 **supported**, **not supported**, or **not testable here** (the study lacks the runs, or the bench, that
 the test needs) — with the numbers and the statistical statement behind it, beside the poster's own numbers
 where it gives any. Seeds are the samples; α = :data:`ALPHA`; the tests are in :mod:`oblique.study.stats`.

@@ -1,15 +1,15 @@
 """The Norm Loss poster's published figures, by data set and model, to stand beside a study's own.
 
-Source: ``reference/norm_loss_poster.md`` in the shared folder (Georgiou et al., ICPR 2020,
-arXiv 2103.06583).
+Source: ``docs/reference/norm_loss_poster.md`` (Georgiou et al., ICPR 2020, arXiv 2103.06583), which
+``tests/test_references.py`` holds these tables to.
 """
 
 from __future__ import annotations
 
 __all__ = ["PUBLISHED", "published_cell"]
 
-#: The Norm Loss poster's tables (``reference/norm_loss_poster.md`` in the shared folder; Georgiou et al.,
-#: ICPR 2020, arXiv 2103.06583): ``(dataset, model) -> method -> {label: (best, mean)}`` in % test error
+#: The Norm Loss poster's tables (``docs/reference/norm_loss_poster.md``; Georgiou et al., ICPR 2020,
+#: arXiv 2103.06583): ``(dataset, model) -> method -> {label: (best, mean)}`` in % test error
 #: (top-1; ImageNet also ``top5``). ``None`` = not given. "repr" is the authors' reproduction of the
 #: baseline, "pub" the figure published by the method's own paper. OLM-L1 has no method here.
 PUBLISHED: dict[tuple[str, str], dict[str, dict[str, tuple[float | None, float | None]]]] = {
