@@ -140,7 +140,8 @@ def parse(path: Path, text: str) -> Source:
         return _parse_python(path, text)
     if path.suffix == ".md":
         return _parse_markdown(path, text)
-    return Source(path, [Chunk("config", 1, text)])
+    uncommented = "\n".join(re.sub(r"^\s*#+ ?", "", line) for line in text.splitlines())  # a comment may wrap
+    return Source(path, [Chunk("config", 1, uncommented)])
 
 
 def _module_name(path: Path) -> str | None:
@@ -528,3 +529,61 @@ def test_each_check_finds_a_broken_reference(check):
     problems = CHECKS[check]([parse(ROOT / rel, text.replace("@", "") + "\n")])
     assert len(problems) == (2 if check == "documents" else 1), problems
     assert all(p.startswith(f"{rel}:") for p in problems), problems
+
+
+# ------------------------------------------------------------------------------------------ documents that hold data
+
+
+def _tables(path: Path) -> dict[str, list[list[str]]]:
+    """heading -> the rows of the table under it, its header first, cells stripped (the rule left out)."""
+    tables: dict[str, list[list[str]]] = {}
+    heading = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if re.match(r"#{1,6} ", line):
+            heading = line.lstrip("#").strip()
+        elif line.startswith("|") and not re.fullmatch(r"[|\-: ]+", line):
+            tables.setdefault(heading, []).append([cell.strip() for cell in line.strip("|").split("|")])
+    return tables
+
+
+def _poster_tables() -> dict:
+    """docs/reference/norm_loss_poster.md read into the shape of ``PUBLISHED``."""
+    labels = {"poster": "", "reproduction": "repr", "published": "pub"}
+    out: dict = {}
+    path = ROOT / "docs" / "reference" / "norm_loss_poster.md"
+    for heading, (header, *rows) in _tables(path).items():
+        names = re.findall(r"`([^`]+)`", heading)  # the data set and the model
+        if len(names) != 2:
+            continue
+        columns = header[2:]
+        for method, source, *cells in rows:
+            if not method.startswith("`"):
+                continue  # no method of this toolkit
+            entry = out.setdefault(tuple(names), {}).setdefault(method.strip("`"), {})
+            values = [None if c == "–" else float(c) for c in cells]
+            if columns == ["best", "mean"]:
+                entry[labels[source]] = tuple(values)
+            else:  # top-1 best, top-5 best
+                entry[labels[source]] = (values[0], None)
+                if values[1] is not None:
+                    entry[f"{labels[source]} top5".strip()] = (values[1], None)
+    return out
+
+
+def test_the_poster_transcription_and_the_code_hold_the_same_numbers():
+    """``docs/reference/norm_loss_poster.md`` (what the code cites) and ``oblique.study.published.PUBLISHED``
+    (what the study prints) are the same figures."""
+    from oblique.study.published import PUBLISHED
+
+    assert _poster_tables() == PUBLISHED
+
+
+def test_the_design_names_the_constraint_of_every_method():
+    """docs/DESIGN.md, "The constraints each method aims at", has one row per registered method, in the
+    registry's order: a new method cannot go without saying what it aims at."""
+    import oblique
+
+    rows = _tables(ROOT / "docs" / "DESIGN.md")["The constraints each method aims at"][1:]
+    assert [row[0].strip("`") for row in rows] == oblique.list_methods()
+    kinds = {name: oblique.get_method(name).kind for name in oblique.list_methods()}
+    assert {row[0].strip("`"): row[1] for row in rows} == kinds
