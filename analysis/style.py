@@ -76,14 +76,26 @@ def _declared(cls) -> dict:
             f"method {cls.name!r} declares no figure {' or '.join(missing)} (class attributes of "
             f"{cls.__name__}; every figure draws each method in its own style)"
         )
-    if not is_color_like(s["color"]):
-        raise StyleError(f"method {cls.name!r}: color must be a Matplotlib colour; got {s['color']!r}")
-    try:
-        MarkerStyle(s["marker"])
-        Line2D([], [], linestyle=s["linestyle"])
-    except (TypeError, ValueError) as e:
-        raise StyleError(f"method {cls.name!r}: {e}") from None
+    for key, valid in (("color", is_color_like), ("marker", _is_marker), ("linestyle", _is_linestyle)):
+        if not valid(s[key]):
+            raise StyleError(f"method {cls.name!r}: {key} must be a Matplotlib {key}; got {s[key]!r}")
     return {**s, "color": to_hex(s["color"])}
+
+
+def _is_marker(value) -> bool:
+    try:
+        MarkerStyle(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _is_linestyle(value) -> bool:
+    try:
+        Line2D([], [], linestyle=value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def method_styles() -> dict[str, dict]:

@@ -47,6 +47,7 @@ __all__ = [
     "Hyper",
     "Method",
     "OptimizerConfig",
+    "RegistrationError",
     "UnknownMethodError",
     "add_norm_loss_grad_",
     "build_torch_optimizer",
