@@ -24,7 +24,9 @@ from analysis.figures import fig_cost, fig_drift
 from analysis.style import StyleError, method_styles, style
 from oblique.cli import main
 from oblique.cost import bench, declared_targets, format_table
+from oblique.cost.targets import compares_all, target_ticks
 from oblique.methods import (
+    COST_MEASURES,
     REGISTRY,
     CostTarget,
     Method,
@@ -118,6 +120,24 @@ def test_the_styles_are_the_methods_declarations():
     assert style("no-such-method") == {"color": "#7f7f7f", "marker": ".", "linestyle": "-"}
 
 
+def test_the_built_in_methods_keep_their_look():
+    """Paul Tol's muted colours after black, in registry order, each with its marker and line style: the
+    figures of every study drawn so far look (byte for byte) as they did."""
+    look = {
+        "baseline": ("#000000", "o", (0, (6, 2))),
+        "wd": ("#cc6677", "s", "-."),
+        "nl": ("#332288", "^", "-"),
+        "wn": ("#117733", "D", (0, (1, 1))),
+        "oblique-rsgd": ("#88ccee", "v", (0, (5, 1, 1, 1))),
+        "pbwn": ("#882255", "P", (0, (3, 1, 1, 1, 1, 1))),
+        "oni": ("#44aa99", "X", "--"),
+        "olm": ("#999933", "*", (0, (1, 2, 4, 2))),
+        "so": ("#aa4499", "h", (0, (8, 2, 1, 2))),
+        "srip": ("#ddcc77", "<", (0, (2, 2))),
+    }
+    assert {m: (s["color"], s["marker"], s["linestyle"]) for m, s in method_styles().items()} == look
+
+
 def test_a_method_without_a_style_of_its_own_is_an_error():
     class Plain(Method):
         """No style."""
@@ -161,6 +181,12 @@ def test_targets_come_from_the_methods_declarations():
     assert ToyPenalty.cost_target == CostTarget(
         "batched", overhead_pct=50.0, speedup=3.0, when=(("batched", True),)
     )
+
+
+def test_every_way_of_measuring_a_target_has_its_procedure():
+    for how, bounds in COST_MEASURES.items():  # a target may name any of them: the bench can measure it
+        target = CostTarget(how, **dict.fromkeys(bounds, 1.0))
+        assert target_ticks(target) >= 1 and isinstance(compares_all(target), bool)
 
 
 # ---------------------------------------------------------------- the proof: one module plus one line

@@ -408,7 +408,8 @@ def evaluate(
             …}``, :func:`measure`), each judged by the target its method declares (names without one are
             left as they are). A ``foreach_norm_floor`` entry may carry ``vs``: ``{method: paired
             difference to it, %}``.
-        results: the record's ``methods`` table (the ``nl`` target reads every method's overhead).
+        results: the record's ``methods`` table (a ``foreach_norm_floor`` target reads every method's
+            overhead).
         aa: the A/A control (the record's ``aa``: ``floor_pct``); None for none (Note [noise floor]).
         device_type: where they were measured; on another type than :data:`TARGETS_DEFINED_ON`, ``holds``
             is ``None`` (Note [targets' device]).
