@@ -1,10 +1,12 @@
 """One look for every figure: print-readable sizes, one fixed style per method, byte-stable files.
 
-Every method has a fixed *style* — a colour, a marker and a line style — by its position in the registry
-(``oblique.list_methods()``), so it looks the same in every figure of every study, whichever methods a
-study holds. The colours are Paul Tol's *muted* scheme (distinct under the common colour-vision
-deficiencies; https://personal.sron.nl/~pault/), with black for ``baseline``; the marker and the line style
-tell the methods apart where colour cannot (a greyscale print).
+Every method has a fixed *style* — a colour, a marker and a line style — declared by its class
+(``color``, ``marker``, ``linestyle``: :class:`oblique.methods.base.Method`), so it looks the same in every
+figure of every study, whichever methods a study holds. The built-in methods' colours are Paul Tol's
+*muted* scheme (distinct under the common colour-vision deficiencies; https://personal.sron.nl/~pault/),
+with black for ``baseline``; the marker and the line style tell the methods apart where colour cannot (a
+greyscale print). A registered method without a style, or with a colour, a marker or a line style another
+registered method has, is an error (:class:`StyleError`), never a silent copy of another method's look.
 
 Files (:func:`save`): PNG at 200 dpi, PDF with TrueType text, dense per-step lines rasterized inside the
 PDF (``rasterized=True`` on the artist; 300 dpi), and no creation date or software version in either, so
@@ -18,14 +20,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib as mpl
+from matplotlib.colors import is_color_like, to_hex
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.markers import MarkerStyle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from oblique import records
+from oblique.errors import ObliqueError
 
 __all__ = [
     "FLOOR",
     "PRINT_RC",
+    "StyleError",
     "log_ticks",
     "method_colors",
     "method_styles",
@@ -55,28 +62,61 @@ PRINT_RC = {
 }
 
 
-#: Paul Tol's muted scheme (9 colours), after black for the first method (``baseline``): colour-blind safe
-PALETTE = ("#000000", "#cc6677", "#332288", "#117733", "#88ccee", "#882255", "#44aa99", "#999933",
-           "#aa4499", "#ddcc77")  # fmt: skip
-#: one marker per method (filled shapes that stay apart in greyscale)
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
-#: one line style per method (Norm Loss solid, baseline long dashes)
-LINESTYLES = ((0, (6, 2)), "-.", "-", (0, (1, 1)), (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), "--",
-              (0, (1, 2, 4, 2)), (0, (8, 2, 1, 2)), (0, (2, 2)))  # fmt: skip
+class StyleError(ObliqueError, ValueError):
+    """A registered method without a figure style of its own: none declared, an invalid one, or a colour,
+    marker or line style another registered method has."""
+
+
+def _declared(cls) -> dict:
+    """``cls``'s declared style, checked: a Matplotlib colour (as hex), marker and line style."""
+    s = {"color": cls.color, "marker": cls.marker, "linestyle": cls.linestyle}
+    missing = [k for k, v in s.items() if v in ("", None)]
+    if missing:
+        raise StyleError(
+            f"method {cls.name!r} declares no figure {' or '.join(missing)} (class attributes of "
+            f"{cls.__name__}; every figure draws each method in its own style)"
+        )
+    for key, valid in (("color", is_color_like), ("marker", _is_marker), ("linestyle", _is_linestyle)):
+        if not valid(s[key]):
+            raise StyleError(f"method {cls.name!r}: {key} must be a Matplotlib {key}; got {s[key]!r}")
+    return {**s, "color": to_hex(s["color"])}
+
+
+def _is_marker(value) -> bool:
+    try:
+        MarkerStyle(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _is_linestyle(value) -> bool:
+    try:
+        Line2D([], [], linestyle=value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def method_styles() -> dict[str, dict]:
-    """Method name -> ``{"color", "marker", "linestyle"}``, in registry order (cycled past ten methods)."""
-    from oblique import list_methods
+    """Method name -> ``{"color", "marker", "linestyle"}``, in registry order, as each method declares it.
 
-    return {
-        m: {
-            "color": PALETTE[i % len(PALETTE)],
-            "marker": MARKERS[i % len(MARKERS)],
-            "linestyle": LINESTYLES[i % len(LINESTYLES)],
-        }
-        for i, m in enumerate(list_methods())
-    }
+    Raises:
+        StyleError: a registered method declares no style (or an invalid one), or shares its colour, its
+            marker or its line style with another registered method.
+    """
+    from oblique.methods import REGISTRY
+
+    styles = {name: _declared(cls) for name, cls in REGISTRY.items()}
+    for key in ("color", "marker", "linestyle"):
+        seen: dict[str, str] = {}
+        for name, s in styles.items():
+            other = seen.setdefault(repr(s[key]), name)
+            if other != name:
+                raise StyleError(
+                    f"methods {other!r} and {name!r} share the {key} {s[key]!r}; each method needs its own"
+                )
+    return styles
 
 
 def style(method: str) -> dict:

@@ -11,21 +11,23 @@ import torch
 
 from oblique.cli import main
 from oblique.cost import (
-    BATCHED_OVERHEAD_TARGET_PCT,
     CSV_COLUMNS,
     SCHEMA,
     SWEEPS,
     BenchError,
     bench,
+    declared_targets,
     format_table,
     read_bench,
     run_sweep,
 )
 from oblique.cost.targets import evaluate
-from oblique.methods import list_methods
+from oblique.methods import CostTarget, list_methods
 from oblique.records import RecordError
 
 TINY = dict(batch_size=4, rounds=4, warmup=1, micro_repeats=2, threads=1, progress=False)
+#: the methods that declare a batched-form target (overhead bound, batched against per layer)
+BATCHED = {name: t for name, t in declared_targets().items() if t.measure == "batched"}
 FIELDS = ("step_ms", "overhead_pct", "regularizer_ms", "peak_mem_mb", "analytic_flops")
 
 
@@ -71,7 +73,7 @@ def test_targets_are_measured_and_printed(record):
     t = record["targets"]
     assert t["nl"]["ratio_to_foreach_norm"] > 0 and isinstance(t["nl"]["holds"], bool)
     assert t["oblique-rsgd"]["speedup"] > 0 and isinstance(t["oblique-rsgd"]["holds"], bool)
-    for name in BATCHED_OVERHEAD_TARGET_PCT:  # each batched form against its per-layer reference
+    for name in BATCHED:  # each batched form against its per-layer reference
         assert (
             t[name]["batched_ms"] > 0 and t[name]["per_layer_ms"] > 0 and isinstance(t[name]["holds"], bool)
         )
@@ -82,9 +84,7 @@ def test_targets_are_measured_and_printed(record):
     for name in list_methods():
         assert f"\n{name} " in table
     lines = [ln for ln in table.splitlines() if ln.startswith("target ")]
-    assert [ln.split(":")[0] for ln in lines] == [
-        f"target {n}" for n in ("nl", "oblique-rsgd", *BATCHED_OVERHEAD_TARGET_PCT)
-    ]
+    assert [ln.split(":")[0] for ln in lines] == [f"target {n}" for n in declared_targets()]
     # a verdict, then (where the A/A floor is wider than the bound) what it is worth
     assert all(re.search(r": (holds|does NOT hold)( \(not resolved: .*\))?$", ln) for ln in lines)
     assert "_foreach_norm" in lines[0] and "geoopt" in lines[1]
@@ -134,8 +134,26 @@ def test_lowest_claims_only_what_the_floor_resolves():
     assert "lowest not resolved: within the A/A floor ±1.00 % of wd" in t["figure"]
 
 
+def test_every_target_is_declared_by_its_method_with_its_numbers():
+    """The targets the methods declare, in registry order: the numbers the bench has always held them to."""
+    closed = (("form", "closed"),)
+    assert declared_targets() == {
+        "nl": CostTarget("foreach_norm_floor", overhead_pct=1.0, ratio=4.0, when=closed),
+        "oblique-rsgd": CostTarget("fused_optimizer", speedup=3.0),
+        "oni": CostTarget("batched", overhead_pct=15.0, speedup=3.0, when=(("batched", True),)),
+        "olm": CostTarget("batched", overhead_pct=15.0, speedup=3.0, when=(("batched", True),)),
+        "so": CostTarget("batched", overhead_pct=3.0, speedup=3.0, when=(("batched", True),)),
+        "srip": CostTarget("batched", overhead_pct=3.0, speedup=3.0, when=(("batched", True),)),
+    }
+    with pytest.raises(ValueError, match="a batched target needs overhead_pct"):
+        CostTarget("batched", speedup=3.0)
+    with pytest.raises(ValueError, match="measure must be one of"):
+        CostTarget("fastest")
+
+
 def test_batched_targets_hold_on_both_conditions():
-    for name, limit in BATCHED_OVERHEAD_TARGET_PCT.items():
+    for name, target in BATCHED.items():
+        limit = target.overhead_pct
         for overhead, speedup, holds in (
             (limit - 0.5, 3.5, True),
             (limit + 0.5, 3.5, False),

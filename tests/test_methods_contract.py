@@ -1,11 +1,13 @@
 """The method contract, run over every registered method (``oblique.list_methods()``).
 
-A new method in ``REGISTRY`` is tested here without anyone remembering to: prepare, train three steps the
-way ``oblique.train`` does, effective weights finite, state_dict round trip into a freshly prepared model,
-optimizer state round trip, ``copy.deepcopy``, per-filter (never per-kernel-row) action, one
-``oblique run --epochs 1`` per method through the CLI, and — for every method with a batched form (it
-declares the ``batched`` hyperparameter) — batched and per-layer forms equal in float64 to 1e-12, weights
-and gradients, over every layer kind of ``LAYERS`` at once.
+A new method in ``REGISTRY`` is tested here without anyone remembering to: its declarations (kind, README
+row, hyperparameters, a figure style of its own, a cost target the bench can measure), prepare, train three
+steps the way ``oblique.train`` does, effective weights finite, state_dict round trip into a freshly
+prepared model, optimizer state round trip, ``copy.deepcopy``, per-filter (never per-kernel-row) action,
+the hard constraints (riemannian and projection methods) on the manifold, one ``oblique run --epochs 1``
+per method through the CLI, and — for every method with a batched form (it declares the ``batched``
+hyperparameter) — batched and per-layer forms equal in float64 to 1e-12, weights and gradients, over every
+layer kind of ``LAYERS`` at once. ``tests/test_registry.py`` runs this file over a throwaway method.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ import torch
 from torch import nn
 
 import oblique
+from analysis.style import method_styles
 from oblique.geometry import filter_matrix
-from oblique.methods import KINDS, REGISTRY, Hyper, OptimizerConfig, get_method
+from oblique.methods import COST_MEASURES, KINDS, REGISTRY, Hyper, OptimizerConfig, get_method
+from oblique.methods._grouping import GroupedReparamMethod
 from oblique.methods.base import training_step
 from oblique.methods.oblique_rsgd import ObliqueRSGD
 
 METHODS = oblique.list_methods()
+#: the kinds of hard constraint: every filter exactly at unit norm after every step
+ON_MANIFOLD_KINDS = ("riemannian", "projection")
 #: where the contract runs: the CPU here; scripts/gpu_check.sh runs it with OBLIQUE_TEST_DEVICE=cuda
 DEVICE = torch.device(os.environ.get("OBLIQUE_TEST_DEVICE", "cpu"))
 
@@ -81,13 +87,44 @@ def test_registry_lists_all_ten_methods_in_order():
 @pytest.mark.parametrize("name", METHODS)
 def test_class_attributes(name):
     cls = REGISTRY[name]
-    assert cls.name == name and cls.kind in KINDS and cls.summary and cls.paper
+    assert cls.name == name and cls.kind in KINDS and cls.summary
+    for attr in ("paper", "formula", "differences"):  # its row of the README's methods table
+        text = getattr(cls, attr)
+        assert isinstance(text, str) and text.strip() and "\n" not in text, attr
     assert all(isinstance(h, Hyper) and h.help for h in cls.hyperparameters)
     assert cls.__module__ and (cls.__doc__ or "").strip()
     if cls.uses_strength:
         assert cls.default_strength > 0
     cfg = get_method(name).config()  # every hyperparameter recorded, resolved
     assert set(cfg["hyperparameters"]) == {h.name for h in cls.hyperparameters}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_figure_style_is_its_own(name):
+    """Every registered method declares a colour, a marker and a line style that no other has
+    (``method_styles`` raises ``StyleError`` otherwise): no method looks like another in a figure."""
+    cls = REGISTRY[name]
+    styles = method_styles()
+    assert styles[name]["marker"] == cls.marker and styles[name]["linestyle"] == cls.linestyle
+    for key in ("color", "marker", "linestyle"):
+        assert [m for m, s in styles.items() if s[key] == styles[name][key]] == [name], key
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if REGISTRY[m].cost_target is not None])
+def test_cost_target_can_be_measured(name):
+    """A declared cost target names a way of measuring it and the bounds it needs, and applies to the
+    method as the bench builds it (its defaults), through hyperparameters the method declares."""
+    target = REGISTRY[name].cost_target
+    assert target.measure in COST_MEASURES
+    assert all(getattr(target, bound) is not None for bound in COST_MEASURES[target.measure])
+    declared = {h.name: h for h in REGISTRY[name].hyperparameters}
+    for hp, value in target.when:
+        assert hp in declared and declared[hp].convert(value) == value, hp
+    if target.measure == "batched":  # measured against its per-layer reference: batched=false
+        assert "batched" in declared
+    if target.measure == "fused_optimizer":  # measured against geoopt's step
+        assert {"fused", "geoopt"} <= set(declared["impl"].choices)
+    assert target.applies(get_method(name))
 
 
 @pytest.mark.parametrize("key", list(LAYERS))
@@ -182,7 +219,9 @@ def _batched_pair(name: str, **hp):
 def _batched_cases() -> list:
     cases = []
     for name in BATCHED:
-        if REGISTRY[name].kind == "reparam":  # several group sizes (tall layers split further), learnable γ
+        if issubclass(
+            REGISTRY[name], GroupedReparamMethod
+        ):  # several group sizes (tall layers split), learnable γ
             cases += [(name, {"group_size": g, "learn_scale": True}) for g in (0, 2, 3)]
         else:
             cases.append((name, {}))
@@ -195,7 +234,9 @@ def test_batched_equals_per_layer(name, hp):
     the per-layer form's weights and gradients to 1e-12 in float64, over three training steps."""
     assert BATCHED, "no method declares a batched form"
     ((mb, batched), (mp, per_layer)), xs, rs = _batched_pair(name, **hp)
-    if mb.kind == "reparam":  # the batched form is really in use (Note [batched across layers])
+    if isinstance(
+        mb, GroupedReparamMethod
+    ):  # the batched form is really in use (Note [batched across layers])
         assert all(p.shared is not None for p in mb.parametrizations(batched))
         assert all(p.shared is None for p in mp.parametrizations(per_layer))
     opts = [
@@ -240,7 +281,7 @@ def test_acts_per_filter_not_per_kernel_row(name):
     """
     spread, w = _kernel_row_spread(get_method(name, targets="conv"))
     assert spread > 1e-3, f"{name}: every kernel row has the same norm"
-    if name in ("oblique-rsgd", "pbwn"):
+    if REGISTRY[name].kind in ON_MANIFOLD_KINDS:
         torch.testing.assert_close(
             filter_matrix(w).norm(dim=1), torch.ones(4, dtype=w.dtype, device=w.device)
         )
@@ -284,7 +325,7 @@ def test_cli_run_one_epoch_every_method(tmp_path, monkeypatch):
         assert layers and all(v == v for d in layers.values() for v in d.values())  # finite, no NaN
         config = json.loads((out / "config.json").read_text())
         assert config["method_config"]["hyperparameters"] == get_method(name).config()["hyperparameters"]
-        if name in ("oblique-rsgd", "pbwn"):
+        if REGISTRY[name].kind in ON_MANIFOLD_KINDS:
             assert max(d["norm_dev_max"] for d in layers.values()) <= 1e-4, name
 
 

@@ -143,11 +143,19 @@ def _report(out: Path, summary: dict) -> int:
 
 def setup_methods(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="also describe every hyperparameter")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the README's methods table instead (kind, paper, formula, what oblique does differently)",
+    )
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from oblique.methods import REGISTRY
+    from oblique.methods import REGISTRY, markdown_table
 
+    if args.markdown:
+        print(markdown_table(), end="")
+        return 0
     rows = []
     for name, cls in REGISTRY.items():
         hps = [f"strength={cls.default_strength:g}"] if cls.uses_strength else []

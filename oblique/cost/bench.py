@@ -28,19 +28,17 @@ from oblique.cost.entries import Entry, plain_sgd_fn, prepare_entry, reparam_fn
 from oblique.cost.memory import peak_mem_mb
 from oblique.cost.record import SCHEMA, model_dims
 from oblique.cost.targets import (
-    BATCHED_OVERHEAD_TARGET_PCT,
-    TARGET_TICKS,
-    batched_applies,
-    batched_speedup,
+    Measuring,
+    compares_all,
+    declared_targets,
     evaluate,
-    nl_applies,
-    nl_floor,
+    measure,
     resolved,
-    rsgd_speedup,
+    target_ticks,
 )
 from oblique.cost.timing import median, quantile, robust_se, time_call
 from oblique.errors import ObliqueError
-from oblique.methods import list_methods
+from oblique.methods import CostTarget, list_methods
 from oblique.models import MODELS, ModelDependencyError, UnknownModelError, input_shape
 from oblique.progress import progress
 
@@ -235,7 +233,7 @@ class _Bench:
     by_name: dict[str, Entry] = field(init=False)
     reparam: dict[str, Callable[[], None]] = field(init=False)  # reparametrizations: forward + backward alone
     riem: dict[str, tuple[Callable[[], None], Callable[[], None]]] = field(init=False)  # own step, plain SGD
-    target_names: list[str] = field(init=False)  # the targets to measure
+    targets: dict[str, CostTarget] = field(init=False)  # the targets to measure, by method name
 
     def __post_init__(self) -> None:
         self.by_name = {e.name: e for e in self.entries}
@@ -245,16 +243,11 @@ class _Bench:
             if e.method.kind == "reparam" and (fn := reparam_fn(e)) is not None
         }
         self.riem = {e.name: plain_sgd_fn(e) for e in self.entries if e.method.kind == "riemannian"}
-        self.target_names = []  # the targets that apply to the benched methods
-        nl = self.by_name.get("nl")
-        if self.config.targets and nl is not None and nl_applies(nl.method):
-            self.target_names.append("nl")
-        if self.config.targets and "oblique-rsgd" in self.by_name:
-            self.target_names.append("oblique-rsgd")
-        for name in BATCHED_OVERHEAD_TARGET_PCT:
-            e = self.by_name.get(name)
-            if self.config.targets and e is not None and batched_applies(e.method):
-                self.target_names.append(name)
+        self.targets = {  # those the benched methods declare and that apply to them, in registry order
+            name: target
+            for name, target in declared_targets().items()
+            if self.config.targets and name in self.by_name and target.applies(self.by_name[name].method)
+        }
 
     @classmethod
     def prepare(cls, config: BenchConfig) -> _Bench:
@@ -290,7 +283,7 @@ class _Bench:
             return None
         steps = (c.warmup + c.rounds) * (len(self.entries) + 1)  # the rounds, with the A/A control
         steps += c.micro_repeats * (len(self.reparam) + len(self.riem))  # the isolated parts
-        steps += sum(TARGET_TICKS[t] for t in self.target_names)  # the targets
+        steps += sum(target_ticks(t) for t in self.targets.values())  # the targets
         return steps + len(self.entries)  # the memory steps
 
     def time_rounds(self, clock: Clock, tick: Callable[[], None]) -> int:
@@ -346,20 +339,10 @@ class _Bench:
         return parts
 
     def measure_targets(self, clock: Clock, tick: Callable[[], None]) -> dict[str, dict[str, Any]]:
-        """The two targets' measurements (:mod:`oblique.cost.targets`), those that apply."""
-        c, measured = self.config, {}
-        if "nl" in self.target_names:
-            measured["nl"] = nl_floor(self.by_name["nl"], clock, 5 * c.micro_repeats, tick)
-        if "oblique-rsgd" in self.target_names:
-            measured["oblique-rsgd"] = rsgd_speedup(
-                c.model, c.num_classes, c.seed, self.device, clock, c.micro_repeats, tick
-            )
-        for name in BATCHED_OVERHEAD_TARGET_PCT:
-            if name in self.target_names:
-                e = self.by_name[name]
-                args = (c.model, c.num_classes, c.seed, self.device, clock, c.micro_repeats, tick)
-                measured[name] = batched_speedup(e, *args)
-        return measured
+        """The measurements of the targets that apply (:mod:`oblique.cost.targets`), by method name."""
+        c = self.config
+        how = Measuring(c.model, c.num_classes, c.seed, self.device, clock, c.micro_repeats, tick)
+        return {name: measure(self.by_name[name], target, how) for name, target in self.targets.items()}
 
     def measure_peaks(self, tick: Callable[[], None]) -> dict[str, float]:
         """Every method's peak memory of one step (:func:`oblique.cost.memory.peak_mem_mb`)."""
@@ -498,7 +481,8 @@ def bench(config: BenchConfig | None = None, **settings: Any) -> dict[str, Any]:
         peaks = run.measure_peaks(tick)
     aa = run.aa_control()
     methods = run.summarize(isolated, peaks, aa["floor_pct"])
-    if "nl" in targets:
-        targets["nl"]["vs"] = run.paired_to("nl")
+    for name, t in targets.items():
+        if compares_all(run.targets[name]):
+            t["vs"] = run.paired_to(name)
     evaluate(targets, methods, aa, run.device.type)
     return run.record(rounds, methods, targets, aa, env)

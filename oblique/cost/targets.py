@@ -1,21 +1,25 @@
-"""The bench's targets (what the fast paths must achieve): how each is measured, and whether it holds.
+"""The targets of the bench: how each is measured, and whether it holds.
 
-Measured in the bench's process, interleaved, medians of ``micro_repeats``:
+A method declares its target (:attr:`oblique.methods.base.Method.cost_target`, a
+:class:`~oblique.methods.base.CostTarget`: how it is measured, its bounds, when it applies); this module
+holds the three ways of measuring one (:data:`~oblique.methods.base.COST_MEASURES`) and judges each. The
+bench measures every declared target that applies to a benched method (:func:`declared_targets`), in
+registry order, in the bench's process, interleaved, medians of ``micro_repeats``:
 
-- ``nl``: the fused Norm Loss (``before_step``) costs at most :data:`NL_RATIO_TARGET` × one
-  ``torch._foreach_norm`` over the same targeted weights (the memory-traffic floor), *and* its
-  ``overhead_pct`` is at most :data:`NL_OVERHEAD_TARGET_PCT` %, *and* no other method's overhead is
-  resolvably lower (Note [noise floor]). Defined on ResNet-110, batch 32, CPU. Measured only for the closed
-  form (``form=closed``).
-- ``oblique-rsgd``: its fused optimizer step (``impl=fused``, :class:`oblique.optim.ObliqueSGD`) is at
-  least :data:`RSGD_SPEEDUP_TARGET` × faster than geoopt's (``impl=geoopt``) on the same model's
-  parameters.
-- ``oni``, ``olm``, ``so``, ``srip`` (batched, the default): the step overhead at most
-  :data:`BATCHED_OVERHEAD_TARGET_PCT` % (15 % for the reparametrizations, 3 % for the soft penalties), *and*
-  the batched form at least :data:`BATCHED_SPEEDUP_TARGET` × faster than its per-layer reference
-  (``batched=false``, on its own copy of the model) in isolated regularizer time: the reparametrization's
-  forward and backward (:func:`oblique.cost.entries.reparam_fn`), or the penalty and its backward. Defined on
-  ResNet-110, batch 32, CPU, 2 threads.
+- ``foreach_norm_floor`` (Norm Loss, its fused closed form, ``form=closed``): the fused Norm Loss
+  (``before_step``) costs at most ``ratio`` × one ``torch._foreach_norm`` over the same targeted weights
+  (the memory-traffic floor), *and* its ``overhead_pct`` is at most the declared bound, *and* no other
+  method's overhead is resolvably lower (Note [noise floor]).
+- ``fused_optimizer`` (e.g. ``oblique-rsgd``): its fused optimizer step (``impl=fused``,
+  :class:`oblique.optim.ObliqueSGD`) is at least ``speedup`` × faster than geoopt's (``impl=geoopt``) on the
+  same model's parameters.
+- ``batched`` (e.g. ``oni``, ``so``; benched batched, the default): the step
+  overhead at most the declared bound, *and* the batched form at least ``speedup`` × faster than its
+  per-layer reference (``batched=false``, on its own copy of the model) in isolated regularizer time: the
+  reparametrization's forward and backward (:func:`oblique.cost.entries.reparam_fn`), or the penalty and its
+  backward.
+
+Every target was defined on ResNet-110, batch 32, the CPU, 2 threads (Note [targets' device]).
 
 Note [speedup spread]: the two forms are timed alternately, so each repeat gives a paired ratio (per-layer
 time over the batched time just before it). The ``speedup`` is the ratio of the two medians; the quartiles
@@ -42,14 +46,15 @@ gets ``holds: None`` and ``defined_on: "cpu"``; the table prints "target defined
 here" instead of a verdict. On the CPU the verdict is given whatever the model, batch and threads: the
 figure says what was measured.
 
-:func:`nl_floor`, :func:`rsgd_speedup` and :func:`batched_speedup` measure; :func:`evaluate` adds to each
-measured target whether it ``holds``, its ``figure`` (what was measured, in words), its ``target`` (what
-it should be) and where it was defined (``defined_on``).
+:func:`measure` measures a declared target (:func:`nl_floor`, :func:`rsgd_speedup`, :func:`batched_speedup`);
+:func:`evaluate` adds to each measured target whether it ``holds``, its ``figure`` (what was measured, in
+words), its ``target`` (what it should be) and where it was defined (``defined_on``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -57,40 +62,55 @@ import torch
 from oblique.clock import Clock
 from oblique.cost.entries import Entry, prepare_entry, reparam_fn
 from oblique.cost.timing import median, quantile, time_call
-from oblique.methods.base import Method
+from oblique.methods import REGISTRY, CostTarget
 
 __all__ = [
-    "BATCHED_OVERHEAD_TARGET_PCT",
-    "BATCHED_SPEEDUP_TARGET",
-    "NL_OVERHEAD_TARGET_PCT",
-    "NL_RATIO_TARGET",
-    "RSGD_SPEEDUP_TARGET",
     "TARGETS_DEFINED_ON",
-    "TARGET_TICKS",
-    "batched_applies",
+    "Measuring",
     "batched_speedup",
+    "compares_all",
+    "declared_targets",
     "evaluate",
-    "nl_applies",
+    "measure",
     "nl_floor",
     "regularizer_fn",
     "resolved",
     "rsgd_speedup",
+    "target_ticks",
 ]
-
-#: the ``nl`` targets (cost over one ``torch._foreach_norm`` pass, step overhead %) and ``oblique-rsgd``'s
-NL_RATIO_TARGET = 4.0
-NL_OVERHEAD_TARGET_PCT = 1.0
-RSGD_SPEEDUP_TARGET = 3.0
-#: the batched methods' targets: each one's step overhead (% of the baseline step) at most this …
-BATCHED_OVERHEAD_TARGET_PCT = {"oni": 15.0, "olm": 15.0, "so": 3.0, "srip": 3.0}
-#: … and its batched form at least this many times faster than the per-layer one (isolated)
-BATCHED_SPEEDUP_TARGET = 3.0
 
 #: the device type every target was defined on (Note [targets' device]); elsewhere they are informative
 TARGETS_DEFINED_ON = "cpu"
 
-#: how many times each target's measurement advances the progress bar (its ``tick``)
-TARGET_TICKS = {"nl": 5, "oblique-rsgd": 1, **{name: 1 for name in BATCHED_OVERHEAD_TARGET_PCT}}
+#: how many times the ``foreach_norm_floor`` measurement advances the progress bar (the others: once)
+_FLOOR_TICKS = 5
+
+
+def declared_targets() -> dict[str, CostTarget]:
+    """The target each registered method declares (:attr:`~oblique.methods.base.Method.cost_target`), by
+    method name, in registry order; methods without one are left out."""
+    return {name: cls.cost_target for name, cls in REGISTRY.items() if cls.cost_target is not None}
+
+
+@dataclass(frozen=True)
+class Measuring:
+    """What a target's measurement needs of the bench beside the method's own entry.
+
+    Attributes:
+        model: the benched model's name (a reference form is prepared on a fresh one).
+        num_classes, seed, device: as the bench's.
+        clock: the bench's clock.
+        micro_repeats: the bench's repeats of isolated measurements.
+        tick: advances the progress bar (:func:`target_ticks` times per target).
+    """
+
+    model: str
+    num_classes: int
+    seed: int
+    device: torch.device
+    clock: Clock
+    micro_repeats: int
+    tick: Callable[[], None]
 
 
 def resolved(value_pct: float, floor_pct: float | None) -> bool | None:
@@ -103,16 +123,6 @@ def resolved(value_pct: float, floor_pct: float | None) -> bool | None:
     if floor_pct is None or floor_pct != floor_pct:  # no A/A control (an old record), or NaN
         return None
     return bool(abs(value_pct) > floor_pct)
-
-
-def nl_applies(method: Method) -> bool:
-    """Whether the ``nl`` target can be measured on this Norm Loss: its fused closed form only."""
-    return method.hp.get("form") == "closed"
-
-
-def batched_applies(method: Method) -> bool:
-    """Whether a batched-form target applies: one of :data:`BATCHED_OVERHEAD_TARGET_PCT`, benched batched."""
-    return method.name in BATCHED_OVERHEAD_TARGET_PCT and method.hp.get("batched") is True
 
 
 def regularizer_fn(entry: Entry) -> Callable[[], None]:
@@ -144,7 +154,7 @@ def batched_speedup(
 ) -> dict[str, Any]:
     """A batched method's isolated regularizer time against its per-layer reference (``batched=false``,
     the same hyperparameters otherwise, its own fresh model), interleaved, medians of ``repeats``.
-    ``tick`` is called once (``TARGET_TICKS``)."""
+    ``tick`` is called once."""
     hp = {**entry.method.hp, "batched": False}
     ref = prepare_entry(entry.name, model_name, num_classes, seed, device, entry.x, entry.y, 1e-3, hp)
     fns = {"batched": regularizer_fn(entry), "per_layer": regularizer_fn(ref)}
@@ -167,9 +177,10 @@ def batched_speedup(
 
 
 def nl_floor(entry: Entry, clock: Clock, repeats: int, tick: Callable[[], None]) -> dict[str, Any]:
-    """Target 1's ratio: Norm Loss's fused ``before_step`` vs one ``torch._foreach_norm`` over its weights.
+    """The ``foreach_norm_floor`` ratio: Norm Loss's fused ``before_step`` vs one ``torch._foreach_norm``
+    over its weights.
 
-    ``tick`` is called ``TARGET_TICKS["nl"]`` times (``repeats`` a multiple of it), for the progress bar.
+    ``tick`` is called :data:`_FLOOR_TICKS` times (``repeats`` a multiple of it), for the progress bar.
     """
     model, method = entry.model, entry.method
     ws = method.target_weights(model)
@@ -180,7 +191,7 @@ def nl_floor(entry: Entry, clock: Clock, repeats: int, tick: Callable[[], None])
     for i in range(repeats):
         nl.append(time_call(lambda: method.before_step(model), clock))
         floor.append(time_call(lambda: torch._foreach_norm(ws), clock))
-        if (i + 1) % max(1, repeats // TARGET_TICKS["nl"]) == 0:
+        if (i + 1) % max(1, repeats // _FLOOR_TICKS) == 0:
             tick()
     return {
         "nl_ms": median(nl),
@@ -198,14 +209,13 @@ def rsgd_speedup(
     clock: Clock,
     repeats: int,
     tick: Callable[[], None],
+    name: str = "oblique-rsgd",
 ) -> dict[str, Any]:
-    """Target 2: the oblique-rsgd optimizer step, impl=fused vs impl=geoopt, on the model's parameters
-    (and a torch SGD step on copies of them, for scale). ``tick`` is called once (``TARGET_TICKS``)."""
+    """The ``fused_optimizer`` speedup: method ``name``'s optimizer step, impl=fused vs impl=geoopt, on the
+    model's parameters (and a torch SGD step on copies of them, for scale). ``tick`` is called once."""
     opts = {}
     for impl in ("geoopt", "fused"):
-        e = prepare_entry(
-            "oblique-rsgd", model_name, num_classes, seed, device, None, None, 1e-3, {"impl": impl}
-        )
+        e = prepare_entry(name, model_name, num_classes, seed, device, None, None, 1e-3, {"impl": impl})
         g = torch.Generator(device="cpu").manual_seed(seed + 1)
         for p in e.model.parameters():
             p.grad = (torch.randn(p.shape, generator=g) * 1e-3).to(device, p.dtype)
@@ -247,19 +257,19 @@ def _speedup_quartiles(t: dict[str, Any]) -> tuple[float, float] | None:
     return None if q1 is None or q3 is None else (q1, q3)
 
 
-def _speedup_caveat(quartiles: tuple[float, float] | None) -> str:
-    """What a verdict on ``speedup ≥`` :data:`BATCHED_SPEEDUP_TARGET` is worth when the quartiles of the paired
+def _speedup_caveat(quartiles: tuple[float, float] | None, speedup: float) -> str:
+    """What a verdict on ``speedup ≥`` the target's ``speedup`` is worth when the quartiles of the paired
     ratios lie on both sides of it; empty otherwise, and without them."""
-    if quartiles is None or not quartiles[0] < BATCHED_SPEEDUP_TARGET <= quartiles[1]:
+    if quartiles is None or not quartiles[0] < speedup <= quartiles[1]:
         return ""
     q1, q3 = quartiles
-    return (
-        f"not resolved: the paired ratios' quartiles {q1:.2f}–{q3:.2f}× straddle {BATCHED_SPEEDUP_TARGET:g}×"
-    )
+    return f"not resolved: the paired ratios' quartiles {q1:.2f}–{q3:.2f}× straddle {speedup:g}×"
 
 
-def _evaluate_nl(t: dict[str, Any], results: dict[str, dict], floor: float | None) -> None:
-    nl = results["nl"]
+def _evaluate_nl(
+    name: str, target: CostTarget, t: dict[str, Any], results: dict[str, dict], floor: float | None
+) -> None:
+    nl = results[name]
     t["overhead_pct_se"] = nl["overhead_pct_se"]
     t["regularizer_pct"] = nl["regularizer_pct"]
     t["overhead_pct"] = nl["overhead_pct"]
@@ -267,7 +277,7 @@ def _evaluate_nl(t: dict[str, Any], results: dict[str, dict], floor: float | Non
     # nl against every other method, paired round by round (``vs``), when measured; else (no rounds
     # recorded) the difference of their overheads (Note [noise floor])
     vs = t.get("vs") or {
-        k: v["overhead_pct"] - nl["overhead_pct"] for k, v in results.items() if k not in ("baseline", "nl")
+        k: v["overhead_pct"] - nl["overhead_pct"] for k, v in results.items() if k not in ("baseline", name)
     }
     verdict = {k: resolved(d, floor) for k, d in vs.items()}  # d = other − nl: > 0 when nl is cheaper
     if floor is None:  # an old record: the point estimates
@@ -279,9 +289,7 @@ def _evaluate_nl(t: dict[str, Any], results: dict[str, dict], floor: float | Non
     t["lowest_overhead"] = not below and not tied
     t["tied_with"], t["resolvably_lower"] = tied, below
     t["holds"] = bool(
-        t["ratio_to_foreach_norm"] <= NL_RATIO_TARGET
-        and t["overhead_pct"] <= NL_OVERHEAD_TARGET_PCT
-        and not below
+        t["ratio_to_foreach_norm"] <= target.ratio and t["overhead_pct"] <= target.overhead_pct and not below
     )
     if t["lowest_overhead"]:
         lowest = ", the lowest but baseline" + (" (resolved)" if floor is not None else "")
@@ -296,26 +304,30 @@ def _evaluate_nl(t: dict[str, Any], results: dict[str, dict], floor: float | Non
         f"{t['overhead_pct_se']:.2f} % (isolated: {t['regularizer_pct']:.3f} %){lowest}"
     )
     t["target"] = (
-        f"≤ {NL_RATIO_TARGET:g}× the floor, overhead ≤ {NL_OVERHEAD_TARGET_PCT:g} % and none resolvably lower"
+        f"≤ {target.ratio:g}× the floor, overhead ≤ {target.overhead_pct:g} % and none resolvably lower"
     )
-    t["caveat"] = _caveat(NL_OVERHEAD_TARGET_PCT, floor)
+    t["caveat"] = _caveat(target.overhead_pct, floor)
 
 
-def _evaluate_rsgd(t: dict[str, Any]) -> None:
-    t["holds"] = bool(t["speedup"] >= RSGD_SPEEDUP_TARGET)
+def _evaluate_rsgd(
+    name: str, target: CostTarget, t: dict[str, Any], results: dict[str, dict], floor: float | None
+) -> None:
+    t["holds"] = bool(t["speedup"] >= target.speedup)
     t["figure"] = (
         f"fused oblique RSGD step {t['speedup']:.2f}× faster than geoopt's "
         f"({t['fused_ms']:.2f} vs {t['geoopt_ms']:.2f} ms; torch SGD {t['torch_sgd_ms']:.2f} ms)"
     )
-    t["target"] = f"≥ {RSGD_SPEEDUP_TARGET:g}× faster"
+    t["target"] = f"≥ {target.speedup:g}× faster"
 
 
-def _evaluate_batched(name: str, t: dict[str, Any], results: dict[str, dict], floor: float | None) -> None:
-    r, limit = results[name], BATCHED_OVERHEAD_TARGET_PCT[name]
+def _evaluate_batched(
+    name: str, target: CostTarget, t: dict[str, Any], results: dict[str, dict], floor: float | None
+) -> None:
+    r, limit, speedup = results[name], target.overhead_pct, target.speedup
     t["overhead_pct"], t["overhead_pct_se"] = r["overhead_pct"], r["overhead_pct_se"]
     t["regularizer_pct"], t["floor_pct"] = r["regularizer_pct"], floor
     t["overhead_resolved"] = resolved(r["overhead_pct"], floor)
-    t["holds"] = bool(t["overhead_pct"] <= limit and t["speedup"] >= BATCHED_SPEEDUP_TARGET)
+    t["holds"] = bool(t["overhead_pct"] <= limit and t["speedup"] >= speedup)
     against = (
         ""
         if floor is None
@@ -330,8 +342,56 @@ def _evaluate_batched(name: str, t: dict[str, Any], results: dict[str, dict], fl
         f"{t['regularizer_pct']:.2f} %); batched {t['speedup']:.2f}× faster than per layer "
         f"({t['batched_ms']:.2f} vs {t['per_layer_ms']:.2f} ms, forward + backward alone{spread})"
     )
-    t["target"] = f"overhead ≤ {limit:g} % and batched ≥ {BATCHED_SPEEDUP_TARGET:g}× faster"
-    t["caveat"] = "; ".join(c for c in (_caveat(limit, floor), _speedup_caveat(quartiles)) if c)
+    t["target"] = f"overhead ≤ {limit:g} % and batched ≥ {speedup:g}× faster"
+    t["caveat"] = "; ".join(c for c in (_caveat(limit, floor), _speedup_caveat(quartiles, speedup)) if c)
+
+
+@dataclass(frozen=True)
+class _Procedure:
+    """One way of measuring a target (a :data:`~oblique.methods.base.COST_MEASURES` name) and judging it."""
+
+    measure: Callable[[Entry, Measuring], dict[str, Any]]
+    evaluate: Callable[[str, CostTarget, dict[str, Any], dict[str, dict], float | None], None]
+    ticks: int = 1  # how many times ``measure`` advances the progress bar
+    compares_all: bool = False  # judged against every other benched method, paired round by round (``vs``)
+
+
+_PROCEDURES = {
+    "foreach_norm_floor": _Procedure(
+        lambda e, m: nl_floor(e, m.clock, _FLOOR_TICKS * m.micro_repeats, m.tick),
+        _evaluate_nl,
+        ticks=_FLOOR_TICKS,
+        compares_all=True,
+    ),
+    "fused_optimizer": _Procedure(
+        lambda e, m: rsgd_speedup(
+            m.model, m.num_classes, m.seed, m.device, m.clock, m.micro_repeats, m.tick, e.name
+        ),
+        _evaluate_rsgd,
+    ),
+    "batched": _Procedure(
+        lambda e, m: batched_speedup(
+            e, m.model, m.num_classes, m.seed, m.device, m.clock, m.micro_repeats, m.tick
+        ),
+        _evaluate_batched,
+    ),
+}
+
+
+def target_ticks(target: CostTarget) -> int:
+    """How many times measuring ``target`` advances the bench's progress bar."""
+    return _PROCEDURES[target.measure].ticks
+
+
+def compares_all(target: CostTarget) -> bool:
+    """Whether ``target`` is judged against every other benched method (its record's ``vs``: the method's
+    step against each other's, paired round by round, Note [noise floor])."""
+    return _PROCEDURES[target.measure].compares_all
+
+
+def measure(entry: Entry, target: CostTarget, measuring: Measuring) -> dict[str, Any]:
+    """Measure ``target``, the target ``entry``'s method declares, in the way it names (``measure``)."""
+    return _PROCEDURES[target.measure].measure(entry, measuring)
 
 
 def evaluate(
@@ -344,21 +404,22 @@ def evaluate(
     ``defined_on``.
 
     Args:
-        targets: ``{"nl": nl_floor(...), "oblique-rsgd": rsgd_speedup(...), "oni": batched_speedup(...),
-            …}``, any of them. The ``nl`` entry may carry ``vs``: ``{method: paired difference to nl, %}``.
-        results: the record's ``methods`` table (the ``nl`` target reads every method's overhead).
+        targets: measured targets by method name (``{"nl": nl_floor(...), "oni": batched_speedup(...),
+            …}``, :func:`measure`), each judged by the target its method declares (names without one are
+            left as they are). A ``foreach_norm_floor`` entry may carry ``vs``: ``{method: paired
+            difference to it, %}``.
+        results: the record's ``methods`` table (a ``foreach_norm_floor`` target reads every method's
+            overhead).
         aa: the A/A control (the record's ``aa``: ``floor_pct``); None for none (Note [noise floor]).
         device_type: where they were measured; on another type than :data:`TARGETS_DEFINED_ON`, ``holds``
             is ``None`` (Note [targets' device]).
     """
     floor = None if aa is None else aa.get("floor_pct")
-    if "nl" in targets:
-        _evaluate_nl(targets["nl"], results, floor)
-    if "oblique-rsgd" in targets:
-        _evaluate_rsgd(targets["oblique-rsgd"])
-    for name in BATCHED_OVERHEAD_TARGET_PCT:
-        if name in targets:
-            _evaluate_batched(name, targets[name], results, floor)
+    declared = declared_targets()
+    for name, t in targets.items():
+        if name in declared:
+            target = declared[name]
+            _PROCEDURES[target.measure].evaluate(name, target, t, results, floor)
     for t in targets.values():
         t["defined_on"] = TARGETS_DEFINED_ON
         if device_type != TARGETS_DEFINED_ON:  # no verdict on a question asked of another machine

@@ -34,7 +34,9 @@ from torch.nn.utils import parametrize
 from oblique.geometry import TARGETS, targeted_modules
 
 __all__ = [
+    "COST_MEASURES",
     "KINDS",
+    "CostTarget",
     "Hyper",
     "Method",
     "OptimizerConfig",
@@ -161,6 +163,61 @@ def build_torch_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer
     raise ValueError(f"optimizer must be one of sgd, adam; got {cfg.name!r}")
 
 
+#: How a :class:`CostTarget` can be measured (:mod:`oblique.cost.targets` holds each procedure) → the
+#: bounds a target measured so must declare.
+COST_MEASURES = {
+    "foreach_norm_floor": ("ratio", "overhead_pct"),
+    "fused_optimizer": ("speedup",),
+    "batched": ("overhead_pct", "speedup"),
+}
+
+
+@dataclass(frozen=True)
+class CostTarget:
+    """A cost target of ``oblique bench`` that a method declares (:attr:`Method.cost_target`);
+    :mod:`oblique.cost.targets` measures it when the method is benched and says whether it holds.
+
+    Attributes:
+        measure: how it is measured, one of :data:`COST_MEASURES`: ``"foreach_norm_floor"``, the fused
+            closed-form gradient (``before_step``) against one ``torch._foreach_norm`` over the same weights,
+            and the step overhead; ``"fused_optimizer"``, the method's fused optimizer step (``impl=fused``)
+            against geoopt's (``impl=geoopt``); ``"batched"``, the step overhead, and the batched form against
+            its per-layer reference (``batched=false``) in isolated regularizer time.
+        overhead_pct: the largest step overhead, % of the baseline step (None: no bound).
+        ratio: the largest ratio to the floor (``foreach_norm_floor``).
+        speedup: the smallest speedup over the reference (``fused_optimizer``, ``batched``).
+        when: ``(hyperparameter, value)`` pairs the benched method must have for the target to apply
+            (the closed form, the batched form); empty: it always applies.
+    """
+
+    measure: str
+    overhead_pct: float | None = None
+    ratio: float | None = None
+    speedup: float | None = None
+    when: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.measure not in COST_MEASURES:
+            raise ValueError(f"measure must be one of {', '.join(COST_MEASURES)}; got {self.measure!r}")
+        missing = [b for b in COST_MEASURES[self.measure] if getattr(self, b) is None]
+        if missing:
+            raise ValueError(f"a {self.measure} target needs {' and '.join(missing)}")
+
+    @classmethod
+    def batched(cls, overhead_pct: float, speedup: float = 3.0) -> CostTarget:
+        """A batched form's target: the step overhead at most ``overhead_pct`` % and the batched form at
+        least ``speedup`` × faster than per layer, measured when benched batched.
+
+        >>> CostTarget.batched(3.0)
+        CostTarget(measure='batched', overhead_pct=3.0, ratio=None, speedup=3.0, when=(('batched', True),))
+        """
+        return cls("batched", overhead_pct=overhead_pct, speedup=speedup, when=(("batched", True),))
+
+    def applies(self, method: Method) -> bool:
+        """Whether the target can be measured on ``method`` as built (its :attr:`when`)."""
+        return all(method.hp.get(k) == v for k, v in self.when)
+
+
 class Method:
     """Base class: plain training, no regularization. Subclasses override the hooks they need.
 
@@ -178,10 +235,21 @@ class Method:
     name: ClassVar[str] = ""
     #: one of :data:`KINDS`
     kind: ClassVar[str] = "none"
-    #: one-line description for ``oblique methods`` and the README table
+    #: one-line description for ``oblique methods``
     summary: ClassVar[str] = ""
-    #: citation of the paper
+    #: the paper, cited short (the README's methods table; the module docstring cites it in full)
     paper: ClassVar[str] = ""
+    #: what it computes, in the paper's notation (the README's methods table)
+    formula: ClassVar[str] = ""
+    #: what ``oblique`` does differently from upstream (the README's methods table; Markdown)
+    differences: ClassVar[str] = ""
+    #: its figure style (:mod:`analysis.style`): a colour, a marker and a line style (a Matplotlib
+    #: linestyle: a name or ``(offset, (on, off, ...))``), each its own among the registered methods
+    color: ClassVar[str] = ""
+    marker: ClassVar[str] = ""
+    linestyle: ClassVar[str | tuple] = ""
+    #: what ``oblique bench`` holds it to (None: no target)
+    cost_target: ClassVar[CostTarget | None] = None
     #: default strength λ (0 for methods without one)
     default_strength: ClassVar[float] = 0.0
     #: whether ``strength`` means anything for this method

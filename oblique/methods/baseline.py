@@ -14,3 +14,6 @@ class Baseline(Method):
     kind = "none"
     summary = "plain training, no weight regularization"
     paper = "—"
+    formula = "plain training"
+    differences = "drift is still recorded on the same targets"
+    color, marker, linestyle = "#000000", "o", (0, (6, 2))

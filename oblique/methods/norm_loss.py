@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from oblique.geometry import EPS, filter_matrix, targeted_modules
-from oblique.methods.base import Hyper, Method
+from oblique.methods.base import CostTarget, Hyper, Method
 
 __all__ = ["FusedNormLossGrad", "NormLoss", "add_norm_loss_grad_", "norm_loss"]
 
@@ -249,7 +249,15 @@ class NormLoss(Method):
     name = "nl"
     kind = "soft"
     summary = "Norm Loss: λ·Σ_i (1 − ‖F_i‖)², a soft pull of every filter toward unit norm"
-    paper = "Georgiou et al., ICPR 2020 (arXiv 2103.06583)"
+    paper = "Georgiou et al., ICPR 2020"
+    formula = "λ·Σᵢ(1 − ‖Fᵢ‖)² (eq. 1); gradient 2w(1 − 1/‖Fᵢ‖) (eq. 6)"
+    differences = (
+        "eq. 6 added straight to `.grad`, fused over all layers (no autograd graph); the "
+        "autograd form is an option and gives the same trajectory; a zero filter gets gradient "
+        "0, never NaN"
+    )
+    color, marker, linestyle = "#332288", "^", "-"
+    cost_target = CostTarget("foreach_norm_floor", overhead_pct=1.0, ratio=4.0, when=(("form", "closed"),))
     cost_note = "fused eq. 6 in before_step: per-filter norms + one multi-tensor multiply-add"
     default_strength = 1e-2
     uses_strength = True

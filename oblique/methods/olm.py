@@ -54,7 +54,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from oblique.methods._grouping import BATCHED_HYPER, GROUP_HYPERS, GroupedOrthogonal, GroupedReparamMethod
-from oblique.methods.base import Hyper
+from oblique.methods.base import CostTarget, Hyper
 
 __all__ = ["OLM", "OLMParametrization", "inv_sqrt_psd", "olm_orthogonalize"]
 
@@ -215,7 +215,18 @@ class OLM(GroupedReparamMethod):
 
     name = "olm"
     summary = "orthogonal weight normalization W = γ·(ZcZcᵀ + εI)^(-1/2)·Zc per group, by eigendecomposition"
-    paper = "Huang et al., AAAI 2018 (arXiv 1709.06079)"
+    paper = "Huang et al., AAAI 2018"
+    formula = "W = γ·(ZcZcᵀ + εI)^(-1/2) Zc"
+    differences = (
+        "γ = √2 like upstream's PyTorch `OWN_Conv2d`; the original Torch7 OLM applies no scale "
+        "(unit-norm rows: `--hp scale=1`); Torch7 caps groups at C_in·k·k (a centred group that "
+        "size is singular but for ε), ours at C_in·k·k − 1; S = ZcZcᵀ and its eigendecomposition "
+        "in float64 (the products with Zc in the weight's dtype), with a backward that stays "
+        "finite at repeated eigenvalues, where upstream PyTorch backpropagates through an SVD; "
+        "relative ε (Torch7 1e-8 absolute, PyTorch none); batched across layers as `oni`"
+    )
+    color, marker, linestyle = "#999933", "*", (0, (1, 2, 4, 2))
+    cost_target = CostTarget.batched(overhead_pct=15.0)
     cost_note = "eigendecomposition of ZcZcᵀ per group (≈ 11m³) + Gram and product (4m²p); batched={batched}"
     hyperparameters = (
         *GROUP_HYPERS,

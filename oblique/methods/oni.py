@@ -61,7 +61,7 @@ from oblique.methods._grouping import (
     GroupedReparamMethod,
     regularized_gram,
 )
-from oblique.methods.base import Hyper
+from oblique.methods.base import CostTarget, Hyper
 
 __all__ = ["ONI", "ONIParametrization", "newton_orthogonalize"]
 
@@ -124,7 +124,22 @@ class ONI(GroupedReparamMethod):
 
     name = "oni"
     summary = "ONI: W = γ·B_T·Zc/√‖S‖_F, B_{t+1} = 1.5B_t − 0.5B_t³S/‖S‖_F → (ZcZcᵀ)^(-1/2)Zc, per group"
-    paper = "Huang et al., CVPR 2020 (arXiv 2004.00917)"
+    paper = "Huang et al., CVPR 2020"
+    formula = "W = γ·B_T Zc/√‖S‖_F, B_{t+1} = 1.5B_t − 0.5B_t³Ŝ"
+    differences = (
+        "one `iters` (T = 5) and one scale (γ = √2) for every targeted layer — upstream's "
+        "`ONI_Conv2d` defaults; upstream's `ONI_Linear` uses T = 4 and γ = 1, so with `--targets "
+        "conv+linear` the linear layers differ from upstream (`--hp iters=4 --hp scale=1` gives "
+        "its values everywhere); the numerically stable coupled Newton–Schulz form (same "
+        "iterates); a group taller than wide is split into groups no taller than wide (upstream "
+        "PyTorch switches such a layer to its broken column variant; upstream Torch7 caps its "
+        "`m_perGroup`, 64 in its CIFAR script, at min(C_out, C_in·k·k), groups in order with the "
+        "remainder last); `group_size` instead of a number of groups that must divide C_out; "
+        "relative ε (upstream 1e-5 absolute, Torch7 none); all layers of one group shape in one "
+        "batched computation (`batched=false`: layer by layer)"
+    )
+    color, marker, linestyle = "#44aa99", "X", "--"
+    cost_target = CostTarget.batched(overhead_pct=15.0)
     cost_note = "{iters} Newton iterations per group (6(T−1)·m³) + Gram and product (4m²p); batched={batched}"
     hyperparameters = (
         Hyper(

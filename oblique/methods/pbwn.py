@@ -33,7 +33,10 @@ class PBWN(Method):
     name = "pbwn"
     kind = "projection"
     summary = "projection-based WN: SGD step, then F_i ← F_i/‖F_i‖ for every filter (every k steps)"
-    paper = "Huang et al., arXiv 1710.02338 (2017)"
+    paper = "Huang et al., arXiv 1710.02338"
+    formula = "SGD step, then Fᵢ ← Fᵢ/‖Fᵢ‖"
+    differences = "projection per whole filter, also once at prepare; optionally every k steps"
+    color, marker, linestyle = "#882255", "P", (0, (3, 1, 1, 1, 1, 1))
     cost_note = "per-filter norms and division after the step"
     hyperparameters = (
         Hyper("every", 1, "project after every k-th optimizer step (1: every step, the paper)", minimum=1),

@@ -66,7 +66,7 @@ from torch.autograd.function import once_differentiable
 
 from oblique.geometry import filter_matrix
 from oblique.methods._grouping import BATCHED_HYPER
-from oblique.methods.base import Hyper, Method
+from oblique.methods.base import CostTarget, Hyper, Method
 
 __all__ = [
     "SRIP",
@@ -321,7 +321,16 @@ class SoftOrthogonality(Method):
     name = "so"
     kind = "soft"
     summary = "soft orthogonality λ·Σ‖FFᵀ − I‖²_F (computed on the smaller Gram matrix)"
-    paper = "Bansal, Chen, Wang, NeurIPS 2018 (arXiv 1810.09102)"
+    paper = "Bansal et al., NeurIPS 2018"
+    formula = "λ‖FFᵀ − I‖²_F"
+    differences = (
+        "the exact value from the smaller Gram matrix (tall: ‖FᵀF − I‖² + n − p); the authors "
+        "released no code for SO; explicit targets (upstream regularizes every ≥ 2-D parameter); "
+        "constant λ; batched by shape with a closed-form backward (`batched=false`: per layer, "
+        "autograd)"
+    )
+    color, marker, linestyle = "#aa4499", "h", (0, (8, 2, 1, 2))
+    cost_target = CostTarget.batched(overhead_pct=3.0)
     cost_note = "Gram FFᵀ − I per layer (2n²p) and its backward (2n²p batched); batched={batched}"
     default_strength = 1e-3
     uses_strength = True
@@ -349,7 +358,19 @@ class SRIP(Method):
     name = "srip"
     kind = "soft"
     summary = "spectral restricted isometry λ·Σ σ_max(FFᵀ − I) by power iteration (smaller Gram)"
-    paper = "Bansal, Chen, Wang, NeurIPS 2018 (arXiv 1810.09102)"
+    paper = "Bansal et al., NeurIPS 2018"
+    formula = "λ·σ_max(G − I), G the smaller Gram"
+    differences = (
+        "returns σ, the paper's formula (upstream's PyTorch scripts return σ², its Keras script "
+        "σ); the smaller Gram as upstream's Wide-ResNet script (its SVHN/ImageNet scripts always "
+        "use FᵀF, for wide layers the larger one); 2 power steps warm-started from the last "
+        "step's vector (upstream: one step from a fresh random vector), G never formed; constant "
+        "λ — upstream's schedule (×1e-3 after epoch 20, ×1e-4 after 50, ×1e-6 after 70, 0 after "
+        "120, from λ = 1e-2) is in its training scripts, not the paper's formula; batched by "
+        "shape, no host sync"
+    )
+    color, marker, linestyle = "#ddcc77", "<", (0, (2, 2))
+    cost_target = CostTarget.batched(overhead_pct=3.0)
     cost_note = "{iters} power iterations on FFᵀ − I per layer, and the backward; batched={batched}"
     default_strength = 1e-2
     uses_strength = True

@@ -36,7 +36,13 @@ class WeightDecay(Method):
     name = "wd"
     kind = "soft"
     summary = "L2 weight decay λ·Σ‖w‖² on the targeted weights (coupled, through the loss)"
-    paper = "Krogh & Hertz, NeurIPS 1991; the Norm Loss paper's baseline"
+    paper = "Krogh & Hertz 1991; the Norm Loss paper's baseline"
+    formula = "λ·Σ‖W‖²_F (gradient 2λw)"
+    differences = (
+        "acts on the targeted weights only, never biases or BN (an optimizer's `weight_decay` "
+        "hits everything)"
+    )
+    color, marker, linestyle = "#cc6677", "s", "-."
     cost_note = "λΣ‖w‖² and its autograd backward"
     default_strength = 5e-4
     uses_strength = True

@@ -34,7 +34,13 @@ class WeightNorm(Method):
     name = "wn"
     kind = "reparam"
     summary = "weight normalization w_i = g_i·v_i/‖v_i‖ per filter (g frozen at 1: exactly oblique)"
-    paper = "Salimans & Kingma, NeurIPS 2016 (arXiv 1602.07868)"
+    paper = "Salimans & Kingma, NeurIPS 2016"
+    formula = "wᵢ = gᵢ·vᵢ/‖vᵢ‖"
+    differences = (
+        "torch's parametrization (dim 0: whole filter), not the deprecated hook; `g=frozen` puts "
+        "the weight exactly on the oblique manifold; no data-dependent init"
+    )
+    color, marker, linestyle = "#117733", "D", (0, (1, 1))
     cost_note = "per-filter norm and scale of v (forward + backward)"
     hyperparameters = (
         Hyper(

@@ -5,8 +5,9 @@ The main job tests each of the Norm Loss poster's claims (Georgiou et al., ICPR 
 2 cores. It is three grids, merged into one study folder (a study folder is a *set* of runs, so a run two
 grids share — Norm Loss at λ = 0.01, batch 100 — is trained once):
 
-1. **every method** at its default strength, batch 100, seeds 0–2 (30 runs): the side-by-side table,
-   the drift curves, claim 1 (comparable error) and claim 3 (convergence, Norm Loss against weight decay);
+1. **every method** at its default strength, batch 100, seeds 0–2 (three runs per method): the side-by-side
+   table, the drift curves, claim 1 (comparable error) and claim 3 (convergence, Norm Loss against weight
+   decay);
 2. **the regularization factor**: Norm Loss and weight decay at λ ∈ :data:`STRENGTHS` (five values,
    four decades, 1e-4 … 1), batch 100, seeds 0–2 (27 new runs): claim 4;
 3. **the batch size**: Norm Loss and weight decay at their default strengths, batch ∈ :data:`BATCH_SIZES`,
@@ -21,8 +22,12 @@ fixed, so a larger batch takes fewer steps, as in the poster's setting of fixed 
 fewest that give a standard deviation and a band (and a Welch test with some power); the strength grid
 spans four decades around both defaults (the poster's own axis, 1e-2 … 5e-1, lies inside it).
 
->>> [len(s.methods) for s in main_job()], STRENGTHS, BATCH_SIZES
-([10, 2, 2], [0.0001, 0.001, 0.01, 0.1, 1.0], [50, 100, 200, 400])
+>>> from oblique.methods import list_methods
+>>> grids = main_job()
+>>> grids[0].methods == list_methods(), [s.methods for s in grids[1:]]
+(True, [['nl', 'wd'], ['nl', 'wd']])
+>>> STRENGTHS, BATCH_SIZES
+([0.0001, 0.001, 0.01, 0.1, 1.0], [50, 100, 200, 400])
 """
 
 from __future__ import annotations
