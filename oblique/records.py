@@ -3,7 +3,7 @@
 A run directory holds:
 
 ``config.json``
-    Every setting of the run, resolved (the :class:`oblique.train.RunConfig` fields plus the method's
+    Every setting of the run, resolved (the :class:`oblique.config.RunConfig` fields plus the method's
     resolved ``config()``), written before training starts.
 ``metrics.jsonl``
     One JSON object per line, appended during training and flushed line by line. Every line has a
@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from oblique.errors import ObliqueError, ObliqueWarning
+from oblique.options import is_integer, is_number
 
 __all__ = [
     "CHECKPOINT",
@@ -425,11 +426,11 @@ class RunWriter:
 
 
 def _number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
+    """A number of a record: NaN and infinity included (a diverged run's loss, its drift)."""
+    return is_number(x, finite=False)
 
 
-def _int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+_int = is_integer
 
 
 def _numbers(x: Any) -> bool:
