@@ -94,14 +94,16 @@ def _setting(
     help: str = "",
     *,
     execution: Execution | None = None,
+    by_method: bool = False,
     metavar: str | None = None,
     **check: Any,
 ) -> Any:
     """A RunConfig field: its default, its help text, its role (``execution``: how the run executes; none:
     what it computes) and what a valid value is (``check``: the :class:`~oblique.options.Option` keywords
     ``choices``, ``minimum``, ``maximum``, ``min_exclusive``, ``max_exclusive``, ``optional``), all in the
-    field's metadata."""
-    meta = {"help": help, "execution": execution, "check": check}
+    field's metadata. ``by_method``: the method declares the valid values (``strength``, ``targets``:
+    :class:`oblique.methods.base.Method`), so :meth:`RunConfig.validate` leaves them to it."""
+    meta = {"help": help, "execution": execution, "by_method": by_method, "check": check}
     if metavar is not None:
         meta["metavar"] = metavar
     if isinstance(default, dict | list):
@@ -130,11 +132,12 @@ class RunConfig:
         optional=True,
     )
     method: str = _setting("nl", "method name (see 'oblique methods'); default nl")
-    # strength and targets: their valid values are the method's (oblique.methods.base.Method)
     strength: float | None = _setting(
-        None, "regularization factor λ; default: the method's own", optional=True
+        None, "regularization factor λ; default: the method's own", by_method=True, optional=True
     )
-    targets: str = _setting("conv", "which weights the method acts on: conv or conv+linear; default conv")
+    targets: str = _setting(
+        "conv", "which weights the method acts on: conv or conv+linear; default conv", by_method=True
+    )
     hp: dict[str, Any] = _setting({}, "a method hyperparameter; repeatable", metavar="NAME=VALUE")
     model: str = _setting("resnet1d", "model name; default resnet1d")
     dataset: str = _setting("mnist1d", "dataset name; default mnist1d")
@@ -319,8 +322,9 @@ class RunConfig:
         than one setting, a registry or the disk are the named steps below. Call on a :meth:`resolved`
         config."""
         self._check_model_and_data()
-        for name, option in RUN_OPTIONS.items():
-            option.check(getattr(self, name))
+        for f in fields(self):
+            if not f.metadata["by_method"]:  # strength and targets: the method's checks, below
+                RUN_OPTIONS[f.name].check(getattr(self, f.name))
         self._check_folders()
         self._check_strength_applies(self.checked_method())
         self.torch_device()
