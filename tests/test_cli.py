@@ -191,7 +191,7 @@ def test_hp_data_options_and_true_false_flags_accept_and_refuse_the_same_words()
             ["--method", "wd", "--hp", "iters=3"],
             "method 'wd' has no hyperparameter 'iters'; valid --hp names: none",
         ),
-        (["--strength", "-1e-9"], "--strength must be a number >= 0; got -1e-09"),
+        (["--strength=-1e-9"], "--strength must be a number >= 0; got -1e-09"),
         (["--strength", "inf"], "--strength must be a number >= 0; got inf"),
         (["--targets", "linear"], "--targets must be one of conv, conv+linear; got 'linear'"),
     ],
