@@ -96,7 +96,7 @@ def test_bad_keys_and_values_say_what_is_valid(dataset, options, expect):
     cfg = RunConfig(
         dataset=dataset, model="cnn" if dataset == "mnist1d" else "resnet20", data_options=options
     )
-    with pytest.raises(ConfigError, match=r"^data_options\b") as e:  # refused up front, before any data is read
+    with pytest.raises(ConfigError, match=r"^data_options\b") as e:  # refused before any data is read
         cfg.resolved().validate()
     assert expect in str(e.value) and e.value.settings == ("data_options",)
 
