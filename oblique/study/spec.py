@@ -245,7 +245,8 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
 
     Raises:
         StudyError: an unknown table or key, a value of the wrong type.
-        oblique.config.ConfigError: an unknown run setting.
+        oblique.config.ConfigError: an unknown run setting, a run setting of the wrong kind, threads out of
+            range.
     """
     from oblique.methods import list_methods
 
