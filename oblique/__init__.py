@@ -6,7 +6,7 @@ Public API::
     oblique.list_methods()
     oblique.norm_loss(model_or_weights, targets="conv")
     oblique.drift(weight), oblique.model_drift(model, targets=...), oblique.filter_matrix(weight)
-    oblique.train.RunConfig, oblique.train.train(config)
+    oblique.config.RunConfig, oblique.train.train(config); oblique.fit.fit (the training loop alone)
 """
 
 from oblique.geometry import DRIFT_KEYS, drift, filter_matrix, model_drift, project_oblique

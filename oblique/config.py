@@ -1,33 +1,39 @@
 """Every setting of one run: :class:`RunConfig`, resolved and validated before anything is written.
 
-``RunConfig`` is the one list of run settings. Each field carries its help text in its metadata, and the
-command line generates its ``oblique run`` flags from these fields
-(:func:`oblique.cli.run.add_run_arguments`), so a new setting cannot miss its flag. Recipe settings default to ``None`` = "the model's standard recipe"
-(:mod:`oblique.recipes`); :meth:`RunConfig.resolved` fills them in and ``config.json`` records the result.
+``RunConfig`` is the one list of run settings. Each field declares, in its metadata, its help text, what a
+valid value is (its bounds or choices: an :class:`oblique.options.Option`, :data:`RUN_OPTIONS`) and its
+role: what the run computes, or how it executes (:class:`Execution`). From these declarations come the
+command line's ``oblique run`` flags (:mod:`oblique.cli.run`), the check of each setting
+(:meth:`RunConfig.validate`) and the lists of execution settings (:meth:`RunConfig.execution_settings`:
+what a resumed run may change, what a study decides for its runs, what an export leaves out). Recipe
+settings default to ``None`` = "the model's standard recipe" (:mod:`oblique.recipes`);
+:meth:`RunConfig.resolved` fills them in and ``config.json`` records the result.
 
-Errors are :class:`ConfigError` (an :class:`oblique.errors.ObliqueError`) and name the setting as the
-library knows it (``lr must be a number > 0; got -1``); the command line renders it as its flag.
+Errors are :class:`ConfigError` (:class:`oblique.options.OptionError`, an
+:class:`oblique.errors.ObliqueError`) and name the setting as the library knows it
+(``lr must be a number > 0 and <= 1000; got -1``); the command line renders it as its flag.
 """
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from oblique.errors import ObliqueError
+from oblique.options import Option, OptionError, check_folder
 from oblique.text import short as _short
 
 __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
+    "RUN_OPTIONS",
     "SCHEDULES",
     "ConfigError",
+    "Execution",
     "RunConfig",
     "device_name",
     "environment",
@@ -55,17 +61,57 @@ MAX_THREADS = 4096
 #: The largest batch a run may ask for (beyond any data set's use; a batch larger than the data set is the
 #: whole data set).
 MAX_BATCH_SIZE = 1_000_000
+#: The most log steps between records and DataLoader workers a run may ask for.
+MAX_EVERY = 1024
+
+#: An invalid run setting; the message says what is wrong and what is valid. It is the one error of a bad
+#: value, :class:`oblique.options.OptionError`, under the name the run settings have always used.
+ConfigError = OptionError
 
 
-class ConfigError(ObliqueError, ValueError):
-    """An invalid run setting; the message says what is wrong and what is valid."""
+@dataclass(frozen=True)
+class Execution:
+    """The role of a run setting that says how a run executes, not what it computes (the field metadata
+    ``execution``; every other setting identifies the result). A study leaves these settings out of its
+    planned runs (``study.json``), so it can be resumed with another of them.
+
+    Attributes:
+        on_resume: a resumed run may change it (:data:`oblique.train.RESUME_OVERRIDES`).
+        study_decides: a study sets it for each run itself (the run's folder, its threads, no progress bar,
+            no overwrite, a download done once at planning); otherwise a study passes the value it is given
+            on to every run (:func:`oblique.study.execute.execution_settings`).
+        tells_runs_apart: when exported runs differ in it, the export names each run's value
+            (:func:`oblique.export.export_csv`); False for what only says where and how one process ran.
+    """
+
+    on_resume: bool = False
+    study_decides: bool = False
+    tells_runs_apart: bool = True
 
 
-def _setting(default: Any = None, help: str = "", **meta: Any) -> Any:
-    """A RunConfig field with its help text (and any flag detail) in the field's metadata."""
+def _setting(
+    default: Any = None,
+    help: str = "",
+    *,
+    execution: Execution | None = None,
+    by_method: bool = False,
+    metavar: str | None = None,
+    **check: Any,
+) -> Any:
+    """A RunConfig field: its default, its help text, its role (``execution``: how the run executes; none:
+    what it computes) and what a valid value is (``check``: the :class:`~oblique.options.Option` keywords
+    ``choices``, ``minimum``, ``maximum``, ``min_exclusive``, ``max_exclusive``, ``optional``), all in the
+    field's metadata. ``by_method``: the method declares the valid values (``strength``, ``targets``:
+    :class:`oblique.methods.base.Method`), so :meth:`RunConfig.validate` leaves them to it."""
+    meta = {"help": help, "execution": execution, "by_method": by_method, "check": check}
+    if metavar is not None:
+        meta["metavar"] = metavar
     if isinstance(default, dict | list):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_RESUMABLE = Execution(on_resume=True)  # how a run goes on: another device, log or checkpoint interval
 
 
 @dataclass
@@ -83,67 +129,132 @@ class RunConfig:
         None,
         "a published setting by name (see 'oblique presets'): its data set, model, recipe values and data "
         "options, under a config file's and the flags' own",
+        optional=True,
     )
     method: str = _setting("nl", "method name (see 'oblique methods'); default nl")
-    strength: float | None = _setting(None, "regularization factor λ; default: the method's own")
-    targets: str = _setting("conv", "which weights the method acts on: conv or conv+linear; default conv")
+    strength: float | None = _setting(
+        None, "regularization factor λ; default: the method's own", by_method=True, optional=True
+    )
+    targets: str = _setting(
+        "conv", "which weights the method acts on: conv or conv+linear; default conv", by_method=True
+    )
     hp: dict[str, Any] = _setting({}, "a method hyperparameter; repeatable", metavar="NAME=VALUE")
     model: str = _setting("resnet1d", "model name; default resnet1d")
     dataset: str = _setting("mnist1d", "dataset name; default mnist1d")
-    data_root: str | None = _setting(None, "folder holding on-disk data sets (CIFAR, ImageNet)")
+    data_root: str | None = _setting(
+        None, "folder holding on-disk data sets (CIFAR, ImageNet)", optional=True
+    )
     data_options: dict[str, Any] = _setting(
         {},
         "a data set option, e.g. MNIST-1D's num_samples=5000 (a bad key lists the valid ones); repeatable",
         metavar="KEY=VALUE",
     )
     download: bool = _setting(
-        False, "download CIFAR-10/100 into --data-root when it is not there (needs oblique[vision], internet)"
+        False,
+        "download CIFAR-10/100 into --data-root when it is not there (needs oblique[vision], internet)",
+        execution=Execution(study_decides=True),
     )
     # Training recipe: None takes the model's standard recipe (oblique.recipes), then oblique.recipes.BASE.
-    optimizer: str | None = _setting(None, "sgd or adam; default: the model's recipe (oblique.recipes)")
-    lr: float | None = _setting(None, "peak learning rate; default: the model's recipe")
-    momentum: float | None = _setting(None, "SGD momentum; default: the model's recipe")
+    optimizer: str | None = _setting(
+        None, "sgd or adam; default: the model's recipe (oblique.recipes)", choices=OPTIMIZERS
+    )
+    lr: float | None = _setting(
+        None,
+        "peak learning rate; default: the model's recipe",
+        minimum=0,
+        min_exclusive=True,
+        maximum=MAX_RATE,
+    )
+    momentum: float | None = _setting(None, "SGD momentum; default: the model's recipe", minimum=0, maximum=1)
     nesterov: bool | None = _setting(None, "Nesterov momentum; default: the model's recipe")
     weight_decay: float | None = _setting(
-        None, "optimizer L2 on untargeted parameters (never the targets); default 0"
+        None,
+        "optimizer L2 on untargeted parameters (never the targets); default 0",
+        minimum=0,
+        maximum=MAX_RATE,
     )
-    schedule: str | None = _setting(None, "constant, multistep or cosine; default: the model's recipe")
+    schedule: str | None = _setting(
+        None, "constant, multistep or cosine; default: the model's recipe", choices=SCHEDULES
+    )
     milestones: list[float] | None = _setting(
-        None, "multistep epochs, comma-separated (values < 1: fractions of all epochs)"
+        None,
+        "multistep epochs, comma-separated (values < 1: fractions of all epochs)",
+        minimum=0,
+        maximum=MAX_EPOCHS,
     )
-    gamma: float | None = _setting(None, "multistep factor; default: the model's recipe")
-    warmup_epochs: float | None = _setting(None, "linear warm-up epochs; default: the model's recipe")
-    epochs: int | None = _setting(None, "epochs; default: the model's recipe (15 for resnet1d)")
+    # gamma > 1 would grow the lr, and overflow it
+    gamma: float | None = _setting(
+        None, "multistep factor; default: the model's recipe", minimum=0, min_exclusive=True, maximum=1
+    )
+    warmup_epochs: float | None = _setting(
+        None, "linear warm-up epochs; default: the model's recipe", minimum=0, maximum=MAX_EPOCHS
+    )
+    epochs: int | None = _setting(
+        None, "epochs; default: the model's recipe (15 for resnet1d)", minimum=1, maximum=MAX_EPOCHS
+    )
     batch_size: int | None = _setting(
         None,
         "batch size (under torchrun the global batch, split over the processes); default: the model's "
         "recipe (100 for resnet1d)",
+        minimum=1,
+        maximum=MAX_BATCH_SIZE,
     )
-    seed: int = _setting(0, "random seed; default 0")
-    device: str = _setting("auto", "auto, cpu, cuda or cuda:N; default auto")
-    threads: int | None = _setting(None, "torch CPU threads; default torch's")
+    seed: int = _setting(0, "random seed; default 0", minimum=0, maximum=SEED_LIMIT, max_exclusive=True)
+    device: str = _setting("auto", "auto, cpu, cuda or cuda:N; default auto", execution=_RESUMABLE)
+    threads: int | None = _setting(
+        None,
+        "torch CPU threads; default torch's",
+        execution=Execution(study_decides=True, tells_runs_apart=False),
+        minimum=1,
+        maximum=MAX_THREADS,
+        optional=True,
+    )
     precision: str = _setting(
-        "fp32", "fp32, or bf16 (autocast around the forward pass and the loss; the manifold maths stays fp32)"
+        "fp32",
+        "fp32, or bf16 (autocast around the forward pass and the loss; the manifold maths stays fp32)",
+        choices=PRECISIONS,
     )
     channels_last: bool = _setting(False, "channels-last memory format for 4-D activations and weights")
     deterministic: bool = _setting(
         False, "torch's deterministic algorithms (cuDNN benchmark off); default: cuDNN benchmark on CUDA"
     )
-    data_workers: int = _setting(0, "DataLoader worker processes for data read from disk (ImageNet)")
+    data_workers: int = _setting(
+        0, "DataLoader worker processes for data read from disk (ImageNet)", minimum=0, maximum=MAX_EVERY
+    )
     sync_bn: bool = _setting(False, "under torchrun: synchronized BatchNorm statistics across the processes")
     log_every: int = _setting(
-        50, "write step records every N steps, in one transfer from the device (values do not depend on it)"
+        50,
+        "write step records every N steps, in one transfer from the device (values do not depend on it)",
+        execution=_RESUMABLE,
+        minimum=1,
+        maximum=MAX_EVERY,
     )
     checkpoint_every: int | None = _setting(
         None,
         "write a checkpoint every N epochs (0: only when stopped by a signal); default: the model's "
         "recipe (1 for CIFAR and ImageNet models, 0 for MNIST-1D)",
+        execution=_RESUMABLE,
+        minimum=0,
+        optional=True,
     )
-    drift_every: int = _setting(20, "record drift every N steps; default 20")
-    eval_every: int = _setting(1, "test error every N epochs; default 1")
-    out: str | None = _setting(None, "run folder; default runs/METHOD-MODEL-DATASET-seedSEED")
-    overwrite: bool = _setting(False, "replace a finished run in --out")
-    progress: bool = _setting(True, "no progress bar")
+    drift_every: int = _setting(20, "record drift every N steps; default 20", minimum=1)
+    eval_every: int = _setting(1, "test error every N epochs; default 1", minimum=1)
+    out: str | None = _setting(
+        None,
+        "run folder; default runs/METHOD-MODEL-DATASET-seedSEED",
+        execution=Execution(study_decides=True, tells_runs_apart=False),
+        optional=True,
+    )
+    overwrite: bool = _setting(
+        False,
+        "replace a finished run in --out",
+        execution=Execution(study_decides=True, tells_runs_apart=False),
+    )
+    progress: bool = _setting(
+        True,
+        "no progress bar",
+        execution=Execution(on_resume=True, study_decides=True, tells_runs_apart=False),
+    )
     save_model: bool = _setting(True, "do not write model.pt")
 
     def __post_init__(self) -> None:
@@ -160,6 +271,28 @@ class RunConfig:
             ConfigError: an unknown preset (the message lists the valid ones) or setting.
         """
         return run_config_from({**settings, "preset": name}, source="RunConfig.from_preset")
+
+    @classmethod
+    def execution_settings(cls, **role: bool) -> tuple[str, ...]:
+        """The settings that say how a run executes, not what it computes (declared by their
+        :class:`Execution`), in field order; with ``role`` (keywords of :class:`Execution`), only those whose
+        role has these values.
+
+        >>> RunConfig.execution_settings(on_resume=True)
+        ('device', 'log_every', 'checkpoint_every', 'progress')
+        >>> RunConfig.execution_settings(study_decides=False)
+        ('device', 'log_every', 'checkpoint_every')
+        """
+        roles = [f.name for f in fields(Execution)]
+        unknown = sorted(set(role) - set(roles))
+        if unknown:
+            raise TypeError(f"no execution role {', '.join(unknown)}; valid: {', '.join(roles)}")
+        chosen = []
+        for f in fields(cls):
+            execution = f.metadata.get("execution")
+            if execution is not None and all(getattr(execution, k) == v for k, v in role.items()):
+                chosen.append(f.name)
+        return tuple(chosen)
 
     def resolved(self) -> RunConfig:
         """A copy with every recipe setting left at None filled from the model's recipe, and the data
@@ -185,24 +318,20 @@ class RunConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` on any invalid setting (before anything is written).
 
-        Call on a :meth:`resolved` config."""
-        self._validate_model_and_data()
-        self._validate_recipe()
-        self._validate_execution()
-        method = self.checked_method()
-        if (
-            self.strength is not None
-            and not method.uses_strength
-            and self.strength != method.default_strength
-        ):
-            raise ConfigError(
-                f"strength does not apply to method {self.method} (it has no regularization factor); "
-                f"got {self.strength!r}: leave strength out",
-                settings=("strength",),
-            )
+        Each setting is checked against its declaration (:data:`RUN_OPTIONS`); the checks that need more
+        than one setting, a registry or the disk are the named steps below. Call on a :meth:`resolved`
+        config."""
+        self._check_model_and_data()
+        for f in fields(self):
+            if not f.metadata["by_method"]:  # strength and targets: the method's checks, below
+                RUN_OPTIONS[f.name].check(getattr(self, f.name))
+        self._check_folders()
+        self._check_strength_applies(self.checked_method())
         self.torch_device()
 
-    def _validate_model_and_data(self) -> None:
+    def _check_model_and_data(self) -> None:
+        """The model and the data set are registered and take the same inputs; the data options are the
+        data set's; the preset exists."""
         from oblique.data import DATASETS, SPATIAL_DIMS
         from oblique.models import MODELS, UnknownModelError, input_shape
 
@@ -214,7 +343,7 @@ class RunConfig:
             raise ConfigError(f"model {self.model}: {e}", settings=("model",)) from None
         if self.dataset not in DATASETS:
             raise _bad("dataset", self.dataset, "one of " + ", ".join(DATASETS))
-        self._validate_data_options()
+        self._check_data_options()
         dims = SPATIAL_DIMS.get(self.dataset)
         if dims is not None and len(shape) - 1 != dims:
             kind = {1: "1-D sequences", 2: "images"}
@@ -224,81 +353,37 @@ class RunConfig:
                 settings=("model", "dataset"),
             )
 
-    def _validate_data_options(self) -> None:
+    def _check_data_options(self) -> None:
+        """The data options are the data set's, each valid; ``download`` is for a data set that can be
+        downloaded."""
         from oblique.data import DataError, check_data_options, check_downloadable
 
         if self.preset is not None:
             _preset_settings(self.preset)  # an unknown name (a RunConfig built directly) lists the valid ones
-        try:
-            check_data_options(self.dataset, self.data_options)
-        except ValueError as e:
-            raise ConfigError(str(e), settings=("data_options",)) from None
+        check_data_options(self.dataset, self.data_options)
         if self.download:
             try:
                 check_downloadable(self.dataset)
             except DataError as e:
                 raise ConfigError(str(e), settings=("download",)) from None
 
-    def _validate_recipe(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise _bad("optimizer", self.optimizer, "one of " + ", ".join(OPTIMIZERS))
-        if self.schedule not in SCHEDULES:
-            raise _bad("schedule", self.schedule, "one of " + ", ".join(SCHEDULES))
-        for name in ("epochs", "batch_size", "drift_every", "eval_every"):
-            v = getattr(self, name)
-            if not _integer(v) or v < 1:
-                raise _bad(name, v, "an integer >= 1")
-        if self.epochs > MAX_EPOCHS:
-            raise _bad("epochs", self.epochs, f"an integer <= {MAX_EPOCHS}")
-        if self.batch_size > MAX_BATCH_SIZE:
-            raise _bad("batch_size", self.batch_size, f"an integer <= {MAX_BATCH_SIZE}")
-        if not (_number(self.lr) and self.lr > 0):
-            raise _bad("lr", self.lr, "a number > 0")
-        for name in ("momentum", "weight_decay", "warmup_epochs"):
-            v = getattr(self, name)
-            if not (_number(v) and v >= 0):
-                raise _bad(name, v, "a number >= 0")
-        for name, top in (("lr", MAX_RATE), ("weight_decay", MAX_RATE), ("momentum", 1)):
-            if getattr(self, name) > top:  # more only overflows the optimizer's float32 step (a traceback)
-                raise _bad(name, getattr(self, name), f"a number <= {top:g}")
-        if self.warmup_epochs > MAX_EPOCHS:
-            raise _bad("warmup_epochs", self.warmup_epochs, f"a number of epochs <= {MAX_EPOCHS}")
-        if not (_number(self.gamma) and 0 < self.gamma <= 1):  # > 1 would grow the lr, and overflow it
-            raise _bad("gamma", self.gamma, "a number > 0 and <= 1")
-        if not isinstance(self.nesterov, bool):
-            raise _bad("nesterov", self.nesterov, "true or false")
-        if not (
-            isinstance(self.milestones, list | tuple) and all(_number(m) and m >= 0 for m in self.milestones)
-        ):
-            raise _bad("milestones", self.milestones, "a list of epochs >= 0")
-        if any(m > MAX_EPOCHS for m in self.milestones):
-            raise _bad("milestones", self.milestones, f"a list of epochs <= {MAX_EPOCHS}")
+    def _check_folders(self) -> None:
+        """``data_root`` and ``out`` are folder names; the run folder is not something else."""
+        if self.data_root is not None:
+            check_folder("data_root", self.data_root, existing=False)
+        check_folder("out", self.out if self.out is not None else str(self.resolved_out()))
 
-    def _validate_execution(self) -> None:
-        if self.checkpoint_every is not None and (
-            not _integer(self.checkpoint_every) or self.checkpoint_every < 0
+    def _check_strength_applies(self, method) -> None:
+        """A strength other than the method's own is refused for a method without one."""
+        if (
+            self.strength is not None
+            and not method.uses_strength
+            and self.strength != method.default_strength
         ):
-            raise _bad("checkpoint_every", self.checkpoint_every, "an integer >= 0")
-        if self.precision not in PRECISIONS:
-            raise _bad("precision", self.precision, "one of " + ", ".join(PRECISIONS))
-        for name, low in (("log_every", 1), ("data_workers", 0)):
-            v = getattr(self, name)
-            if not _integer(v) or not low <= v <= 1024:
-                raise _bad(name, v, f"an integer >= {low} and <= 1024")
-        if self.threads is not None and (not _integer(self.threads) or self.threads < 1):
-            raise _bad("threads", self.threads, "an integer >= 1")
-        if self.threads is not None and self.threads > MAX_THREADS:
-            raise _bad("threads", self.threads, f"an integer <= {MAX_THREADS}")
-        if not (0 <= self.seed < SEED_LIMIT):
-            raise _bad("seed", self.seed, "an integer >= 0 and < 2**63")
-        for name in ("out", "data_root"):
-            v = getattr(self, name)
-            if v is not None and (not v.strip() or "\0" in v):
-                raise _bad(name, v, "a folder name (not empty)" if not v.strip() else "a folder name")
-        out = self.resolved_out()
-        if out.exists() and not out.is_dir():
             raise ConfigError(
-                f"out {out} exists and is not a folder; choose another --out", settings=("out",)
+                f"strength does not apply to method {self.method} (it has no regularization factor); "
+                f"got {self.strength!r}: leave strength out",
+                settings=("strength",),
             )
 
     def check_data(self, download: bool | None = None) -> None:
@@ -312,7 +397,13 @@ class RunConfig:
         check_dataset(self.dataset, self.data_root, download=self.download if download is None else download)
 
     def build_method(self):
-        """The method this config names, built with its strength, targets and hyperparameters."""
+        """The method this config names, built with its strength, targets and hyperparameters.
+
+        Raises:
+            ConfigError: ``strength`` or ``targets`` given as a hyperparameter; a bad strength, targets or
+                hyperparameter (naming ``strength``, ``targets`` or ``hp``).
+            oblique.methods.UnknownMethodError: an unknown method.
+        """
         from oblique.methods import get_method
 
         for key in ("strength", "targets"):  # settings of their own: get_method takes them by these names
@@ -325,12 +416,13 @@ class RunConfig:
         return get_method(self.method, strength=self.strength, targets=self.targets, **self.hp)
 
     def checked_method(self):
-        """:meth:`build_method`, a bad method setting raised as a :class:`ConfigError` (one line)."""
+        """:meth:`build_method`, any other error of the method's own checks raised as a
+        :class:`ConfigError` (one line)."""
         try:
             return self.build_method()
-        except ConfigError:
+        except OptionError:  # a bad strength, targets or hyperparameter, naming its setting
             raise
-        except ValueError as e:  # the method's own checks: an unknown or bad hyperparameter, strength
+        except ValueError as e:  # an unknown method (its message lists the valid ones)
             raise ConfigError(str(e)) from None
 
     def torch_device(self) -> torch.device:
@@ -343,7 +435,8 @@ class RunConfig:
 
 def setting_kind(f) -> str:
     """What kind of value a RunConfig field holds, read from its annotation: ``"str"``, ``"int"``,
-    ``"float"``, ``"bool"``, ``"floats"`` (a list of numbers) or ``"table"`` (NAME = VALUE pairs)."""
+    ``"float"``, ``"bool"``, ``"floats"`` (a list of numbers) or ``"table"`` (NAME = VALUE pairs): a key
+    of :data:`oblique.options.KINDS`."""
     text = str(f.type)
     for kind, marker in (("table", "dict["), ("floats", "list["), ("bool", "bool"), ("float", "float"),
                          ("int", "int")):  # fmt: skip
@@ -352,46 +445,25 @@ def setting_kind(f) -> str:
     return "str"
 
 
-#: how each kind of setting (:func:`setting_kind`) is named in messages
-_KIND_TEXT = {"str": "text", "int": "an integer", "float": "a number", "bool": "true or false",
-              "floats": "a list of numbers", "table": "a table of NAME = VALUE"}  # fmt: skip
+def _field_option(f) -> Option:
+    default = f.default_factory() if f.default is MISSING else f.default
+    return Option(f.name, default, f.metadata["help"], kind=setting_kind(f), **f.metadata["check"])
 
 
-def _of_kind(value: Any, kind: str) -> bool:
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "int":
-        return _integer(value)
-    if kind == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "floats":
-        return isinstance(value, list | tuple) and all(_of_kind(v, "float") for v in value)
-    return isinstance(value, dict) and all(isinstance(k, str) for k in value)  # table
+#: Every run setting's declaration, by name: what a valid value is (kind, choices, bounds), read from the
+#: RunConfig fields.
+RUN_OPTIONS: dict[str, Option] = {f.name: _field_option(f) for f in fields(RunConfig)}
 
 
 def _check_kinds(cfg: RunConfig) -> None:
     """Every setting of ``cfg`` of the kind its annotation says (a TOML ``overwrite = "no"`` is refused,
     not read as true); ``None`` only where the default is ``None`` (= the recipe's or torch's)."""
-    for f in fields(cfg):
-        value, kind = getattr(cfg, f.name), setting_kind(f)
-        if value is None and f.default is None:
-            continue
-        if not _of_kind(value, kind):
-            raise _bad(f.name, value, _KIND_TEXT[kind])
+    for name, option in RUN_OPTIONS.items():
+        option.check_kind(getattr(cfg, name))
 
 
 def _bad(setting: str, got: Any, valid: str) -> ConfigError:
     return ConfigError(f"{setting} must be {valid}; got {_short(got)}", settings=(setting,))
-
-
-def _integer(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def resolve_device(spec: str, *, here: bool = True) -> torch.device:

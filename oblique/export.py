@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from oblique import records
+from oblique.config import RunConfig
 from oblique.errors import ObliqueError
 
 __all__ = [
@@ -67,9 +68,14 @@ STEP_COLUMNS = (
     "test_error_top5",
     "test_loss",
 )
-#: settings never used to tell runs apart (where and how a run was executed, not what it computed)
-_NOT_IDENTITY = {"out", "threads", "progress", "overwrite", "threads_used", "device_used", "torch_version",
-                 "num_params", "method_config", "hp"}  # fmt: skip
+#: settings never used to tell runs apart: the run settings that only say where and how one process ran
+#: (declared by each RunConfig field's :class:`oblique.config.Execution`), and the record's keys of what
+#: the machine made of the run (its thread count, device, torch version, parameter count) or that repeat
+#: settings already in their own columns (``method_config``, ``hp``: the hyperparameters)
+_NOT_IDENTITY = {
+    *RunConfig.execution_settings(tells_runs_apart=False),
+    *("threads_used", "device_used", "torch_version", "num_params", "method_config", "hp"),
+}
 #: TensorBoard tag -> (record type, field)
 TB_SCALARS = {
     "train/loss": ("step", "loss"),

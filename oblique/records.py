@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from oblique.errors import ObliqueError, ObliqueWarning
+from oblique.options import is_integer, is_number
 
 __all__ = [
     "CHECKPOINT",
@@ -425,11 +426,11 @@ class RunWriter:
 
 
 def _number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
+    """A number of a record: NaN and infinity included (a diverged run's loss, its drift)."""
+    return is_number(x, finite=False)
 
 
-def _int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+_int = is_integer
 
 
 def _numbers(x: Any) -> bool:

@@ -38,38 +38,15 @@ from torch import nn
 
 from oblique import records
 from oblique.batches import Batches
-from oblique.config import SCHEDULES, ConfigError, RunConfig, environment, resolve_device, run_config_from
+from oblique.config import ConfigError, RunConfig, environment, run_config_from
 from oblique.data import Data, TensorData, get_dataset
 from oblique.distributed import Dist, from_env
-from oblique.fit import (
-    FitState,
-    RunInterrupted,
-    StopOnSignal,
-    evaluate,
-    fit,
-    restore_checkpoint,
-    test_batches,
-)
+from oblique.fit import FitState, RunInterrupted, StopOnSignal, fit, restore_checkpoint, test_batches
 from oblique.geometry import drift_record, model_drift
 from oblique.methods import Method, OptimizerConfig
 from oblique.models import get_model
 
-__all__ = [
-    "SCHEDULES",
-    "Built",
-    "ConfigError",
-    "FitState",
-    "RunConfig",
-    "RunInterrupted",
-    "StopOnSignal",
-    "build",
-    "evaluate",
-    "fit",
-    "resolve_device",
-    "resume",
-    "summarize",
-    "train",
-]
+__all__ = ["RESUME_OVERRIDES", "Built", "build", "prepare_out", "remove_run", "resume", "summarize", "train"]
 
 
 def _lr_factor(cfg: RunConfig, steps_per_epoch: int, total: int):
@@ -122,8 +99,9 @@ def train(cfg: RunConfig) -> dict:
     return summary
 
 
-#: the settings a resumed run may change: how it executes, not what it computes
-RESUME_OVERRIDES = ("progress", "device", "log_every", "checkpoint_every")
+#: the settings a resumed run may change: how it executes, not what it computes (declared by each RunConfig
+#: field's :class:`oblique.config.Execution`)
+RESUME_OVERRIDES = RunConfig.execution_settings(on_resume=True)
 
 
 def resume(run_dir: str | os.PathLike, **execution: Any) -> dict:
@@ -131,8 +109,8 @@ def resume(run_dir: str | os.PathLike, **execution: Any) -> dict:
     recorded in its ``config.json``; return the summary. The records end as an uninterrupted run's would.
 
     Args:
-        execution: any of :data:`RESUME_OVERRIDES` (``progress``, ``device``, ``log_every``,
-            ``checkpoint_every``) to change how the run goes on; None or absent: as recorded.
+        execution: any of :data:`RESUME_OVERRIDES` (``device``, ``log_every``, ``checkpoint_every``,
+            ``progress``) to change how the run goes on; None or absent: as recorded.
 
     Raises:
         ConfigError: ``run_dir`` holds no run, a finished run, or no checkpoint to resume from.
@@ -233,8 +211,13 @@ def _checked(cfg: RunConfig) -> RunConfig:
 
 
 def _refuse_existing(cfg: RunConfig, out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out {out} exists and is not a folder; choose another --out", settings=("out",))
+    """Refuse a run folder that holds a run ``cfg`` must not replace: a finished one (or one whose records
+    say so), an interrupted one with a checkpoint; ``overwrite`` replaces them. (That ``out`` is a folder
+    is :meth:`RunConfig.validate`'s check.)
+
+    :func:`train` asks this twice, on purpose: before anything is built (a refusal in a moment, not after
+    the data is loaded), and again under the run folder's lock (:func:`prepare_out`), where another process
+    may have finished a run in the folder in between; only then are the old records removed."""
     if cfg.overwrite:
         return
     if records.is_finished(out):

@@ -156,7 +156,8 @@ def test_per_step_lines_are_rasterized_in_the_pdf_and_files_are_byte_stable(stud
 def test_filter_norms_are_those_the_drift_was_measured_on(study, tmp_path):
     from analysis.norms import filter_norms
     from oblique import records as rec
-    from oblique.train import RunConfig, train
+    from oblique.config import RunConfig
+    from oblique.train import train
 
     for name in sorted((study / "runs").iterdir())[:1]:
         norms = filter_norms(name)

@@ -16,7 +16,8 @@ import torch
 from oblique import list_methods, records
 from oblique.cli import main
 from oblique.config import ConfigError, RunConfig
-from oblique.train import RunInterrupted, resume, train
+from oblique.fit import RunInterrupted
+from oblique.train import resume, train
 
 #: small and quick: 12 steps an epoch on MNIST-1D; the default ResNet-1D, SGD with Nesterov
 QUICK = dict(epochs=2, batch_size=500, drift_every=5, threads=1, progress=False)

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from oblique.cli import main
+from oblique.errors import ObliqueError
 
 
 def _run(argv, capsys):
@@ -26,19 +27,19 @@ QUICK = ["--epochs", "1", "--no-progress", "--model", "cnn"]
         (["run", "--dataset", "mnist2d"], "--dataset must be one of mnist1d"),
         (["run", "--optimizer", "lbfgs"], "--optimizer must be one of sgd, adam"),
         (["run", "--schedule", "linear"], "--schedule must be one of constant, multistep, cosine"),
-        (["run", "--targets", "all"], "targets must be one of conv, conv+linear"),
-        (["run", "--strength", "-0.1"], "strength must be a finite number >= 0"),
-        (["run", "--batch-size", "0"], "--batch-size must be an integer >= 1; got 0"),
-        (["run", "--epochs", "0"], "--epochs must be an integer >= 1"),
+        (["run", "--targets", "all"], "--targets must be one of conv, conv+linear; got 'all'"),
+        (["run", "--strength", "-0.1"], "--strength must be a number >= 0; got -0.1"),
+        (["run", "--batch-size", "0"], "--batch-size must be an integer from 1 to 1000000; got 0"),
+        (["run", "--epochs", "0"], "--epochs must be an integer from 1 to 1000000"),
         (["run", "--lr", "-1"], "--lr must be a number > 0"),
-        (["run", "--momentum", "-0.5"], "--momentum must be a number >= 0"),
+        (["run", "--momentum", "-0.5"], "--momentum must be a number from 0 to 1"),
         (
             ["run", "--model", "resnet20"],
             "--model resnet20 takes images but --dataset mnist1d has 1-D sequences",
         ),
         (["run", "--model", "wrn27-4", "--dataset", "synthetic"], "--model wrn27-4: "),
-        (["run", "--hp", "form=fast"], "hyperparameter 'form' must be one of closed, autograd"),
-        (["run", "--hp", "steps=3"], "has no hyperparameter 'steps'"),
+        (["run", "--hp", "form=fast"], "--hp form must be one of closed, autograd; got 'fast' (nl)"),
+        (["run", "--hp", "steps=3"], "method 'nl' has no hyperparameter 'steps'; valid --hp names: form"),
         (["run", "--hp", "=0"], "expected NAME=VALUE, got '=0' (no NAME)"),
         (
             ["run", "--hp", "strength=0"],
@@ -117,3 +118,85 @@ def test_entry_point_exit_status():
     )
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+#: Every true/false word in several cases, and text that is none of them.
+WORDS = sorted(
+    {v for w in ("true", "yes", "on", "1", "false", "no", "off", "0") for v in (w, w.upper(), w.title())}
+    | {"maybe", "", "y", "n", "t", "f", "2", "-1", "1.0", "0.0", "none", "null", "enabled", "tru", "yes!"}
+)
+
+
+def _read(argv: list[str]):
+    """What ``oblique run ARGV`` makes of the flags, up to its check (a RunConfig resolved and validated):
+    the config, or the error."""
+    from oblique.cli import build_parser
+    from oblique.cli.run import run_config_from_args
+
+    try:
+        cfg = run_config_from_args(build_parser().parse_args(["run", *argv])).resolved()
+        cfg.validate()
+    except ObliqueError as e:
+        return e
+    return cfg
+
+
+def test_hp_data_options_and_true_false_flags_accept_and_refuse_the_same_words():
+    """``--hp batched=W``, ``--data-option shuffle_seq=W`` and ``--nesterov W`` read the same words, as the
+    same value, and refuse the same others."""
+    hp, data, flag = {}, {}, {}
+    for word in WORDS:
+        cfg = _read(["--method", "oni", "--hp", f"batched={word}"])
+        hp[word] = cfg if isinstance(cfg, Exception) else cfg.checked_method().hp["batched"]
+        cfg = _read(["--data-option", f"shuffle_seq={word}"])
+        data[word] = cfg if isinstance(cfg, Exception) else cfg.data_options["shuffle_seq"]
+        cfg = _read([f"--nesterov={word}"])
+        flag[word] = cfg if isinstance(cfg, Exception) else cfg.nesterov
+    accepted = {w for w, v in hp.items() if isinstance(v, bool)}
+    assert accepted == {w for w, v in data.items() if isinstance(v, bool)}
+    assert accepted == {w for w, v in flag.items() if isinstance(v, bool)}
+    assert accepted == {
+        w for w in WORDS if w.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0")
+    }
+    assert {w: hp[w] for w in accepted} == {w: data[w] for w in accepted} == {w: flag[w] for w in accepted}
+    assert {w for w in accepted if hp[w]} == {w for w in accepted if w.lower() in ("true", "yes", "on", "1")}
+    for word in set(WORDS) - accepted:  # refused, each naming its flag
+        assert str(hp[word]).startswith("hp batched must be true or false; got ") and hp[word].settings == (
+            "hp",
+        )
+        assert str(data[word]).startswith("data_options shuffle_seq must be true or false; got ")
+
+
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (
+            ["--method", "oni", "--hp", "batched=maybe"],
+            "--hp batched must be true or false; got 'maybe' (oni)",
+        ),
+        (
+            ["--method", "oni", "--hp", "iters=x"],
+            "--hp iters must be an integer from 1 to 100; got 'x' (oni)",
+        ),
+        (
+            ["--method", "oni", "--hp", "iters=0"],
+            "--hp iters must be an integer from 1 to 100; got '0' (oni)",
+        ),
+        (["--method", "oni", "--hp", "eps=-1"], "--hp eps must be a number >= 0; got '-1' (oni)"),
+        (
+            ["--method", "nl", "--hp", "iters=3"],
+            "method 'nl' has no hyperparameter 'iters'; valid --hp names: form",
+        ),
+        (
+            ["--method", "wd", "--hp", "iters=3"],
+            "method 'wd' has no hyperparameter 'iters'; valid --hp names: none",
+        ),
+        (["--strength=-1e-9"], "--strength must be a number >= 0; got -1e-09"),
+        (["--strength", "inf"], "--strength must be a number >= 0; got inf"),
+        (["--targets", "linear"], "--targets must be one of conv, conv+linear; got 'linear'"),
+    ],
+)
+def test_a_bad_method_setting_names_its_flag(argv, expect, capsys, tmp_path):
+    code, _, err = _run(["run", *argv, "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and err == f"oblique: error: {expect}\n", err
+    assert not (tmp_path / "r").exists()

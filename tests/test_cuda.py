@@ -8,11 +8,12 @@ import torch
 
 from oblique import records
 from oblique.batches import Batches
+from oblique.config import RunConfig
 from oblique.data import TensorData
 from oblique.fit import fit
 from oblique.methods import OptimizerConfig, get_method
 from oblique.models import get_model
-from oblique.train import RunConfig, resume, train
+from oblique.train import resume, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 SYNC_CALLS = ("item", "tolist", "cpu", "__bool__", "__float__", "__int__")

@@ -8,11 +8,12 @@ import torch
 
 from oblique import list_methods, records
 from oblique.batches import Batches
+from oblique.config import RunConfig
 from oblique.data import TensorData
 from oblique.fit import evaluate, fit, test_batches
 from oblique.methods import OptimizerConfig, get_method
 from oblique.models import get_model
-from oblique.train import RunConfig, train
+from oblique.train import train
 
 VARIANTS = [(m, {}) for m in list_methods()] + [
     ("nl", {"form": "autograd"}),

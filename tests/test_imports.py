@@ -18,11 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: unit -> the units it may import. The data flows one way:
 #: cli -> (study | cost | train) -> config -> (methods, models, data) -> records, then analysis reads.
-#: study runs its own cost bench after its runs (study -> cost); export reads records only.
-LIBRARY_BASE = {"oblique.errors", "oblique.text", "oblique.progress", "oblique.clock"}
+#: study runs its own cost bench after its runs (study -> cost); export reads records (and RunConfig's
+#: declaration of which settings only say how a run executed).
+LIBRARY_BASE = {"oblique.errors", "oblique.text", "oblique.options", "oblique.progress", "oblique.clock"}
 ALLOWED: dict[str, set[str]] = {
     "oblique.errors": set(),
     "oblique.text": set(),
+    "oblique.options": {"oblique.errors", "oblique.text"},
     "oblique.progress": set(),
     "oblique.clock": set(),
     "oblique.distributed": set(),
@@ -40,10 +42,10 @@ ALLOWED: dict[str, set[str]] = {
     "oblique.presets": {"oblique.errors"},
     "oblique.geometry": set(),
     "oblique.optim": set(),
-    "oblique.records": {"oblique.errors"},
+    "oblique.records": {"oblique.errors", "oblique.options"},
     "oblique.models": {"oblique.errors"},
-    "oblique.data": {"oblique.errors", "oblique.text", "oblique.records"},
-    "oblique.methods": {"oblique.errors", "oblique.geometry", "oblique.optim"},
+    "oblique.data": {"oblique.errors", "oblique.text", "oblique.options", "oblique.records"},
+    "oblique.methods": {"oblique.errors", "oblique.options", "oblique.geometry", "oblique.optim"},
     "oblique.config": LIBRARY_BASE
     | {"oblique.recipes", "oblique.presets", "oblique.methods", "oblique.models", "oblique.data"},
     "oblique.train": LIBRARY_BASE
@@ -76,7 +78,7 @@ ALLOWED: dict[str, set[str]] = {
         "oblique.models",
         "oblique.optim",
     },  # fmt: skip
-    "oblique.export": LIBRARY_BASE | {"oblique.records"},
+    "oblique.export": LIBRARY_BASE | {"oblique.records", "oblique.config"},
     "oblique": {"oblique.geometry", "oblique.methods"},
     "oblique.cli": LIBRARY_BASE
     | {

@@ -272,7 +272,7 @@ def test_the_documented_study_file_is_valid(tmp_path):
     import oblique.study.spec as st
     from oblique.cli import build_parser
     from oblique.cli.study import spec_from_args
-    from oblique.train import RunConfig
+    from oblique.config import RunConfig
 
     doc = st.__doc__
     cfg = tmp_path / "study.toml"

@@ -6,8 +6,9 @@ import math
 import pytest
 
 from oblique import records
+from oblique.config import RunConfig
 from oblique.geometry import DRIFT_KEYS
-from oblique.train import RunConfig, train
+from oblique.train import train
 
 SUMMARY_KEYS = {
     "status",

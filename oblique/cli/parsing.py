@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from oblique import options
 from oblique.errors import UsageError
 
 __all__ = [
@@ -42,12 +43,16 @@ def flag(setting: str) -> str:
 
 
 def parse_bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    """A true/false flag's value, read with the words every true/false value takes
+    (:func:`oblique.options.parse_bool`: true/false, yes/no, on/off, 1/0, any case).
+
+    >>> parse_bool("on"), parse_bool("FALSE")
+    (True, False)
+    """
+    try:
+        return options.parse_bool(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
 
 
 def parse_floats(text: str) -> list[float]:

@@ -3,8 +3,10 @@
 Every RunConfig field is a flag (``batch_size`` → ``--batch-size``), with the help text of the field's
 metadata and a parser chosen from its annotation (:func:`oblique.config.setting_kind`): a boolean that
 defaults to False is a switch (``--overwrite``), one that defaults to True a ``--no-`` switch
-(``--no-progress``), one that defaults to None takes ``true``/``false``. Flags not given are left out of
-the namespace, so config-file values and RunConfig defaults apply.
+(``--no-progress``), one that defaults to None takes a true/false word (the words of every true/false
+value: :func:`oblique.options.parse_bool`). Flags not given are left out of the namespace, so config-file
+values and RunConfig defaults apply. A bad value is refused with one line that names its flag (the
+setting's declared valid values, :data:`oblique.config.RUN_OPTIONS`; a hyperparameter's: ``--hp NAME``).
 """
 
 from __future__ import annotations

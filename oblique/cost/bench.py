@@ -40,6 +40,7 @@ from oblique.cost.timing import median, quantile, robust_se, time_call
 from oblique.errors import ObliqueError
 from oblique.methods import CostTarget, list_methods
 from oblique.models import MODELS, ModelDependencyError, UnknownModelError, input_shape
+from oblique.options import Option, OptionError
 from oblique.progress import progress
 
 __all__ = [
@@ -91,11 +92,19 @@ def resolve_methods(spec: str | Sequence[str]) -> list[str]:
     return ["baseline"] + [n for n in dict.fromkeys(names) if n != "baseline"]
 
 
-def _check_int(setting: str, value: Any, lo: int, hi: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise BenchError(f"{setting} must be an integer >= {lo}; got {value!r}", settings=(setting,))
-    if hi is not None and value > hi:
-        raise BenchError(f"{setting} must be an integer <= {hi}; got {value!r}", settings=(setting,))
+def _check_int(setting: str, value: Any, lo: int, hi: int | None = None, *, below: int | None = None) -> None:
+    """``value`` checked as an integer from ``lo`` to ``hi`` (or below ``below``), by the one option check.
+
+    Raises:
+        BenchError: naming ``setting``, in the options' one wording (:class:`oblique.options.Option`).
+    """
+    option = Option(
+        setting, lo, minimum=lo, maximum=hi if below is None else below, max_exclusive=below is not None
+    )
+    try:
+        option.check(value)
+    except OptionError as e:
+        raise BenchError(str(e), settings=e.settings) from None
 
 
 @dataclass(frozen=True)
@@ -154,7 +163,7 @@ class BenchConfig:
         if self.threads is not None:
             _check_int("threads", self.threads, 1, MAX_THREADS)
         _check_int("num_classes", self.num_classes, 1, MAX_CLASSES)
-        _check_int("seed", self.seed, 0, SEED_LIMIT - 1)
+        _check_int("seed", self.seed, 0, below=SEED_LIMIT)
         t = self.time_budget_s
         if not (isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
             raise BenchError(

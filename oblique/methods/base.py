@@ -21,7 +21,6 @@ resolved, and ``oblique methods`` lists them.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from oblique.geometry import TARGETS, targeted_modules
+from oblique.options import Option, OptionError
 
 __all__ = [
     "COST_MEASURES",
@@ -60,59 +60,16 @@ _KIND_COST_NOTES = {
 }
 
 
-#: how a hyperparameter's type is named in messages ("expects an integer")
-_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+#: One declared hyperparameter of a method: an :class:`oblique.options.Option`, declared as
+#: ``Hyper(name, default, help, choices=..., minimum=..., maximum=...)`` (its kind is the default's type).
+#: ``oblique run --hp name=value`` and the TOML ``[hp]`` table give it; a bad value is an
+#: :class:`~oblique.options.OptionError` that names ``hp`` (the command line: ``--hp iters must be ...``).
+Hyper = Option
 
-
-@dataclass(frozen=True)
-class Hyper:
-    """One declared hyperparameter of a method.
-
-    Attributes:
-        name: keyword name (``oblique run --hp name=value`` and the TOML ``[method]`` table use it).
-        default: default value; its type is the type values are converted to.
-        help: one line for ``oblique methods``.
-        choices: allowed values, if the hyperparameter is categorical.
-        minimum: smallest allowed value for numbers (inclusive).
-        maximum: largest allowed value for numbers (inclusive): where more only hangs or overflows a run.
-    """
-
-    name: str
-    default: Any
-    help: str
-    choices: tuple | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-
-    def convert(self, value: Any) -> Any:
-        """Convert and validate ``value``; raise ``ValueError`` saying expected vs got."""
-        typ = type(self.default)
-        try:
-            if typ is bool and isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                value = value.lower() in ("true", "1", "yes")
-            elif typ is int and isinstance(value, float):
-                if not value.is_integer():
-                    raise ValueError
-                value = int(value)
-            elif typ in (int, float, str, bool):
-                value = typ(value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"hyperparameter {self.name!r} expects {_KIND_NAMES.get(typ, typ.__name__)}; got {value!r}"
-            ) from None
-        if self.choices is not None and value not in self.choices:
-            raise ValueError(
-                f"hyperparameter {self.name!r} must be one of {', '.join(map(str, self.choices))}; got {value!r}"
-            )
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"hyperparameter {self.name!r} must be finite; got {value!r}")
-        if self.minimum is not None and not value >= self.minimum:
-            raise ValueError(f"hyperparameter {self.name!r} must be >= {self.minimum}; got {value!r}")
-        if self.maximum is not None and not value <= self.maximum:
-            raise ValueError(f"hyperparameter {self.name!r} must be <= {self.maximum:g}; got {value!r}")
-        return value
+#: The strength λ every method takes: a finite number >= 0 (its default is the method's own).
+STRENGTH = Option("strength", 0.0, "the regularization factor λ", minimum=0.0)
+#: Which layers' weights a method acts on.
+TARGET_CHOICES = Option("targets", "conv", "which layers' weights the method acts on", choices=TARGETS)
 
 
 @dataclass
@@ -228,7 +185,9 @@ class Method:
         **hyperparameters: the method's declared :attr:`hyperparameters`.
 
     Raises:
-        ValueError: on a negative strength, unknown targets, or an unknown or invalid hyperparameter.
+        oblique.options.OptionError: (a ``ValueError``) a strength that is not a finite number >= 0, unknown
+            targets, an unknown hyperparameter or a bad value of one; it names its setting (``strength``,
+            ``targets``, ``hp``).
     """
 
     #: registry name, e.g. ``"nl"``
@@ -261,27 +220,20 @@ class Method:
     cost_note: ClassVar[str] = ""
 
     def __init__(self, strength: float | None = None, targets: str = "conv", **hyperparameters: Any):
-        if strength is None:
-            strength = self.default_strength
-        try:
-            strength = float(strength)
-        except (TypeError, ValueError):
-            raise ValueError(f"strength must be a number >= 0; got {strength!r}") from None
-        if not (strength >= 0 and math.isfinite(strength)):  # also rejects NaN and inf
-            raise ValueError(f"strength must be a finite number >= 0; got {strength}")
-        if targets not in TARGETS:
-            raise ValueError(f"targets must be one of {', '.join(TARGETS)}; got {targets!r}")
+        self.strength = STRENGTH.convert(self.default_strength if strength is None else strength)
+        self.targets = TARGET_CHOICES.convert(targets)
         declared = {h.name: h for h in self.hyperparameters}
         unknown = sorted(set(hyperparameters) - set(declared))
         if unknown:
-            valid = ", ".join(declared) or "none"
-            raise ValueError(
-                f"method {self.name!r} has no hyperparameter {', '.join(map(repr, unknown))} (valid: {valid})"
+            raise OptionError(
+                f"method {self.name!r} has no hyperparameter {', '.join(map(repr, unknown))}; valid hp names: "
+                f"{', '.join(declared) or 'none'}",
+                settings=("hp",),
             )
-        self.strength = strength
-        self.targets = targets
         self.hp: dict[str, Any] = {
-            name: h.convert(hyperparameters[name]) if name in hyperparameters else h.default
+            name: h.convert(hyperparameters[name], table="hp", of=self.name)
+            if name in hyperparameters
+            else h.default
             for name, h in declared.items()
         }
 

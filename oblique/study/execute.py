@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Protocol
 
 from oblique import records
+from oblique.config import RunConfig
 from oblique.progress import progress as _bar
 from oblique.study.folder import ERROR_FILE, Lock, Study, plan_study
 from oblique.study.spec import BASIC_AXES, PlannedRun, StudyError
@@ -64,8 +65,9 @@ __all__ = [
 #: The executors :func:`executor_for` knows.
 EXECUTORS = ("local", "ray")
 #: Execution settings the study itself decides (the run folder, threads, no progress bar, no overwrite of
-#: a run, a download done once at planning); the other ones given to a study reach every run.
-_STUDY_DECIDES = ("out", "threads", "progress", "overwrite", "download")
+#: a run, a download done once at planning: each RunConfig field's :class:`oblique.config.Execution`); the
+#: other ones given to a study reach every run.
+_STUDY_DECIDES = RunConfig.execution_settings(study_decides=True)
 
 
 class Executor(Protocol):

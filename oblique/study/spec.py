@@ -32,11 +32,11 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from oblique.config import MAX_THREADS, SEED_LIMIT, RunConfig, settings_from
+from oblique.config import RUN_OPTIONS, SEED_LIMIT, RunConfig, settings_from
 from oblique.errors import ObliqueError
+from oblique.options import check_folder, is_integer, is_number
 from oblique.text import short as _short
 from oblique.text import value as _fmt
 
@@ -55,11 +55,11 @@ __all__ = [
 
 #: Grid variables every study has, in the order of the tables.
 BASIC_AXES = ("method", "strength", "batch_size", "seed")
-#: Run settings that are not grid variables: how a run is executed, not what it computes. They are kept out
-#: of study.json's planned settings (a study can be resumed with another ``--device``); those a study
-#: passes on reach every run it starts (:func:`oblique.study.execute.execution_settings`).
-EXECUTION_FIELDS = ("out", "threads", "progress", "overwrite", "checkpoint_every", "log_every", "download",
-                    "device")  # fmt: skip
+#: Run settings that are not grid variables: how a run is executed, not what it computes (declared by each
+#: RunConfig field's :class:`oblique.config.Execution`). They are kept out of study.json's planned settings
+#: (a study can be resumed with another ``--device``); those a study passes on reach every run it starts
+#: (:func:`oblique.study.execute.execution_settings`).
+EXECUTION_FIELDS = RunConfig.execution_settings()
 #: Settings with an axis of their own (not allowed in ``[run]`` or ``[grid]``).
 _OWN_AXES = ("method", "strength", "seed", "batch_size", "hp")
 #: The most runs one study may plan: a grid beyond it is a typo (``--seeds 1000000000000``), not a plan.
@@ -168,12 +168,12 @@ def _check_axes(spec: StudySpec) -> None:
         if len({json.dumps(v) for v in values}) != len(values):
             raise StudyError(f"{what}: a value is repeated in {values!r}")
     for seed in spec.seeds:
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        if not is_integer(seed) or seed < 0:
             raise StudyError(f"seeds must be integers >= 0; got {seed!r}")
         if seed >= SEED_LIMIT:
             raise StudyError(f"seeds must be integers < 2**63; got {seed!r}")
     for s in spec.strengths or []:
-        if not (isinstance(s, int | float) and not isinstance(s, bool) and s >= 0 and math.isfinite(s)):
+        if not (is_number(s) and s >= 0):
             raise StudyError(f"strengths must be numbers >= 0; got {s!r}")
 
 
@@ -245,7 +245,8 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
 
     Raises:
         StudyError: an unknown table or key, a value of the wrong type.
-        oblique.config.ConfigError: an unknown run setting.
+        oblique.config.ConfigError: an unknown run setting, a run setting of the wrong kind, threads out of
+            range.
     """
     from oblique.methods import list_methods
 
@@ -271,7 +272,7 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
             settings=("methods",),
         )
     seeds = study_t.get("seeds", 3)
-    if _integer(seeds):
+    if is_integer(seeds):
         if not 1 <= seeds <= MAX_RUNS:
             raise StudyError(f"seeds must be a count from 1 to {MAX_RUNS} or a list of seeds; got {seeds!r}",
                              settings=("seeds",))  # fmt: skip
@@ -288,12 +289,10 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
             raise StudyError(f"{source}: {k!r} is a grid variable; use the study's {k}s setting instead")
     base = settings_from(base, source=source)  # the preset's settings beneath the file's and the flags'
     cfg = RunConfig(**base)  # mistyped run settings fail here (unknown ones above), in one line
-    if cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:  # else every run would fail
-        raise StudyError(f"threads must be an integer from 1 to {MAX_THREADS}; got {cfg.threads!r}",
-                         settings=("threads",))  # fmt: skip
+    RUN_OPTIONS["threads"].check(cfg.threads)  # the study decides threads: else every run would fail
     workers = study_t.get("workers", 2)
-    if not _integer(workers) or not 0 <= workers <= MAX_WORKERS:
-        what = "an integer >= 0" if not _integer(workers) or workers < 0 else f"an integer <= {MAX_WORKERS}"
+    if not is_integer(workers) or not 0 <= workers <= MAX_WORKERS:
+        what = "an integer >= 0" if not is_integer(workers) or workers < 0 else f"an integer <= {MAX_WORKERS}"
         raise StudyError(f"workers must be {what}; got {_short(workers)}", settings=("workers",))
     spec = StudySpec(
         methods=list(methods),
@@ -319,12 +318,4 @@ def study_table(tables: Mapping[str, Any], name: str, source: str = "study file"
 
 def _study_out(out: Any) -> str:
     """The study folder setting, checked: a folder name that is a folder or can become one."""
-    if not isinstance(out, str) or not out.strip() or "\0" in out:
-        raise StudyError(f"out must be a folder name (not empty); got {_short(out)}", settings=("out",))
-    if Path(out).exists() and not Path(out).is_dir():
-        raise StudyError(f"out {out} exists and is not a folder; choose another --out", settings=("out",))
-    return out
-
-
-def _integer(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    return check_folder("out", out, error=StudyError)

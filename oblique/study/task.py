@@ -30,7 +30,8 @@ def run_task(task: dict) -> tuple:
     says so (a checkpoint that cannot be used: start over), else train it; return the message for the
     parent: ``("done", name, brief)`` or ``("error", name, message)``; a KeyboardInterrupt propagates.
     """
-    from oblique.train import RunConfig, remove_run, resume, train
+    from oblique.config import RunConfig
+    from oblique.train import remove_run, resume, train
 
     name, out = task["name"], Path(task["out"])
     try:
