@@ -33,7 +33,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
 from analysis.style import FLOOR, PLAIN, log_ticks, new_figure, print_style, save, style
-from oblique import records
+from oblique import records, storage
 from oblique.cost import device_label
 from oblique.study import Study, load_study, read_study_bench, results_frame
 from oblique.study.claims import (
@@ -212,7 +212,7 @@ def fig_filter_norms(study: Study | str | os.PathLike, echo: Echo = print):
         for name in ref[ref["method"] == method]["run"]:
             try:
                 parts += list(filter_norms(study.run_dir(name)).values())
-            except records.RecordError:
+            except storage.RecordError:
                 missing += 1
         if parts:
             norms[method] = np.concatenate(parts)
@@ -531,6 +531,6 @@ def write_figures(
     paths += save(fig_batch_size(study, echo), out_dir, "fig4_batch_size")
     paths += save(fig_cost(study, bench, echo), out_dir, "fig5_cost")
     for name, text in (("table.md", table_markdown(study)), ("table.tex", table_latex(study))):
-        paths.append(records.write_atomic(out_dir / name, text))
+        paths.append(storage.write_atomic(out_dir / name, text))
     _note_diverged(study, echo)
     return paths

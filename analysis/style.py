@@ -21,7 +21,7 @@ import matplotlib as mpl
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from oblique import records
+from oblique import storage
 
 __all__ = [
     "FLOOR",
@@ -125,10 +125,10 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 7.0, height: float
 def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     """Write ``stem.png`` (200 dpi) and ``stem.pdf`` into ``out_dir``, each atomically and byte-stable (no
     creation date, no software version: the same figure gives the same bytes); return both paths."""
-    png = records.write_atomic(
+    png = storage.write_atomic(
         out_dir / f"{stem}.png", lambda f: fig.savefig(f, format="png", dpi=200, metadata={"Software": None})
     )
-    pdf = records.write_atomic(
+    pdf = storage.write_atomic(
         out_dir / f"{stem}.pdf",
         lambda f: fig.savefig(
             f, format="pdf", dpi=300, metadata={"CreationDate": None, "Producer": None, "Creator": None}

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from oblique import records
+from oblique import storage
 from oblique.errors import ObliqueError, ObliqueWarning
 from oblique.text import short
 
@@ -172,7 +172,7 @@ def load_mnist1d(**overrides) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         "y_test": ds["y_test"].astype(np.int64),
     }
     try:
-        records.write_atomic(path, lambda f: np.savez(f, **arrays))
+        storage.write_atomic(path, lambda f: np.savez(f, **arrays))
     except OSError as e:  # a read-only or full cache: the data is in memory, go on without caching it
         where = e.filename or path
         warnings.warn(

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from oblique import records
+from oblique import records, storage
 from oblique.batches import Batches
 from oblique.clock import Clock
 from oblique.data import TensorData
@@ -497,10 +497,10 @@ def restore_checkpoint(ckpt: dict, model, method, optimizer, scheduler, batches:
     """Load a checkpoint into the pieces of a freshly built run; return the :class:`FitState` it holds.
 
     Raises:
-        oblique.records.RecordError: the checkpoint is of another format or does not fit the pieces.
+        oblique.storage.RecordError: the checkpoint is of another format or does not fit the pieces.
     """
     if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise records.RecordError(f"checkpoint format {ckpt.get('format')!r} is not one this oblique reads")
+        raise storage.RecordError(f"checkpoint format {ckpt.get('format')!r} is not one this oblique reads")
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -513,7 +513,7 @@ def restore_checkpoint(ckpt: dict, model, method, optimizer, scheduler, batches:
     except (LookupError, TypeError, ValueError, RuntimeError, AttributeError, ArithmeticError) as e:
         # untrusted contents: a missing key or index, a wrong type, a number out of range (a negative
         # value in Python's random state is an OverflowError), a tensor of the wrong shape
-        raise records.RecordError(
+        raise storage.RecordError(
             f"the checkpoint does not fit this run ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
         ) from None
 

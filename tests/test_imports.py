@@ -16,14 +16,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 #: unit -> the units it may import. The data flows one way:
-#: cli -> (study | cost | train) -> config -> (methods, models, data) -> records, then analysis reads.
+#: cli -> (study | cost | train) -> config -> (methods, models, data) -> records -> storage, then analysis
+#: reads.
 #: study runs its own cost bench after its runs (study -> cost); export reads records only.
-LIBRARY_BASE = {"oblique.errors", "oblique.text", "oblique.progress", "oblique.clock"}
+LIBRARY_BASE = {"oblique.errors", "oblique.text", "oblique.progress", "oblique.clock", "oblique.storage"}
 ALLOWED: dict[str, set[str]] = {
     "oblique.errors": set(),
     "oblique.text": set(),
     "oblique.progress": set(),
     "oblique.clock": set(),
+    "oblique.storage": {"oblique.errors"},
     "oblique.distributed": set(),
     "oblique.fit": LIBRARY_BASE
     | {
@@ -39,9 +41,9 @@ ALLOWED: dict[str, set[str]] = {
     "oblique.presets": {"oblique.errors"},
     "oblique.geometry": set(),
     "oblique.optim": set(),
-    "oblique.records": {"oblique.errors"},
+    "oblique.records": {"oblique.errors", "oblique.storage"},
     "oblique.models": {"oblique.errors"},
-    "oblique.data": {"oblique.errors", "oblique.text", "oblique.records"},
+    "oblique.data": {"oblique.errors", "oblique.text", "oblique.storage"},
     "oblique.methods": {"oblique.errors", "oblique.geometry", "oblique.optim"},
     "oblique.config": LIBRARY_BASE
     | {"oblique.recipes", "oblique.presets", "oblique.methods", "oblique.models", "oblique.data"},

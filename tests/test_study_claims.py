@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from oblique import records
+from oblique import records, storage
 from oblique.study import (
     BENCH_FILE,
     SUMMARY_FILE,
@@ -239,7 +239,7 @@ def test_claim_3_follows_the_loss_curves_and_summary_md_follows_the_records(tiny
         for method, error in errors.items():
             for name in ref[ref["method"] == method]["run"]:
                 s = records.read_summary(study.run_dir(name))
-                records.write_json_atomic(
+                storage.write_json_atomic(
                     study.run_dir(name) / "summary.json", {**s, "test_error": error + 0.01 * s["seed"]}
                 )
         collect(study)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from oblique import records
+from oblique import records, storage
 from oblique.cli.parsing import parse_csv, parse_grid, parse_seeds
 from oblique.cli.run import add_run_arguments, given_run_settings
 from oblique.config import overlay, read_toml
@@ -223,7 +223,7 @@ def _warn_unreadable_runs(study) -> None:
             continue
         try:
             ended = records.read_summary(d)["status"] in records.FINISHED
-        except records.RecordError as e:
+        except storage.RecordError as e:
             why = str(e)
         else:
             if not ended or records.is_finished(d):

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from oblique import records
+from oblique import records, storage
 from oblique.progress import progress as _bar
 from oblique.study.folder import ERROR_FILE, Lock, Study, plan_study
 from oblique.study.spec import BASIC_AXES, PlannedRun, StudyError
@@ -265,7 +265,7 @@ def _threads_note(study: Study, threads: int) -> str | None:
     for name in study.runs:
         try:
             used.add(records.read_config(study.run_dir(name)).get("threads_used"))
-        except (records.RecordError, AttributeError):
+        except (storage.RecordError, AttributeError):
             continue
     used.discard(None)
     if used and used != {threads}:

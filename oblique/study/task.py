@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from oblique import records
+from oblique import storage
 from oblique.study.folder import ERROR_FILE
 
 __all__ = ["Finished", "TaskFn", "record_error", "run_task"]
@@ -38,21 +38,21 @@ def run_task(task: dict) -> tuple:
             try:
                 device = task["settings"].get("device")
                 return ("done", name, _brief(resume(out, progress=False, device=device)))
-            except records.RecordError:  # a corrupt or foreign checkpoint: this run starts over
+            except storage.RecordError:  # a corrupt or foreign checkpoint: this run starts over
                 remove_run(out)
         cfg = RunConfig(**task["settings"], out=str(out), threads=task["threads"], progress=False)
         return ("done", name, _brief(train(cfg)))
     except KeyboardInterrupt:
         raise
     except Exception as e:  # a crashed run must not stop the study; the file says why
-        records.write_text_atomic(out / ERROR_FILE, traceback.format_exc())
+        storage.write_text_atomic(out / ERROR_FILE, traceback.format_exc())
         return ("error", name, f"{type(e).__name__}: {e}".splitlines()[0])
 
 
 def record_error(task: Mapping, why: str, detail: str = "") -> tuple:
     """Write ``study_error.txt`` for a task that ended without a message of its own (its worker died);
     return the ``("error", name, why)`` message."""
-    records.write_text_atomic(Path(task["out"]) / ERROR_FILE, why + "\n" + (detail + "\n" if detail else ""))
+    storage.write_text_atomic(Path(task["out"]) / ERROR_FILE, why + "\n" + (detail + "\n" if detail else ""))
     return ("error", task["name"], why)
 
 
