@@ -23,14 +23,17 @@ from oblique.study import (
     ERROR_FILE,
     RESULTS_FILE,
     STUDY_FILE,
+    Executor,
     LocalPoolExecutor,
+    Outcome,
     StudySpec,
+    Task,
     expand,
     load_study,
     run_study,
     run_task,
 )
-from oblique.study.execute import _pinned_gpus, visible_gpus
+from oblique.study.local import _pinned_gpus, visible_gpus
 
 #: the ``oblique`` command in a fresh interpreter
 OBLIQUE = [sys.executable, "-c", "import sys; from oblique.cli import main; sys.exit(main())"]
@@ -47,22 +50,22 @@ def _quiet(argv: list[str], capsys) -> tuple[int, str]:
 
 
 # --------------------------------------------------------------------------- one GPU per local worker
-def _report_gpu(task: dict) -> tuple:
+def _report_gpu(task: Task) -> Outcome:
     """A task function for the pool: what the worker process sees (module level: the workers import it)."""
     time.sleep(0.3)  # long enough that both workers take tasks
-    return ("done", task["name"], {"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()})
+    return Outcome.done(task.name, {"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()})
 
 
-def _fake_tasks(n: int, device: str = "auto") -> list[dict]:
-    return [
-        {"name": f"t{i}", "out": "unused", "settings": {"device": device}, "threads": 1} for i in range(n)
-    ]
+def _fake_tasks(n: int, device: str = "auto") -> list[Task]:
+    return [Task(f"t{i}", "unused", {"device": device}, threads=1) for i in range(n)]
 
 
-def _pool(tasks: list[dict], **kwargs) -> dict[str, dict]:
+def _pool(tasks: list[Task], **kwargs) -> dict[str, dict]:
     got: dict[str, dict] = {}
     assert (
-        LocalPoolExecutor(2, task_fn=_report_gpu, **kwargs).run(tasks, lambda n, m: got.update({n: m[2]}))
+        LocalPoolExecutor(2, task_fn=_report_gpu, **kwargs).run(
+            tasks, lambda o: got.update({o.name: o.brief})
+        )
         is False
     )
     return got
@@ -137,11 +140,12 @@ def test_an_old_study_file_with_a_device_still_reads(tmp_path, capsys):
     assert run_study(tmp_path, runs, workers=0, progress=False).ran == []  # the same runs, all finished
 
 
-class _Recorder:
-    """An executor (the protocol's one method) that trains nothing and keeps the tasks it was given."""
+class _Recorder(Executor):
+    """An executor (the contract's one abstract method) that trains nothing and keeps the tasks it was
+    given."""
 
     def __init__(self):
-        self.tasks: list[dict] = []
+        self.tasks: list[Task] = []
 
     def run(self, tasks, finished) -> bool:
         self.tasks += tasks
@@ -157,7 +161,7 @@ def test_execution_settings_reach_the_tasks_and_nothing_else_does(tmp_path):
     execution = execution_settings({"device": "cuda", "log_every": 7, "epochs": 3}, device_here=False)
     assert execution == {"device": "cuda", "log_every": 7}
     run_study(tmp_path, runs, executor=rec, execution=execution, progress=False)
-    assert [(t["settings"]["device"], t["settings"]["log_every"], t["settings"]["epochs"]) for t in rec.tasks] == [
+    assert [(t.settings["device"], t.settings["log_every"], t.settings["epochs"]) for t in rec.tasks] == [
         ("cuda", 7, 1), ("cuda", 7, 1)]  # fmt: skip
     with pytest.raises(StudyError, match="epochs cannot be given"):
         run_study(tmp_path, runs, executor=rec, execution={"epochs": 3}, progress=False)
@@ -245,9 +249,9 @@ def test_a_ray_study_equals_the_local_one(tmp_path, capsys, ray_address):
     )
 
 
-def _exit_in_one_run(task: dict) -> tuple:
+def _exit_in_one_run(task: Task) -> Outcome:
     """A task function that kills its worker process (``os._exit``) for one chosen run, else trains."""
-    if task["name"].startswith("baseline_") and task["name"].endswith("seed1"):
+    if task.name.startswith("baseline_") and task.name.endswith("seed1"):
         os._exit(3)
     return run_task(task)
 

@@ -157,12 +157,12 @@ def world(tmp_path_factory):
 def stubbed(world: World, study_folder: bool = False):
     """In the world folder, with the real work replaced by :func:`_accept`. With ``study_folder`` the study
     runner is real (it reads and plans the study folder, writes its tables) and only a run's training is
-    stubbed (``oblique.study.execute.run_task``)."""
+    stubbed (``oblique.study.local.run_task``)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(world.root)
         mp.setattr("oblique.train.fit", _accept)
         if study_folder:
-            mp.setattr("oblique.study.execute.run_task", _accept)
+            mp.setattr("oblique.study.local.run_task", _accept)
         else:
             mp.setattr("oblique.cli.study.run_study", _accept)
         mp.setattr("oblique.cli.bench.bench", _accept)

@@ -129,8 +129,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     executor = _executor(args, opts)  # Ray missing, or a flag of the wrong executor: one line, up front
     execution = execution_settings(spec.base, device_here=getattr(args, "executor", "local") != "ray")
     runs = runs_from_spec(args, spec)  # every run validated before anything is written
-    if hasattr(executor, "connect"):  # Ray: an unreachable cluster is one line, before the folder is touched
-        executor.connect()
+    executor.connect()  # Ray: an unreachable cluster is one line, before the folder is touched
     t0 = time.perf_counter()
 
     def _terminate(signum, frame):  # SIGTERM (kill, a batch scheduler) stops the study as Ctrl-C does
