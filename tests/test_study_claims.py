@@ -25,8 +25,9 @@ from oblique.study import (
     read_study_bench,
     results_frame,
 )
-from oblique.study.claims import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, reference_runs
+from oblique.study.claims import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED
 from oblique.study.main_job import BATCH_SIZES, STRENGTHS
+from oblique.study.reference import reference_runs
 from oblique.study.stats import bootstrap_ci, holm, student_t_ppf, student_t_sf, welch
 
 VERDICTS = {SUPPORTED, NOT_SUPPORTED, NOT_TESTABLE}

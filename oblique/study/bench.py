@@ -22,6 +22,7 @@ from typing import Any
 
 from oblique import records, storage
 from oblique.study.folder import Study, load_study
+from oblique.study.reference import method_order
 
 __all__ = ["BENCH_FILE", "BENCH_SECONDS", "bench_study", "read_study_bench", "study_bench_settings"]
 
@@ -40,7 +41,6 @@ def study_bench_settings(study: Study | str | os.PathLike) -> dict[str, Any]:
     model's standard batch size (its recipe's) or else the study's most frequent one, and the torch threads
     its runs used (``threads_used`` of a run's ``config.json``; 1 when none says)."""
     from oblique.config import RunConfig
-    from oblique.methods import list_methods
 
     study = _study(study)
     settings = [r["settings"] for r in study.runs.values()]
@@ -49,8 +49,7 @@ def study_bench_settings(study: Study | str | os.PathLike) -> dict[str, Any]:
     sizes = Counter(s["batch_size"] for s in settings if s["model"] == model)
     recipe = RunConfig(model=model).resolved().batch_size
     batch = recipe if recipe in sizes else sizes.most_common(1)[0][0]
-    order = {m: i for i, m in enumerate(list_methods())}
-    methods = sorted({s["method"] for s in settings} | {"baseline"}, key=lambda m: order.get(m, len(order)))
+    methods = method_order({s["method"] for s in settings} | {"baseline"})
     return {"model": model, "batch_size": int(batch), "device": device, "methods": methods,
             "threads": threads}  # fmt: skip
 
