@@ -152,6 +152,33 @@ class _Recorder(Executor):
         return False
 
 
+def test_the_executor_contract_declares_its_defaults_and_run_study_reads_them(tmp_path):
+    rec = _Recorder()
+    assert rec.threads_per_run is None and rec.connect() is None  # the contract's defaults
+    runs = expand(StudySpec(methods=["baseline"], seeds=[0], base={"epochs": 1}))
+    rec.threads_per_run = 3  # an executor that says how many threads a run gets
+    run_study(tmp_path, runs, executor=rec, progress=False)
+    assert [t.threads for t in rec.tasks] == [3]
+    with pytest.raises(TypeError):
+        Executor()  # run is the one thing a backend must say
+
+
+def _interrupted(task: Task) -> Outcome:
+    raise KeyboardInterrupt
+
+
+def test_the_worker_body_reports_an_interrupt_and_restores_the_sigint_handler(monkeypatch):
+    from oblique.study.task import run_in_worker
+    from oblique.train import StopOnSignal
+
+    monkeypatch.setattr(StopOnSignal, "second_signal_stops", True)  # restored after the test
+    task = Task("t0", "unused", {}, threads=1)
+    before = signal.getsignal(signal.SIGINT)
+    assert run_in_worker(_interrupted, task) == Outcome.interrupted("t0")
+    assert run_in_worker(lambda t: Outcome.done(t.name, {"status": "ok"}), task).brief == {"status": "ok"}
+    assert signal.getsignal(signal.SIGINT) is before and StopOnSignal.second_signal_stops is False
+
+
 def test_execution_settings_reach_the_tasks_and_nothing_else_does(tmp_path):
     from oblique.study import StudyError, execution_settings
 
@@ -188,7 +215,7 @@ def test_a_device_this_machine_lacks_is_refused_up_front(tmp_path, capsys):
 def test_ray_is_imported_only_when_used_and_its_absence_is_one_line(tmp_path):
     code = (
         "import sys; from oblique.cli import main\n"
-        "import oblique.study, oblique.study.execute\n"
+        "import oblique.study, oblique.study.execute, oblique.study.local\n"
         "assert 'ray' not in sys.modules, 'ray imported without being asked for'\n"
         "sys.modules['ray'] = None  # as if it were not installed\n"
         f"sys.exit(main(['study', '--executor', 'ray', '--methods', 'baseline', '--out', {str(tmp_path / 's')!r}]))\n"

@@ -75,7 +75,7 @@ class Outcome:
         return cls("interrupted", name)
 
 
-#: ``finished(outcome)``: called once per task that ended (see :mod:`oblique.study.execute`).
+#: ``finished(outcome)``: called once per task that ended (see :class:`oblique.study.executor.Executor`).
 Finished = Callable[[Outcome], None]
 #: Trains one task and returns its outcome (:func:`run_task`, or a test's own).
 TaskFn = Callable[[Task], Outcome]
