@@ -112,7 +112,7 @@ def record_error(task: Task, why: str, detail: str = "") -> Outcome:
     return Outcome.error(task.name, why)
 
 
-def run_in_worker(task_fn: TaskFn, task: Task) -> Outcome:  # pragma: no cover - runs in a worker
+def run_in_worker(task_fn: TaskFn, task: Task) -> Outcome:
     """Train ``task`` with ``task_fn`` in an executor's worker process: SIGINT raises KeyboardInterrupt
     while it trains (in the main thread), which the trainer turns into a checkpoint at the next step
     boundary and this reports as interrupted; the SIGINT handler the worker had is restored after.
