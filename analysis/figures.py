@@ -5,7 +5,7 @@ Records are read through :mod:`oblique.records` (``metrics_frame``), :mod:`obliq
 and :mod:`analysis.norms` (``model.pt``).
 
 Figures 1, 1b, 2 and 5 show each method at one *reference setting*
-(:func:`oblique.study.claims.reference_runs`, the setting the claims test too), so that a study with
+(:func:`oblique.study.reference.reference_runs`, the setting the claims test too), so that a study with
 several strengths or batch sizes still gives one curve per method: the batch size is the model's standard
 one (:mod:`oblique.recipes`; 100 for resnet1d) when the study has it, else the most frequent one; the
 strength is the one nearest (in log) to the method's default; any other grid variable takes its first
@@ -33,15 +33,16 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
 from analysis.style import FLOOR, PLAIN, log_ticks, new_figure, print_style, save, style
-from oblique import records
+from oblique import records, storage
 from oblique.cost import device_label
 from oblique.study import Study, load_study, read_study_bench, results_frame
-from oblique.study.claims import (
+from oblique.study.reference import (
     at_first_extras,
     at_reference_strengths,
+    method_order,
     reference_batch_size,
 )
-from oblique.study.claims import reference_runs as _reference_runs
+from oblique.study.reference import reference_runs as _reference_runs
 
 __all__ = [
     "DRIFT_PANELS",
@@ -73,13 +74,6 @@ PAIR = ("nl", "wd")
 
 def _study(study: Study | str | os.PathLike) -> Study:
     return study if isinstance(study, Study) else load_study(study)
-
-
-def _method_order(methods) -> list[str]:
-    from oblique import list_methods
-
-    order = {m: i for i, m in enumerate(list_methods())}
-    return sorted(set(methods), key=lambda m: (order.get(m, len(order)), m))
 
 
 def reference_runs(study: Study | str | os.PathLike, statuses=("ok",)) -> pd.DataFrame:
@@ -136,7 +130,7 @@ def fig_drift(study: Study | str | os.PathLike, metrics: tuple[str, ...] = tuple
         fig, axes = new_figure(len(metrics))
         for ax, key in zip(axes[0], metrics, strict=True):
             seen = []
-            for method in _method_order(ref["method"]):
+            for method in method_order(ref["method"]):
                 rows = ref[ref["method"] == method]
                 frames = [
                     records.metrics_frame(study.run_dir(n), "drift")[["epoch", key]] for n in rows["run"]
@@ -162,7 +156,7 @@ def fig_drift_layers(study: Study | str | os.PathLike, key: str):
     study = _study(study)
     ref = reference_runs(study)
     curves: dict[str, dict[str, pd.Series]] = {}
-    for method in _method_order(ref["method"]):
+    for method in method_order(ref["method"]):
         per_layer: dict[str, list[pd.Series]] = {}
         for name in ref[ref["method"] == method]["run"]:
             df = records.metrics_frame(study.run_dir(name), "drift")
@@ -207,12 +201,12 @@ def fig_filter_norms(study: Study | str | os.PathLike, echo: Echo = print):
     ref = reference_runs(study)
     norms: dict[str, np.ndarray] = {}
     missing = 0
-    for method in _method_order(ref["method"]):
+    for method in method_order(ref["method"]):
         parts = []
         for name in ref[ref["method"] == method]["run"]:
             try:
                 parts += list(filter_norms(study.run_dir(name)).values())
-            except records.RecordError:
+            except storage.RecordError:
                 missing += 1
         if parts:
             norms[method] = np.concatenate(parts)
@@ -254,7 +248,7 @@ def fig_loss(study: Study | str | os.PathLike, span_epochs: float = 0.5):
     rasterized in the PDF."""
     study = _study(study)
     ref = reference_runs(study)
-    methods = _method_order(ref["method"])
+    methods = method_order(ref["method"])
     if set(PAIR) <= set(methods):  # the poster's comparison, with baseline as the reference when smoothed
         raw_methods = [m for m in methods if m in PAIR]
         methods = [m for m in methods if m in (*PAIR, "baseline")]
@@ -310,7 +304,7 @@ def _error_against(res: pd.DataFrame, x: str, ax, *, level: str | None) -> int:
     }
     most = max(counts.values(), default=0)
     curves = most >= 2
-    for method in _method_order(res["method"]):
+    for method in method_order(res["method"]):
         rows = res[res["method"] == method]
         ok = rows[rows["status"] == "ok"]
         s = style(method)
@@ -420,7 +414,7 @@ def _cost_bars(ax, study: Study, ref: pd.DataFrame) -> None:
     record = read_study_bench(study)
     if record is not None:
         table = record["methods"]
-        methods = _method_order(table)
+        methods = method_order(table)
         step = [table[m]["step_ms"] for m in methods]
         err = [[table[m]["step_ms"] - table[m]["step_ms_q25"] for m in methods],
                [table[m]["step_ms_q75"] - table[m]["step_ms"] for m in methods]]  # fmt: skip
@@ -429,7 +423,7 @@ def _cost_bars(ax, study: Study, ref: pd.DataFrame) -> None:
                  f"{record['batch_size']}, {device_label(record).split(' ')[0]}, {record['threads']} thread"
                  f"{'s' * (record['threads'] != 1)}, {record['rounds']} rounds")  # fmt: skip
     else:
-        methods = _method_order(ref["method"])
+        methods = method_order(ref["method"])
         step, err, reg = [], None, []
         for method in methods:
             rows = ref[ref["method"] == method]
@@ -470,7 +464,7 @@ def fig_cost(study: Study | str | os.PathLike, bench: str | os.PathLike | None =
                 ("regularizer_ms", axes[0][2], "regularizer's own time per step (ms)", "(c) bench: isolated"),
             ):
                 seen = []
-                for method in _method_order(bench_df["method"]):
+                for method in method_order(bench_df["method"]):
                     b = bench_df[bench_df["method"] == method].sort_values("num_params")
                     y = b[col].astype(float).clip(lower=OVERHEAD_FLOOR_PCT if col == "overhead_pct" else 1e-4)
                     s = style(method)
@@ -531,6 +525,6 @@ def write_figures(
     paths += save(fig_batch_size(study, echo), out_dir, "fig4_batch_size")
     paths += save(fig_cost(study, bench, echo), out_dir, "fig5_cost")
     for name, text in (("table.md", table_markdown(study)), ("table.tex", table_latex(study))):
-        paths.append(records.write_atomic(out_dir / name, text))
+        paths.append(storage.write_atomic(out_dir / name, text))
     _note_diverged(study, echo)
     return paths

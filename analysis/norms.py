@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oblique import records
+from oblique import records, storage
 
 __all__ = ["filter_norms"]
 
@@ -25,7 +25,7 @@ __all__ = ["filter_norms"]
 def _num_classes(state: dict) -> int:
     matrices = [v for v in state.values() if getattr(v, "ndim", 0) == 2]
     if not matrices:
-        raise records.RecordError("model.pt holds no matrix: cannot tell the number of classes")
+        raise storage.RecordError("model.pt holds no matrix: cannot tell the number of classes")
     return int(matrices[-1].shape[0])
 
 
@@ -36,7 +36,7 @@ def filter_norms(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
         Layer name -> the norms of its filters, in filter order (float64).
 
     Raises:
-        oblique.records.RecordError: the run has no ``model.pt`` (``--no-save-model``, or not finished),
+        oblique.storage.RecordError: the run has no ``model.pt`` (``--no-save-model``, or not finished),
             or its records cannot be read.
     """
     import torch
@@ -47,7 +47,7 @@ def filter_norms(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     run_dir = Path(run_dir)
     path = run_dir / records.MODEL
     if not path.exists():
-        raise records.RecordError(f"{path}: no such file (the run saved no model)")
+        raise storage.RecordError(f"{path}: no such file (the run saved no model)")
     config = records.read_config(run_dir)
     fields = set(RunConfig.field_names())
     cfg = RunConfig(**{k: v for k, v in config.items() if k in fields})

@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.markers import MarkerStyle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from oblique import records
+from oblique import storage
 from oblique.errors import ObliqueError
 
 __all__ = [
@@ -165,10 +165,10 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 7.0, height: float
 def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     """Write ``stem.png`` (200 dpi) and ``stem.pdf`` into ``out_dir``, each atomically and byte-stable (no
     creation date, no software version: the same figure gives the same bytes); return both paths."""
-    png = records.write_atomic(
+    png = storage.write_atomic(
         out_dir / f"{stem}.png", lambda f: fig.savefig(f, format="png", dpi=200, metadata={"Software": None})
     )
-    pdf = records.write_atomic(
+    pdf = storage.write_atomic(
         out_dir / f"{stem}.pdf",
         lambda f: fig.savefig(
             f, format="pdf", dpi=300, metadata={"CreationDate": None, "Producer": None, "Creator": None}

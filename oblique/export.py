@@ -36,7 +36,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from oblique import records
+from oblique import records, storage
 from oblique.config import RunConfig
 from oblique.errors import ObliqueError
 
@@ -113,7 +113,7 @@ def find_runs(path: str | os.PathLike) -> list[Path]:
 def _config(run: Path) -> dict:
     try:
         return records.read_config(run)
-    except records.RecordError:
+    except storage.RecordError:
         return {}
 
 
@@ -174,7 +174,7 @@ def export_csv(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
 
     Raises:
         ExportError: no run at ``path``.
-        oblique.records.RecordError: a corrupt ``metrics.jsonl`` (the message names the file and line).
+        oblique.storage.RecordError: a corrupt ``metrics.jsonl`` (the message names the file and line).
     """
     root = Path(path)
     runs = find_runs(root)
@@ -187,7 +187,7 @@ def export_csv(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
         head = [_run_name(root, run), *(_cell(cfg.get(k)) for k in ident)]
         for r in step_rows(run):
             w.writerow(head + [_cell(r[c]) for c in STEP_COLUMNS])
-    return records.write_atomic(Path(out) if out is not None else root / "steps.csv", buf.getvalue())
+    return storage.write_atomic(Path(out) if out is not None else root / "steps.csv", buf.getvalue())
 
 
 def _hparam(v: Any) -> Any:
@@ -259,7 +259,7 @@ def _write_run(writer, hparams, run: Path) -> None:
     config = _config(run)
     try:
         summary = records.read_summary(run)
-    except records.RecordError:
+    except storage.RecordError:
         summary = {}
     metrics = {
         "test/error": summary.get("test_error"),

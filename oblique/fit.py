@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from oblique import records
+from oblique import records, storage
 from oblique.batches import Batches
 from oblique.clock import Clock
 from oblique.data import TensorData
@@ -275,6 +275,25 @@ def fit(
         loop.bar.close()
 
 
+class _StepRecord(NamedTuple):
+    """A step's record waiting in the buffer for the next flush (Note [sync-free step])."""
+
+    step: int
+    lr: float  #: the learning rate the step used (0.0 for a step not taken: its loss was not finite)
+    loss: torch.Tensor  #: the batch's loss, on the device (0-d)
+    reg: torch.Tensor | None  #: the regularizer's value on the device; None when there is none to record
+    divide: bool  #: ``reg`` is the scaled penalty: divided by the strength when written
+
+
+class _DriftRecord(NamedTuple):
+    """A drift record waiting in the buffer: :func:`oblique.geometry.model_drift_tensor`'s layer names and
+    table (device tensor), read at the next flush."""
+
+    step: int
+    names: list[str]
+    table: torch.Tensor | None
+
+
 class _Loop:
     """What :func:`fit` steps, records and checkpoints: the pieces of one training loop and its buffer
     of records waiting for the next flush (Note [sync-free step])."""
@@ -290,9 +309,7 @@ class _Loop:
         # bf16: the layers whose parametrized weight is computed once per step outside autocast (fixed in a fit)
         self.cast_targets = [m for _, m in method.target_modules(model)] if self.autocast else []
         self.clock = Clock(device)
-        self.pending: list[
-            tuple
-        ] = []  # ("step", step, lr, loss, reg, divide) | ("drift", step, names, table)
+        self.pending: list[_StepRecord | _DriftRecord] = []  # in the order they are written
         self.spans: list[tuple] = []  # CUDA: the regularizer's event marks, read at the next flush
         self.bar: Any = None
         self.last_loss = float("nan")
@@ -325,7 +342,7 @@ class _Loop:
             self.broken = True
             loss = torch.full((), float("nan"), device=self.device)
         if self.broken or (self.log_every == 1 and not self.dist.active and not torch.isfinite(loss)):
-            self.pending.append(("step", state.step, 0.0, loss.detach(), None, False))  # before the update
+            self.pending.append(_StepRecord(state.step, 0.0, loss.detach(), None, False))  # before the update
             return
         lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
         marks = training_step(
@@ -338,7 +355,7 @@ class _Loop:
         if reg is None and marks.penalty is not None and self.method.strength:
             reg, divide = marks.penalty.detach(), True
         self.pending.append(
-            ("step", state.step, lr, loss.detach(), None if reg is None else reg.clone(), divide)
+            _StepRecord(state.step, lr, loss.detach(), None if reg is None else reg.clone(), divide)
         )
 
     def epoch(self, epoch: int, total: int, drift_every: int, stop: StopOnSignal | None) -> bool:
@@ -376,34 +393,36 @@ class _Loop:
         """Buffer a drift record of every targeted layer (device tensors)."""
         if self.writer is not None and not self.broken:
             weights = self.method.effective_weights(self.model)
-            self.pending.append(("drift", self.state.step, *model_drift_tensor(self.model, weights=weights)))
+            self.pending.append(
+                _DriftRecord(self.state.step, *model_drift_tensor(self.model, weights=weights))
+            )
 
     # ---------------------------------------------------------------- flushing
     def flush(self) -> bool:
         """Read every buffered value in one transfer and write the records; True when a loss was not finite
         (then ``state.diverged_step`` is its step and nothing after it is written). Under several ranks the
         losses are averaged first (the global batch's loss; a non-finite one anywhere is seen everywhere)."""
-        steps = [r for r in self.pending if r[0] == "step"]
+        steps = [r for r in self.pending if isinstance(r, _StepRecord)]
         if not self.pending:
             return self.state.diverged_step is not None
-        losses = [torch.stack([r[3].reshape(()).to(torch.float64) for r in steps])] if steps else []
+        losses = [torch.stack([r.loss.reshape(()).to(torch.float64) for r in steps])] if steps else []
         if losses and self.dist.active:
             self.dist.mean_(losses[0])
-        regs = [r[4] for r in steps if r[4] is not None]
-        tables = [r[3] for r in self.pending if r[0] == "drift" and r[3] is not None]
-        parts = [t.reshape(-1).to(torch.float64) for t in (*losses, *regs, *tables)]
+        regs = [r.reg for r in steps if r.reg is not None]
+        drifts = [r.table for r in self.pending if isinstance(r, _DriftRecord) and r.table is not None]
+        parts = [t.reshape(-1).to(torch.float64) for t in (*losses, *regs, *drifts)]
         flat = torch.cat([p.to(parts[0].device) for p in parts]).tolist() if parts else []
         n_regs = len(regs)
         loss_values, reg_values = iter(flat[: len(steps)]), iter(flat[len(steps) : len(steps) + n_regs])
         drift_values = iter(flat[len(steps) + n_regs :])
         flushed = 0
         for record in self.pending:
-            if record[0] == "step":
+            if isinstance(record, _StepRecord):
                 flushed += 1
                 if not self._write_step(record, next(loss_values), reg_values):
                     break
             else:
-                _, step, names, table = record
+                step, names, table = record
                 rows = [[next(drift_values) for _ in range(4)] for _ in names] if table is not None else []
                 if self.writer is not None:
                     self.writer.drift(step, step / self.steps_per_epoch, drift_record((names, table), rows))
@@ -414,9 +433,9 @@ class _Loop:
                              err=f"{self.state.last_eval.get('test_error', float('nan')):.1f}%")  # fmt: skip
         return self.state.diverged_step is not None
 
-    def _write_step(self, record: tuple, loss: float, values) -> bool:
-        _, step, lr, _, reg_t, divide = record
-        reg = next(values) if reg_t is not None else None
+    def _write_step(self, record: _StepRecord, loss: float, values) -> bool:
+        step, lr, divide = record.step, record.lr, record.divide
+        reg = next(values) if record.reg is not None else None
         if not math.isfinite(loss):
             self.state.diverged_step = self.state.step = step
             if self.writer is not None:
@@ -497,10 +516,10 @@ def restore_checkpoint(ckpt: dict, model, method, optimizer, scheduler, batches:
     """Load a checkpoint into the pieces of a freshly built run; return the :class:`FitState` it holds.
 
     Raises:
-        oblique.records.RecordError: the checkpoint is of another format or does not fit the pieces.
+        oblique.storage.RecordError: the checkpoint is of another format or does not fit the pieces.
     """
     if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise records.RecordError(f"checkpoint format {ckpt.get('format')!r} is not one this oblique reads")
+        raise storage.RecordError(f"checkpoint format {ckpt.get('format')!r} is not one this oblique reads")
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -513,7 +532,7 @@ def restore_checkpoint(ckpt: dict, model, method, optimizer, scheduler, batches:
     except (LookupError, TypeError, ValueError, RuntimeError, AttributeError, ArithmeticError) as e:
         # untrusted contents: a missing key or index, a wrong type, a number out of range (a negative
         # value in Python's random state is an OverflowError), a tensor of the wrong shape
-        raise records.RecordError(
+        raise storage.RecordError(
             f"the checkpoint does not fit this run ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
         ) from None
 

@@ -22,7 +22,7 @@ A run directory holds:
     ``regularizer_time_s``, ``drift`` (as ``model_drift`` returns it) and more (see ``train``).
 
 Non-finite floats are written as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (strict JSON) and read back
-as floats by :func:`read_json` and :func:`read_metrics`.
+as floats by every reader here (the codec of :mod:`oblique.storage`).
 ``model.pt``
     The final ``state_dict`` of the model (load with ``torch.load(..., weights_only=True)``).
 ``checkpoint.pt``
@@ -30,54 +30,50 @@ as floats by :func:`read_json` and :func:`read_metrics`.
     :mod:`oblique.fit`) and ``metrics_offset``, the bytes of ``metrics.jsonl`` it covers. Read with
     :func:`read_checkpoint` (``weights_only``). Removed when the run finishes.
 ``.lock``, ``.lock.pid``
-    The folder lock (:class:`FolderLock`) of the process writing the run, and its PID.
+    The folder lock (:class:`oblique.storage.FolderLock`) of the process writing the run, and its PID.
 
-JSON files are written atomically (a temporary file in the same folder, then ``os.replace``). Readers treat
+Files are written atomically (:func:`oblique.storage.write_atomic`: a temporary file in the same folder,
+then ``os.replace``). Readers treat
 every file as untrusted: a truncated last line of ``metrics.jsonl`` (a run killed mid-write) is dropped; a
 line anywhere else that is not JSON or not a record of the schema is skipped with a :class:`RecordWarning`
 naming the file and the line; a ``summary.json`` of the wrong shape is a :class:`RecordError`. A run counts
 as finished (:func:`is_finished`) only when its summary says so *and* its ``metrics.jsonl`` is whole, so a
 study reruns a run whose records are corrupt.
+
+:class:`RecordError` is :class:`oblique.storage.RecordError` (the error of every reader of the project's
+files, defined there once): this module names it as the error of its own readers, so that
+``except oblique.records.RecordError`` catches whatever a reader here raises, a file the storage layer
+cannot read included.
 """
 
 from __future__ import annotations
 
-import errno
-import json
-import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from oblique.errors import ObliqueError, ObliqueWarning
+from oblique import storage
+from oblique.errors import ObliqueWarning
 from oblique.options import is_integer, is_number
+from oblique.storage import RecordError  # the error of this module's readers (module docstring)
 
 __all__ = [
     "CHECKPOINT",
     "FINISHED",
     "SCHEMA_VERSION",
-    "FolderLock",
-    "FolderLockedError",
-    "MetricsWriter",
     "RecordError",
     "RecordWarning",
+    "RunWriter",
     "is_finished",
     "list_runs",
     "metrics_frame",
     "read_checkpoint",
     "read_config",
-    "read_json",
     "read_metrics",
     "read_summary",
-    "read_torch",
-    "RunWriter",
-    "write_atomic",
-    "write_json_atomic",
-    "write_text_atomic",
 ]
 
 SCHEMA_VERSION = 1
@@ -86,11 +82,7 @@ SCHEMA_VERSION = 1
 FINISHED = ("ok", "diverged")
 
 CONFIG, METRICS, SUMMARY, MODEL = "config.json", "metrics.jsonl", "summary.json", "model.pt"
-CHECKPOINT, LOCK = "checkpoint.pt", ".lock"
-
-
-class RecordError(ObliqueError, ValueError):
-    """A record cannot be read; the message names the file and what is wrong with it."""
+CHECKPOINT = "checkpoint.pt"
 
 
 class RecordWarning(ObliqueWarning):
@@ -98,233 +90,13 @@ class RecordWarning(ObliqueWarning):
     names the file and the line."""
 
 
-def _clean(obj: Any) -> Any:
-    """Make ``obj`` strict JSON: non-finite floats become strings ("nan", "inf")."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-_NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
-
-
-def _restore(obj: Any) -> Any:
-    """Undo :func:`_clean`: the strings "nan", "inf", "-inf" become floats again."""
-    if isinstance(obj, str):
-        return _NONFINITE.get(obj, obj)
-    if isinstance(obj, dict):
-        return {k: _restore(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_restore(v) for v in obj]
-    return obj
-
-
-def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[BinaryIO], Any]) -> Path:
-    """Write a file atomically: readers see the old file or the new one, never half of it.
-
-    The one writer of every file the project writes (records, tables, bench CSV, ``model.pt``, the
-    MNIST-1D cache, figures). ``content`` is the bytes, the text (UTF-8), or a function that writes into
-    the open binary file (``lambda f: torch.save(state, f)``). The data goes to a temporary file in the
-    same folder, is flushed to disk (``fsync``) and then renamed over ``path``; on any failure the
-    temporary file is removed and ``path`` is left as it was. An ``OSError`` names ``path``, not the
-    temporary file. The file is readable by everyone (mode 0644), as records are meant to be shared.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    path = Path(path)
-    try:  # a folder that cannot be made or written: the error names the target, not a temporary file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; records are for everyone to read
-        with os.fdopen(fd, "wb") as f:
-            if callable(content):
-                content(f)
-            else:
-                f.write(content.encode() if isinstance(content, str) else content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`write_atomic`)."""
-    write_atomic(path, text)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as strict JSON to ``path`` atomically (non-finite floats as strings)."""
-    write_atomic(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; raise :class:`RecordError` naming the file when it is missing, unreadable (a
-    folder, no permission) or corrupt (not UTF-8, not JSON, nested too deep)."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return _restore(json.load(f))
-    except FileNotFoundError:
-        raise RecordError(f"{path}: no such file") from None
-    except OSError as e:
-        raise RecordError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise RecordError(f"{path}: not valid JSON ({_first_line(e)})") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-class MetricsWriter:
-    """Appends records to ``metrics.jsonl``, one line each, flushed at once."""
-
-    def __init__(self, path: str | os.PathLike, mode: str = "w"):
-        self.path = Path(path)
-        self._f = open(self.path, mode)
-
-    def write(self, record: dict) -> None:
-        try:
-            self._f.write(json.dumps(_clean(record), allow_nan=False) + "\n")
-            self._f.flush()
-        except OSError as e:  # a full disk: say which file (the bare error names none)
-            raise OSError(e.errno, e.strerror or str(e), str(self.path)) from e
-
-    def close(self) -> None:
-        try:
-            self._f.close()
-        except OSError as e:  # the last buffered line cannot be written (a full disk)
-            raise OSError(e.errno, e.strerror or str(e), str(self.path)) from e
-
-    def __enter__(self) -> MetricsWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _save_torch(path: Path, obj: Any) -> None:
-    """``torch.save`` through :func:`write_atomic`. A failed write (a full disk: torch raises
-    ``RuntimeError``, not ``OSError``) becomes an ``OSError`` that names ``path``."""
-    import torch
-
-    def write(f: BinaryIO) -> None:
-        try:
-            torch.save(obj, f)
-        except RuntimeError as e:  # torch's zip writer reports a failed write as RuntimeError
-            raise OSError(errno.EIO, f"cannot be written ({str(e).splitlines()[0]})", str(path)) from e
-
-    write_atomic(path, write)
-
-
-def read_torch(path: str | os.PathLike) -> Any:
-    """A ``.pt`` file written by this project, loaded with ``torch.load(..., weights_only=True)``: tensors
-    and plain containers only. Anything else (a pickled object, a corrupt or truncated file) is refused.
-
-    Raises:
-        RecordError: the file is missing, corrupt, or holds more than tensors and containers.
-    """
-    import pickle
-
-    import torch
-
-    path = Path(path)
-    try:
-        with (
-            warnings.catch_warnings()
-        ):  # a corrupt file makes torch warn (an odd pickle protocol): refused below
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise RecordError(f"{path}: no such file") from None
-    except pickle.UnpicklingError as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RecordError(
-            f"{path}: holds something other than tensors and plain containers; refusing to load it "
-            f"(torch.load weights_only: {first[:160]})"
-        ) from None
-    except (
-        Exception
-    ) as e:  # an untrusted file: whatever torch's reader trips on (IndexError, BadZipFile, ...)
-        raise RecordError(
-            f"{path}: not a readable torch file ({type(e).__name__}); it is corrupt or truncated"
-        ) from None
-
-
 def read_checkpoint(run_dir: str | os.PathLike) -> dict:
-    """The run's ``checkpoint.pt`` (see :meth:`RunWriter.checkpoint`); :func:`read_torch` rules apply."""
-    state = read_torch(Path(run_dir) / CHECKPOINT)
+    """The run's ``checkpoint.pt`` (see :meth:`RunWriter.checkpoint`), read by
+    :func:`oblique.storage.read_torch` (tensors and plain containers only)."""
+    state = storage.read_torch(Path(run_dir) / CHECKPOINT)
     if not isinstance(state, dict) or not isinstance(state.get("metrics_offset"), int):
         raise RecordError(f"{Path(run_dir) / CHECKPOINT}: not a checkpoint of this oblique")
     return state
-
-
-class FolderLock:
-    """An exclusive lock on a run or study folder (``FOLDER/.lock``, through :mod:`filelock`), released
-    when the process ends however it ends. The holder's PID is written beside it (``.lock.pid``) so that a
-    refused process can say who holds it.
-
-    Raises (on enter):
-        FolderLockedError: another process holds it.
-        RecordError: the folder's filesystem cannot lock files.
-    """
-
-    def __init__(self, root: str | os.PathLike, what: str = "run folder", holder: str = "run"):
-        self.root, self.what, self.holder = Path(root), what, holder
-        self._lock = None
-
-    def __enter__(self) -> FolderLock:
-        import filelock
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(self.root / LOCK), timeout=0)
-        try:
-            lock.acquire()
-        except filelock.Timeout:
-            try:
-                pid = (self.root / (LOCK + ".pid")).read_text().strip() or "unknown"
-            except OSError:
-                pid = "unknown"
-            raise FolderLockedError(
-                f"{self.what} {self.root} is in use by another oblique {self.holder} (pid {pid}); wait for it "
-                "to end or choose another --out"
-            ) from None
-        except OSError as e:
-            raise RecordError(
-                f"{self.root}: this filesystem cannot lock files ({e.strerror or e}); put the {self.what} on a "
-                "local or lock-capable filesystem"
-            ) from None
-        self._lock = lock
-        write_atomic(self.root / (LOCK + ".pid"), f"{os.getpid()}\n")
-        return self
-
-    def release(self) -> None:
-        if self._lock is not None:
-            (self.root / (LOCK + ".pid")).unlink(missing_ok=True)
-            self._lock.release()
-            self._lock = None
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-class FolderLockedError(RecordError):
-    """Another process holds the folder's lock."""
 
 
 class RunWriter:
@@ -344,7 +116,7 @@ class RunWriter:
     def __init__(self, root: str | os.PathLike, *, resume_at: int | None = None, lazy: bool = False):
         self.root = Path(root)
         self.resume_at = resume_at
-        self._metrics: MetricsWriter | None = None
+        self._metrics: storage.JsonLinesWriter | None = None
         if not lazy:
             self.open()
 
@@ -357,33 +129,32 @@ class RunWriter:
             path = self.root / METRICS
             with open(path, "r+b") as f:
                 f.truncate(self.resume_at)
-            self._metrics = MetricsWriter(path, mode="a")
+            self._metrics = storage.JsonLinesWriter(path, mode="a")
 
     @property
     def metrics_offset(self) -> int:
         """Bytes of ``metrics.jsonl`` written so far (where a resumed run cuts it back to)."""
         if self._metrics is None:
             return 0
-        self._metrics._f.flush()
-        return self._metrics._f.tell()
+        return self._metrics.offset
 
     # ---------------------------------------------------------------- files written once
     def config(self, config: dict) -> None:
         """``config.json``: every setting, resolved."""
-        write_json_atomic(self.root / CONFIG, config)
+        storage.write_json_atomic(self.root / CONFIG, config)
 
     def summary(self, summary: dict) -> None:
         """``summary.json``: written last (its ``status`` says whether the run is over)."""
-        write_json_atomic(self.root / SUMMARY, summary)
+        storage.write_json_atomic(self.root / SUMMARY, summary)
 
     def model(self, state_dict: dict) -> None:
         """``model.pt``: the model's ``state_dict`` (tensors only; load with ``weights_only=True``)."""
-        _save_torch(self.root / MODEL, state_dict)
+        storage.save_torch(self.root / MODEL, state_dict)
 
     def checkpoint(self, state: dict) -> None:
         """``checkpoint.pt``: ``state`` (tensors and plain containers only) plus ``metrics_offset``, the
         position reached in ``metrics.jsonl``; replaces the previous checkpoint atomically."""
-        _save_torch(self.root / CHECKPOINT, {**state, "metrics_offset": self.metrics_offset})
+        storage.save_torch(self.root / CHECKPOINT, {**state, "metrics_offset": self.metrics_offset})
 
     def drop_checkpoint(self) -> None:
         """Remove ``checkpoint.pt`` (a finished run needs none: ``model.pt`` holds its weights)."""
@@ -392,7 +163,7 @@ class RunWriter:
     # ---------------------------------------------------------------- metrics.jsonl, one line each
     def _line(self, record: dict) -> None:
         if self._metrics is None:
-            self._metrics = MetricsWriter(self.root / METRICS)
+            self._metrics = storage.JsonLinesWriter(self.root / METRICS)
         self._metrics.write(record)
 
     def meta(self, *, steps_per_epoch: int, total_steps: int, targets: str, layers: list[str]) -> None:
@@ -494,7 +265,7 @@ def _scan_metrics(path: Path) -> _Scan:
         if not raw.strip():
             continue
         try:
-            rec = _restore(json.loads(raw.decode("utf-8")))
+            rec = storage.loads_json(raw.decode("utf-8"))
         except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep
             if i == len(lines) - 1:  # no newline after it: a run killed mid-write cut the last line
                 scan.cut = True
@@ -566,7 +337,7 @@ def metrics_frame(run_dir: str | os.PathLike, type: str):
 
 def read_config(run_dir: str | os.PathLike) -> dict:
     """The run's ``config.json``."""
-    return read_json(Path(run_dir) / CONFIG)
+    return storage.read_json(Path(run_dir) / CONFIG)
 
 
 def _number_or_none(x: Any) -> bool:
@@ -598,7 +369,7 @@ def read_summary(run_dir: str | os.PathLike) -> dict:
         RecordError: missing, unreadable, corrupt or of the wrong shape (the message names the file).
     """
     path = Path(run_dir) / SUMMARY
-    summary = read_json(path)
+    summary = storage.read_json(path)
     if not isinstance(summary, dict) or "status" not in summary:
         raise RecordError(
             f"{path}: expected a run summary (a JSON object with a status); got {str(summary)[:60]!r}"

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from oblique import records
+from oblique import records, storage
 from oblique.batches import Batches
 from oblique.config import ConfigError, RunConfig, environment, run_config_from
 from oblique.data import Data, TensorData, get_dataset
@@ -80,7 +80,7 @@ def train(cfg: RunConfig) -> dict:
     Raises:
         ConfigError: an invalid setting, a finished or resumable run in ``cfg.out`` (nothing is written).
         oblique.data.DataError: the data cannot be read.
-        oblique.records.FolderLockedError: another process writes this run folder.
+        oblique.storage.FolderLockedError: another process writes this run folder.
         KeyboardInterrupt: after writing ``summary.json`` with status ``"interrupted"`` (and, for a
             signal, a checkpoint: :class:`RunInterrupted`).
     """
@@ -114,7 +114,7 @@ def resume(run_dir: str | os.PathLike, **execution: Any) -> dict:
 
     Raises:
         ConfigError: ``run_dir`` holds no run, a finished run, or no checkpoint to resume from.
-        oblique.records.RecordError: the checkpoint or the config cannot be read.
+        oblique.storage.RecordError: the checkpoint or the config cannot be read.
     """
     work = Path(run_dir)
     cfg = _recorded_config(work, execution)
@@ -142,7 +142,7 @@ def _main_rank_writes(dist: Dist, work: Path, resume_at: int | None = None):
     if not dist.main:
         yield None
         return
-    with records.FolderLock(work, "run folder"), records.RunWriter(work, resume_at=resume_at, lazy=True) as w:
+    with storage.FolderLock(work, "run folder"), records.RunWriter(work, resume_at=resume_at, lazy=True) as w:
         yield w
 
 
@@ -158,7 +158,7 @@ def _recorded_config(work: Path, execution: dict[str, Any]) -> RunConfig:
         )
     recorded = records.read_config(work)
     if not isinstance(recorded, dict):
-        raise records.RecordError(
+        raise storage.RecordError(
             f"{work / records.CONFIG}: expected a table of settings; got {recorded!r:.60}"
         )
     settings = {k: v for k, v in recorded.items() if k in RunConfig.field_names()}
@@ -239,7 +239,7 @@ def _refuse_existing(cfg: RunConfig, out: Path) -> None:
 def _claims_finished(out: Path) -> bool:
     try:
         return records.read_summary(out).get("status") in records.FINISHED
-    except records.RecordError:
+    except storage.RecordError:
         return False
 
 

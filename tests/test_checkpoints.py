@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from oblique import list_methods, records
+from oblique import list_methods, records, storage
 from oblique.cli import main
 from oblique.config import ConfigError, RunConfig
 from oblique.fit import RunInterrupted
@@ -32,7 +32,7 @@ OBLIQUE = [sys.executable, "-m", "oblique"]
 def _same_run(a: Path, b: Path) -> None:
     """Two run folders hold the same run: records byte for byte, weights exactly, summaries but times."""
     assert (a / records.METRICS).read_bytes() == (b / records.METRICS).read_bytes()
-    wa, wb = records.read_torch(a / records.MODEL), records.read_torch(b / records.MODEL)
+    wa, wb = storage.read_torch(a / records.MODEL), storage.read_torch(b / records.MODEL)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     sa, sb = records.read_summary(a), records.read_summary(b)
     skip = {"train_time_s", "regularizer_time_s", "resumed_at"}
@@ -252,7 +252,7 @@ def test_overwrite_swaps_the_new_run_in_only_when_it_finishes(tmp_path):
 
 def test_two_processes_on_one_run_folder_are_refused(tmp_path):
     out = tmp_path / "run"
-    with records.FolderLock(out):
+    with storage.FolderLock(out):
         p = subprocess.run(
             [*OBLIQUE, "run", *ARGS, "--out", str(out)], capture_output=True, text=True, timeout=120
         )

@@ -76,7 +76,7 @@ def test_each_setting_is_checked_against_its_declaration():
 def test_each_execution_list_is_derived_from_the_run_settings_with_todays_members(tmp_path):
     """The four lists of "how a run executes, not what it computes" come from each field's declared role
     (Execution), and hold exactly these settings."""
-    from oblique import records
+    from oblique import records, storage
     from oblique.export import export_csv
     from oblique.study.execute import execution_settings
     from oblique.study.spec import EXECUTION_FIELDS
@@ -117,8 +117,8 @@ def test_each_execution_list_is_derived_from_the_run_settings_with_todays_member
         run = tmp_path / f"run{i}"
         run.mkdir()
         config = {k: f"{k}-{i}" for k in differ} | {"method": "nl", "hp": {"form": str(i)}}
-        records.write_json_atomic(run / records.CONFIG, config)
-        with records.MetricsWriter(run / records.METRICS) as w:
+        storage.write_json_atomic(run / records.CONFIG, config)
+        with storage.JsonLinesWriter(run / records.METRICS) as w:
             w.write({"type": "meta", "schema_version": 1, "steps_per_epoch": 1, "total_steps": 1})
     header = (export_csv(tmp_path)).read_text().splitlines()[0].split(",")
     assert {"device", "log_every", "checkpoint_every", "download", "lr"} <= set(header)

@@ -23,7 +23,7 @@ from oblique.cost import (
 )
 from oblique.cost.targets import evaluate
 from oblique.methods import CostTarget, list_methods
-from oblique.records import RecordError
+from oblique.storage import RecordError
 
 TINY = dict(batch_size=4, rounds=4, warmup=1, micro_repeats=2, threads=1, progress=False)
 #: the methods that declare a batched-form target (overhead bound, batched against per layer)

@@ -23,14 +23,17 @@ from oblique.study import (
     ERROR_FILE,
     RESULTS_FILE,
     STUDY_FILE,
+    Executor,
     LocalPoolExecutor,
+    Outcome,
     StudySpec,
+    Task,
     expand,
     load_study,
     run_study,
     run_task,
 )
-from oblique.study.execute import _pinned_gpus, visible_gpus
+from oblique.study.local import _pinned_gpus, visible_gpus
 
 #: the ``oblique`` command in a fresh interpreter
 OBLIQUE = [sys.executable, "-c", "import sys; from oblique.cli import main; sys.exit(main())"]
@@ -47,22 +50,22 @@ def _quiet(argv: list[str], capsys) -> tuple[int, str]:
 
 
 # --------------------------------------------------------------------------- one GPU per local worker
-def _report_gpu(task: dict) -> tuple:
+def _report_gpu(task: Task) -> Outcome:
     """A task function for the pool: what the worker process sees (module level: the workers import it)."""
     time.sleep(0.3)  # long enough that both workers take tasks
-    return ("done", task["name"], {"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()})
+    return Outcome.done(task.name, {"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()})
 
 
-def _fake_tasks(n: int, device: str = "auto") -> list[dict]:
-    return [
-        {"name": f"t{i}", "out": "unused", "settings": {"device": device}, "threads": 1} for i in range(n)
-    ]
+def _fake_tasks(n: int, device: str = "auto") -> list[Task]:
+    return [Task(f"t{i}", "unused", {"device": device}, threads=1) for i in range(n)]
 
 
-def _pool(tasks: list[dict], **kwargs) -> dict[str, dict]:
+def _pool(tasks: list[Task], **kwargs) -> dict[str, dict]:
     got: dict[str, dict] = {}
     assert (
-        LocalPoolExecutor(2, task_fn=_report_gpu, **kwargs).run(tasks, lambda n, m: got.update({n: m[2]}))
+        LocalPoolExecutor(2, task_fn=_report_gpu, **kwargs).run(
+            tasks, lambda o: got.update({o.name: o.brief})
+        )
         is False
     )
     return got
@@ -137,15 +140,43 @@ def test_an_old_study_file_with_a_device_still_reads(tmp_path, capsys):
     assert run_study(tmp_path, runs, workers=0, progress=False).ran == []  # the same runs, all finished
 
 
-class _Recorder:
-    """An executor (the protocol's one method) that trains nothing and keeps the tasks it was given."""
+class _Recorder(Executor):
+    """An executor (the contract's one abstract method) that trains nothing and keeps the tasks it was
+    given."""
 
     def __init__(self):
-        self.tasks: list[dict] = []
+        self.tasks: list[Task] = []
 
     def run(self, tasks, finished) -> bool:
         self.tasks += tasks
         return False
+
+
+def test_the_executor_contract_declares_its_defaults_and_run_study_reads_them(tmp_path):
+    rec = _Recorder()
+    assert rec.threads_per_run is None and rec.connect() is None  # the contract's defaults
+    runs = expand(StudySpec(methods=["baseline"], seeds=[0], base={"epochs": 1}))
+    rec.threads_per_run = 3  # an executor that says how many threads a run gets
+    run_study(tmp_path, runs, executor=rec, progress=False)
+    assert [t.threads for t in rec.tasks] == [3]
+    with pytest.raises(TypeError):
+        Executor()  # run is the one thing a backend must say
+
+
+def _interrupted(task: Task) -> Outcome:
+    raise KeyboardInterrupt
+
+
+def test_the_worker_body_reports_an_interrupt_and_restores_the_sigint_handler(monkeypatch):
+    from oblique.study.task import run_in_worker
+    from oblique.train import StopOnSignal
+
+    monkeypatch.setattr(StopOnSignal, "second_signal_stops", True)  # restored after the test
+    task = Task("t0", "unused", {}, threads=1)
+    before = signal.getsignal(signal.SIGINT)
+    assert run_in_worker(_interrupted, task) == Outcome.interrupted("t0")
+    assert run_in_worker(lambda t: Outcome.done(t.name, {"status": "ok"}), task).brief == {"status": "ok"}
+    assert signal.getsignal(signal.SIGINT) is before and StopOnSignal.second_signal_stops is False
 
 
 def test_execution_settings_reach_the_tasks_and_nothing_else_does(tmp_path):
@@ -157,7 +188,7 @@ def test_execution_settings_reach_the_tasks_and_nothing_else_does(tmp_path):
     execution = execution_settings({"device": "cuda", "log_every": 7, "epochs": 3}, device_here=False)
     assert execution == {"device": "cuda", "log_every": 7}
     run_study(tmp_path, runs, executor=rec, execution=execution, progress=False)
-    assert [(t["settings"]["device"], t["settings"]["log_every"], t["settings"]["epochs"]) for t in rec.tasks] == [
+    assert [(t.settings["device"], t.settings["log_every"], t.settings["epochs"]) for t in rec.tasks] == [
         ("cuda", 7, 1), ("cuda", 7, 1)]  # fmt: skip
     with pytest.raises(StudyError, match="epochs cannot be given"):
         run_study(tmp_path, runs, executor=rec, execution={"epochs": 3}, progress=False)
@@ -184,7 +215,7 @@ def test_a_device_this_machine_lacks_is_refused_up_front(tmp_path, capsys):
 def test_ray_is_imported_only_when_used_and_its_absence_is_one_line(tmp_path):
     code = (
         "import sys; from oblique.cli import main\n"
-        "import oblique.study, oblique.study.execute\n"
+        "import oblique.study, oblique.study.execute, oblique.study.local\n"
         "assert 'ray' not in sys.modules, 'ray imported without being asked for'\n"
         "sys.modules['ray'] = None  # as if it were not installed\n"
         f"sys.exit(main(['study', '--executor', 'ray', '--methods', 'baseline', '--out', {str(tmp_path / 's')!r}]))\n"
@@ -245,9 +276,9 @@ def test_a_ray_study_equals_the_local_one(tmp_path, capsys, ray_address):
     )
 
 
-def _exit_in_one_run(task: dict) -> tuple:
+def _exit_in_one_run(task: Task) -> Outcome:
     """A task function that kills its worker process (``os._exit``) for one chosen run, else trains."""
-    if task["name"].startswith("baseline_") and task["name"].endswith("seed1"):
+    if task.name.startswith("baseline_") and task.name.endswith("seed1"):
         os._exit(3)
     return run_task(task)
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from oblique import records
+from oblique import records, storage
 from oblique.cli import main
 from oblique.export import (
     DRIFT_KEYS,
@@ -66,8 +66,8 @@ def test_csv_of_one_old_run_and_the_command(tmp_path, capsys):
     exports too; a value a record does not hold (no regularizer) is an empty cell."""
     run = tmp_path / "old"
     run.mkdir()
-    records.write_json_atomic(run / "config.json", {"method": "nl", "strength": 0.01, "seed": 3})
-    with records.MetricsWriter(run / "metrics.jsonl") as w:
+    storage.write_json_atomic(run / "config.json", {"method": "nl", "strength": 0.01, "seed": 3})
+    with storage.JsonLinesWriter(run / "metrics.jsonl") as w:
         w.write({"type": "meta", "schema_version": 1, "steps_per_epoch": 2, "total_steps": 4})
         w.write(
             {"type": "drift", "step": 0, "epoch": 0.0, "mean": dict.fromkeys(DRIFT_KEYS, 0.5), "layers": {}}

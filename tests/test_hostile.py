@@ -157,12 +157,12 @@ def world(tmp_path_factory):
 def stubbed(world: World, study_folder: bool = False):
     """In the world folder, with the real work replaced by :func:`_accept`. With ``study_folder`` the study
     runner is real (it reads and plans the study folder, writes its tables) and only a run's training is
-    stubbed (``oblique.study.execute.run_task``)."""
+    stubbed (``oblique.study.local.run_task``)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(world.root)
         mp.setattr("oblique.train.fit", _accept)
         if study_folder:
-            mp.setattr("oblique.study.execute.run_task", _accept)
+            mp.setattr("oblique.study.local.run_task", _accept)
         else:
             mp.setattr("oblique.cli.study.run_study", _accept)
         mp.setattr("oblique.cli.bench.bench", _accept)
@@ -881,21 +881,21 @@ def test_16_messages_say_what_is_wrong(world):
 
 
 def test_16_a_folder_that_cannot_be_written_is_named_not_a_temporary_file(tmp_path, monkeypatch):
-    from oblique import records
+    from oblique import storage
 
     def denied(*args, dir=None, **kwargs):
         raise PermissionError(13, "Permission denied", str(Path(dir) / ".x.tmp123"))
 
     monkeypatch.setattr("tempfile.mkstemp", denied)
     with pytest.raises(PermissionError) as e:
-        records.write_atomic(tmp_path / "summary.json", "{}")
+        storage.write_atomic(tmp_path / "summary.json", "{}")
     assert e.value.filename == str(tmp_path / "summary.json")
 
 
 def test_16_a_full_disk_names_the_file(tmp_path):
-    from oblique import records
+    from oblique import storage
 
-    w = records.MetricsWriter(tmp_path / "metrics.jsonl")
+    w = storage.JsonLinesWriter(tmp_path / "metrics.jsonl")
     w._f.close()
     w._f = open("/dev/full", "w")  # every write: ENOSPC
     with pytest.raises(OSError) as e:
@@ -955,7 +955,7 @@ def test_a_corrupt_torch_file_is_a_record_error(tmp_path):
     IndexError, BadZipFile, ... and warns about odd pickle protocols on some of them)."""
     import random
 
-    from oblique import records
+    from oblique import storage
 
     torch.save({"w": torch.ones(3), "metrics_offset": 5}, tmp_path / "ok.pt")
     data = (tmp_path / "ok.pt").read_bytes()
@@ -971,8 +971,8 @@ def test_a_corrupt_torch_file_is_a_record_error(tmp_path):
             bad = bytearray(rng.randrange(256) for _ in range(rng.randrange(1, 100)))
         (tmp_path / "bad.pt").write_bytes(bytes(bad))
         try:
-            records.read_torch(tmp_path / "bad.pt")
-        except records.RecordError as e:
+            storage.read_torch(tmp_path / "bad.pt")
+        except storage.RecordError as e:
             assert "bad.pt" in str(e)
 
 

@@ -17,16 +17,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 #: unit -> the units it may import. The data flows one way:
-#: cli -> (study | cost | train) -> config -> (methods, models, data) -> records, then analysis reads.
-#: study runs its own cost bench after its runs (study -> cost); export reads records (and RunConfig's
-#: declaration of which settings only say how a run executed).
-LIBRARY_BASE = {"oblique.errors", "oblique.text", "oblique.options", "oblique.progress", "oblique.clock"}
+#: cli -> (study | cost | train) -> config -> (methods, models, data) -> records -> storage, then analysis
+#: reads. study runs its own cost bench after its runs (study -> cost); export reads records (and
+#: RunConfig's declaration of which settings only say how a run executed).
+LIBRARY_BASE = {
+    "oblique.errors",
+    "oblique.text",
+    "oblique.options",
+    "oblique.progress",
+    "oblique.clock",
+    "oblique.storage",
+}
 ALLOWED: dict[str, set[str]] = {
     "oblique.errors": set(),
     "oblique.text": set(),
     "oblique.options": {"oblique.errors", "oblique.text"},
     "oblique.progress": set(),
     "oblique.clock": set(),
+    "oblique.storage": {"oblique.errors"},
     "oblique.distributed": set(),
     "oblique.fit": LIBRARY_BASE
     | {
@@ -42,9 +50,9 @@ ALLOWED: dict[str, set[str]] = {
     "oblique.presets": {"oblique.errors"},
     "oblique.geometry": set(),
     "oblique.optim": set(),
-    "oblique.records": {"oblique.errors", "oblique.options"},
+    "oblique.records": {"oblique.errors", "oblique.options", "oblique.storage"},
     "oblique.models": {"oblique.errors"},
-    "oblique.data": {"oblique.errors", "oblique.text", "oblique.options", "oblique.records"},
+    "oblique.data": {"oblique.errors", "oblique.text", "oblique.options", "oblique.storage"},
     "oblique.methods": {"oblique.errors", "oblique.options", "oblique.geometry", "oblique.optim"},
     "oblique.config": LIBRARY_BASE
     | {"oblique.recipes", "oblique.presets", "oblique.methods", "oblique.models", "oblique.data"},

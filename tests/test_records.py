@@ -1,29 +1,10 @@
-"""oblique.records: atomic writes, the metrics schema, tolerant reading."""
+"""oblique.records: the run folder's schema, tolerant reading."""
 
 import json
-import math
 
 import pytest
 
-from oblique import records
-
-
-def test_write_json_atomic_roundtrip_and_no_temp_left(tmp_path):
-    p = tmp_path / "sub" / "summary.json"
-    records.write_json_atomic(p, {"a": 1.5, "nan": float("nan"), "nested": {"inf": float("inf")}})
-    assert json.loads(p.read_text()) == {"a": 1.5, "nan": "nan", "nested": {"inf": "inf"}}  # strict JSON
-    back = records.read_json(p)  # non-finite floats come back as floats
-    assert back["a"] == 1.5 and math.isnan(back["nan"]) and back["nested"]["inf"] == math.inf
-    assert [f.name for f in p.parent.iterdir()] == ["summary.json"]
-
-
-def test_read_json_errors_name_the_file(tmp_path):
-    with pytest.raises(records.RecordError, match="no such file"):
-        records.read_json(tmp_path / "missing.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text('{"status": "ok", ')
-    with pytest.raises(records.RecordError, match="bad.json: not valid JSON"):
-        records.read_json(bad)
+from oblique import records, storage
 
 
 def _write_metrics(run, lines):
@@ -41,7 +22,7 @@ def _step(n: int) -> dict:
 
 def test_truncated_last_line_is_tolerated(tmp_path):
     run = tmp_path / "run"
-    with records.MetricsWriter(run.mkdir() or run / "metrics.jsonl") as w:
+    with storage.JsonLinesWriter(run.mkdir() or run / "metrics.jsonl") as w:
         w.write(META)
         w.write(_step(1))
         w.write(_step(2))
@@ -87,12 +68,12 @@ def test_is_finished(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     assert not records.is_finished(run)
-    records.write_json_atomic(run / "summary.json", {"status": "interrupted"})
+    storage.write_json_atomic(run / "summary.json", {"status": "interrupted"})
     assert not records.is_finished(run)
     nan = float("nan")
     diverged = {"status": "diverged", "test_error": nan, "test_error_top5": nan, "train_time_s": 1.0,
                 "regularizer_time_s": 0.0, "drift": {"mean": {}, "layers": {}}}  # fmt: skip
-    records.write_json_atomic(run / "summary.json", diverged)
+    storage.write_json_atomic(run / "summary.json", diverged)
     assert not records.is_finished(run)  # no metrics.jsonl: its records are not whole
     _write_metrics(
         run, [json.dumps(META) + "\n", json.dumps({"type": "diverged", "step": 1, "loss": "nan"}) + "\n"]
@@ -100,3 +81,18 @@ def test_is_finished(tmp_path):
     assert records.is_finished(run)
     (run / "summary.json").write_text("{half")
     assert not records.is_finished(run)
+
+
+def test_the_readers_raise_the_one_record_error_and_records_holds_no_storage_name():
+    """``records.RecordError`` is the storage layer's (one class: ``except records.RecordError`` catches a
+    file the storage layer cannot read); nothing else of :mod:`oblique.storage` is reachable through
+    :mod:`oblique.records` (one path per name)."""
+    assert records.RecordError is storage.RecordError
+    assert set(records.__all__) & set(storage.__all__) == {"RecordError"}
+    assert [n for n in storage.__all__ if n != "RecordError" and hasattr(records, n)] == []
+
+
+def test_a_corrupt_summary_is_a_record_error_of_both_paths(tmp_path):
+    (tmp_path / "summary.json").write_text("{half")
+    with pytest.raises(records.RecordError, match="summary.json: not valid JSON"):
+        records.read_summary(tmp_path)

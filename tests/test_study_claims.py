@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from oblique import records
+from oblique import records, storage
 from oblique.study import (
     BENCH_FILE,
     SUMMARY_FILE,
@@ -25,8 +25,9 @@ from oblique.study import (
     read_study_bench,
     results_frame,
 )
-from oblique.study.claims import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, reference_runs
+from oblique.study.claims import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED
 from oblique.study.main_job import BATCH_SIZES, STRENGTHS
+from oblique.study.reference import reference_runs
 from oblique.study.stats import bootstrap_ci, holm, student_t_ppf, student_t_sf, welch
 
 VERDICTS = {SUPPORTED, NOT_SUPPORTED, NOT_TESTABLE}
@@ -239,7 +240,7 @@ def test_claim_3_follows_the_loss_curves_and_summary_md_follows_the_records(tiny
         for method, error in errors.items():
             for name in ref[ref["method"] == method]["run"]:
                 s = records.read_summary(study.run_dir(name))
-                records.write_json_atomic(
+                storage.write_json_atomic(
                     study.run_dir(name) / "summary.json", {**s, "test_error": error + 0.01 * s["seed"]}
                 )
         collect(study)

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from oblique.cost import SWEEPS, BenchConfig, BenchError, bench, format_table, run_sweep, write_csv
-from oblique.records import write_json_atomic
+from oblique.storage import write_json_atomic
 
 __all__ = ["bench_config_from_args", "check_target", "cmd_bench", "setup_bench"]
 

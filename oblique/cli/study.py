@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from oblique import records
+from oblique import records, storage
 from oblique.cli.parsing import parse_csv, parse_grid, parse_seeds
 from oblique.cli.run import add_run_arguments, given_run_settings
 from oblique.config import overlay, read_toml
@@ -129,8 +129,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     executor = _executor(args, opts)  # Ray missing, or a flag of the wrong executor: one line, up front
     execution = execution_settings(spec.base, device_here=getattr(args, "executor", "local") != "ray")
     runs = runs_from_spec(args, spec)  # every run validated before anything is written
-    if hasattr(executor, "connect"):  # Ray: an unreachable cluster is one line, before the folder is touched
-        executor.connect()
+    executor.connect()  # Ray: an unreachable cluster is one line, before the folder is touched
     t0 = time.perf_counter()
 
     def _terminate(signum, frame):  # SIGTERM (kill, a batch scheduler) stops the study as Ctrl-C does
@@ -223,7 +222,7 @@ def _warn_unreadable_runs(study) -> None:
             continue
         try:
             ended = records.read_summary(d)["status"] in records.FINISHED
-        except records.RecordError as e:
+        except storage.RecordError as e:
             why = str(e)
         else:
             if not ended or records.is_finished(d):

@@ -1,7 +1,7 @@
 """The bench record: its schema, the printed table, the CSV, and reading either back.
 
 A record is one JSON object per bench of one model (``schema`` :data:`SCHEMA`; the format is in
-:mod:`oblique.cost`'s docstring), written with :func:`oblique.records.write_json_atomic`.
+:mod:`oblique.cost`'s docstring), written with :func:`oblique.storage.write_json_atomic`.
 :func:`format_table` is what ``oblique bench`` prints; :func:`write_csv` writes one row per model and
 method with the columns :data:`CSV_COLUMNS`; :func:`read_bench` reads a record, its CSV or a sweep folder
 into a pandas DataFrame of those columns — the input of the cost figures.
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from oblique.records import RecordError, read_json, write_atomic
+from oblique.storage import RecordError, read_json, write_atomic
 
 __all__ = [
     "CSV_COLUMNS",
@@ -245,7 +245,7 @@ def _rows(record: dict) -> list[dict]:
 
 def write_csv(records: Sequence[dict], path: str | os.PathLike) -> None:
     """One row per model and method, columns :data:`CSV_COLUMNS` (written atomically, with
-    :func:`oblique.records.write_atomic`)."""
+    :func:`oblique.storage.write_atomic`)."""
     text = io.StringIO()
     w = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
     w.writeheader()
@@ -279,7 +279,7 @@ def read_bench(path: str | os.PathLike):
         path: a bench JSON file, a bench CSV file, or a sweep folder (every ``*.json`` record in it).
 
     Raises:
-        oblique.records.RecordError: nothing there, or a file that is not a bench record (one line).
+        oblique.storage.RecordError: nothing there, or a file that is not a bench record (one line).
     """
     import pandas as pd
 

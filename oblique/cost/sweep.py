@@ -19,7 +19,7 @@ from typing import Any
 
 from oblique.cost.bench import BenchConfig, BenchError, bench, device_name
 from oblique.cost.record import device_of, record_problem, write_csv
-from oblique.records import read_json, write_json_atomic
+from oblique.storage import read_json, write_json_atomic
 
 __all__ = ["SWEEPS", "run_sweep"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oblique import records
+from oblique import storage
 from oblique.data.base import Data, DataEntry, DataOptionError, DataWarning, TensorData, cache_dir
 from oblique.options import Option
 
@@ -105,7 +105,7 @@ def load_mnist1d(**overrides) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         "y_test": ds["y_test"].astype(np.int64),
     }
     try:
-        records.write_atomic(path, lambda f: np.savez(f, **arrays))
+        storage.write_atomic(path, lambda f: np.savez(f, **arrays))
     except OSError as e:  # a read-only or full cache: the data is in memory, go on without caching it
         where = e.filename or path
         warnings.warn(

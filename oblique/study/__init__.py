@@ -4,11 +4,13 @@
   file's format (:func:`spec_from_tables`).
 - :mod:`oblique.study.folder`: the study folder — ``study.json`` (:func:`plan_study`, :func:`load_study`)
   and the lock.
-- :mod:`oblique.study.execute`: the executors (in this process, local worker processes, one GPU each)
-  behind one small interface, and :func:`run_study`; :mod:`oblique.study.task`: one planned run as a task
-  (:func:`run_task`), what every executor trains.
-- :mod:`oblique.study.ray_executor`: :class:`~oblique.study.ray_executor.RayExecutor`, the runs as Ray
-  tasks on a local instance or a cluster (``pip install "oblique[ray]"``; imported only when used).
+- :mod:`oblique.study.execute`: :func:`run_study` (plan, train the unfinished runs, write the tables) and
+  :func:`executor_for`; :mod:`oblique.study.task`: one planned run as a task (:class:`Task`,
+  :func:`run_task`), what every executor trains, and its :class:`Outcome`.
+- :mod:`oblique.study.executor`: the executor contract (:class:`Executor`), one module per backend:
+  :mod:`oblique.study.local` (in this process, local worker processes, one GPU each) and
+  :mod:`oblique.study.ray_executor` (:class:`~oblique.study.ray_executor.RayExecutor`, the runs as Ray
+  tasks on a local instance or a cluster; ``pip install "oblique[ray]"``; imported only when used).
 - :mod:`oblique.study.tables`: ``results.csv`` and ``summary.md`` from the runs on disk.
 - :mod:`oblique.study.published`: the Norm Loss poster's figures.
 - :mod:`oblique.study.main_job`: the grids of the main job (``oblique study`` with no grid).
@@ -32,17 +34,8 @@ The main job, in a notebook::
 
 from oblique.study.bench import BENCH_FILE, bench_study, read_study_bench
 from oblique.study.claims import Claim, claims_markdown, evaluate_claims
-from oblique.study.execute import (
-    Executor,
-    InProcessExecutor,
-    LocalPoolExecutor,
-    StudyResult,
-    default_threads,
-    execution_settings,
-    executor_for,
-    run_study,
-    run_task,
-)
+from oblique.study.execute import StudyResult, execution_settings, executor_for, run_study
+from oblique.study.executor import Executor
 from oblique.study.folder import (
     ERROR_FILE,
     LOCK_FILE,
@@ -56,6 +49,7 @@ from oblique.study.folder import (
     load_study,
     plan_study,
 )
+from oblique.study.local import InProcessExecutor, LocalPoolExecutor, default_threads
 from oblique.study.main_job import expand_all, main_job
 from oblique.study.published import PUBLISHED, published_cell
 from oblique.study.spec import (
@@ -69,6 +63,7 @@ from oblique.study.spec import (
     spec_from_tables,
 )
 from oblique.study.tables import collect, group_keys, results_frame, summary_frame, summary_markdown
+from oblique.study.task import Outcome, Task, run_task
 
 __all__ = [
     "BASIC_AXES",
@@ -87,12 +82,14 @@ __all__ = [
     "InProcessExecutor",
     "LocalPoolExecutor",
     "Lock",
+    "Outcome",
     "PlannedRun",
     "Study",
     "StudyError",
     "StudyLockedError",
     "StudyResult",
     "StudySpec",
+    "Task",
     "bench_study",
     "claims_markdown",
     "collect",

@@ -20,8 +20,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from oblique import records
+from oblique import records, storage
 from oblique.study.folder import Study, load_study
+from oblique.study.reference import method_order
 
 __all__ = ["BENCH_FILE", "BENCH_SECONDS", "bench_study", "read_study_bench", "study_bench_settings"]
 
@@ -40,7 +41,6 @@ def study_bench_settings(study: Study | str | os.PathLike) -> dict[str, Any]:
     model's standard batch size (its recipe's) or else the study's most frequent one, and the torch threads
     its runs used (``threads_used`` of a run's ``config.json``; 1 when none says)."""
     from oblique.config import RunConfig
-    from oblique.methods import list_methods
 
     study = _study(study)
     settings = [r["settings"] for r in study.runs.values()]
@@ -49,8 +49,7 @@ def study_bench_settings(study: Study | str | os.PathLike) -> dict[str, Any]:
     sizes = Counter(s["batch_size"] for s in settings if s["model"] == model)
     recipe = RunConfig(model=model).resolved().batch_size
     batch = recipe if recipe in sizes else sizes.most_common(1)[0][0]
-    order = {m: i for i, m in enumerate(list_methods())}
-    methods = sorted({s["method"] for s in settings} | {"baseline"}, key=lambda m: order.get(m, len(order)))
+    methods = method_order({s["method"] for s in settings} | {"baseline"})
     return {"model": model, "batch_size": int(batch), "device": device, "methods": methods,
             "threads": threads}  # fmt: skip
 
@@ -66,7 +65,7 @@ def _runs_used(study: Study) -> tuple[str, int]:
         try:
             config = records.read_config(study.run_dir(name))
             device, run_threads = config.get("device_used"), config.get("threads_used")
-        except (records.RecordError, AttributeError):
+        except (storage.RecordError, AttributeError):
             continue
         if isinstance(device, str) and device.split(":")[0] in ("cpu", "cuda"):
             used[device] += 1
@@ -81,8 +80,8 @@ def read_study_bench(study: Study | str | os.PathLike) -> dict | None:
     if not path.exists():
         return None
     try:
-        record = records.read_json(path)
-    except records.RecordError:
+        record = storage.read_json(path)
+    except storage.RecordError:
         return None
     return record if isinstance(record, dict) and isinstance(record.get("methods"), dict) else None
 
@@ -135,7 +134,7 @@ def bench_study(
     record = bench(model=wanted["model"], methods=wanted["methods"], batch_size=wanted["batch_size"],
                    device=wanted["device"], threads=wanted["threads"], targets=False, progress=False,
                    time_budget_s=seconds, micro_repeats=20)  # fmt: skip
-    records.write_json_atomic(study.root / BENCH_FILE, record)
+    storage.write_json_atomic(study.root / BENCH_FILE, record)
     if echo is not None:
         echo(f"cost: one training step of {len(record['methods'])} methods benched in this process alone "
              f"({record['rounds']} interleaved rounds, {record['seconds']:.0f} s): {study.root / BENCH_FILE}")  # fmt: skip

@@ -6,10 +6,10 @@ five claims. Each is tested here on whatever the study holds, and gets a verdict
 the test needs) — with the numbers and the statistical statement behind it, beside the poster's own numbers
 where it gives any. Seeds are the samples; α = :data:`ALPHA`; the tests are in :mod:`oblique.study.stats`.
 
-1. **Comparable and sometimes better error.** Every method at its *reference setting* (:func:`reference_runs`:
-   its default strength, the model's standard batch size). Welch's t-test of each method against
-   ``baseline`` (does the difference exceed the seed spread?) and against Norm Loss, Holm-corrected within
-   each family. Supported when no method's error is significantly lower than Norm Loss's.
+1. **Comparable and sometimes better error.** Every method at its *reference setting*
+   (:func:`oblique.study.reference.reference_runs`: its default strength, the model's standard batch
+   size). Welch's t-test of each method against ``baseline`` (does the difference exceed the seed
+   spread?) and against Norm Loss, Holm-corrected within each family. Supported when no method's error is significantly lower than Norm Loss's.
 2. **Lower computational complexity than most weight regularization methods (negligible overhead).** From
    the study's bench (``bench.json``, :mod:`oblique.study.bench`): each method's paired step overhead over
    ``baseline`` ± its standard error; a one-sided z-test of every other method's overhead against Norm
@@ -45,6 +45,13 @@ from oblique.cost import device_label
 from oblique.study.bench import read_study_bench
 from oblique.study.folder import Study, load_study
 from oblique.study.published import PUBLISHED
+from oblique.study.reference import (
+    at_first_extras,
+    at_reference_strengths,
+    method_order,
+    reference_batch_size,
+    reference_runs,
+)
 from oblique.study.stats import Welch, bootstrap_ci, holm, normal_sf, welch
 
 __all__ = [
@@ -56,9 +63,6 @@ __all__ = [
     "Claim",
     "claims_markdown",
     "evaluate_claims",
-    "reference_batch_size",
-    "reference_runs",
-    "reference_strength",
 ]
 
 #: significance level of every test
@@ -97,89 +101,6 @@ class Claim:
     published: str
     details: list[str] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- the reference setting
-def _method_order(methods) -> list[str]:
-    from oblique.methods import list_methods
-
-    order = {m: i for i, m in enumerate(list_methods())}
-    return sorted(set(methods), key=lambda m: (order.get(m, len(order)), m))
-
-
-def _default_strength(method: str) -> float | None:
-    from oblique.methods import REGISTRY
-
-    cls = REGISTRY.get(method)
-    return cls.default_strength if cls is not None and cls.uses_strength else None
-
-
-def reference_batch_size(results) -> int | None:
-    """The model's standard batch size (its recipe's) when the study has it, else its most frequent one."""
-    from oblique.config import RunConfig
-
-    if results.empty:
-        return None
-    sizes = results["batch_size"].value_counts()
-    recipe = RunConfig(model=results["model"].iloc[0]).resolved().batch_size
-    if recipe in sizes.index:
-        return int(recipe)
-    return int(sorted(sizes.index, key=lambda b: (-sizes[b], b))[0])
-
-
-def reference_strength(method: str, strengths) -> float | None:
-    """Of ``strengths``, the one nearest (in log) to the method's default; the middle one when it has
-    none."""
-    values = sorted(
-        {float(s) for s in strengths if s is not None and not (isinstance(s, float) and math.isnan(s))}
-    )
-    if not values:
-        return None
-    default = _default_strength(method)
-    if default is None or default <= 0:
-        return values[len(values) // 2]
-    return min(values, key=lambda s: abs(math.log(max(s, 1e-300)) - math.log(default)))
-
-
-def _extras(study: Study) -> list[str]:
-    return [k for k in study.grid_variables if k not in ("method", "strength", "batch_size", "seed")]
-
-
-def at_first_extras(study: Study, results):
-    """``results`` at the first value of every grid variable other than method, strength, batch size."""
-    for key in _extras(study):
-        if key in results and len(results):
-            results = results[results[key] == results[key].iloc[0]]
-    return results
-
-
-def at_reference_strengths(results):
-    """Each method's rows at its reference strength (all its rows when it has no strength)."""
-    import pandas as pd
-
-    parts = []
-    for method in _method_order(results["method"]):
-        r = results[results["method"] == method]
-        if bool(r["strength_applies"].iloc[0]):
-            r = r[r["strength"] == reference_strength(method, r["strength"])]
-        parts.append(r)
-    return pd.concat(parts) if parts else results
-
-
-def reference_runs(study: Study, results, statuses: Sequence[str] = ("ok",)):
-    """The runs of every method at its reference setting: the reference batch size, the strength nearest
-    its default, the first value of any other grid variable; only those with ``statuses``.
-
-    Args:
-        study: the study.
-        results: its :func:`oblique.study.results_frame`.
-        statuses: the run statuses to keep.
-    """
-    res = results
-    if res.empty:
-        return res
-    res = at_reference_strengths(at_first_extras(study, res[res["batch_size"] == reference_batch_size(res)]))
-    return res[res["status"].isin(list(statuses))]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -243,7 +164,7 @@ def _claim_error(study: Study, ref) -> Claim:
                   NOT_TESTABLE, "", "", _published_error())  # fmt: skip
     errors = {
         m: [float(v) for v in ref[ref["method"] == m]["test_error"] if not math.isnan(v)]
-        for m in _method_order(ref["method"])
+        for m in method_order(ref["method"])
     }
     others = [m for m in errors if m != NL and len(errors[m]) >= 2]
     if len(errors.get(NL, [])) < 2 or not others:
@@ -303,7 +224,7 @@ def _claim_cost(study: Study, bench: dict | None) -> Claim:
         return claim
     nl = methods[NL]
     base_ms = methods["baseline"]["step_ms"]
-    others = [m for m in _method_order(methods) if m not in ("baseline", NL)]
+    others = [m for m in method_order(methods) if m not in ("baseline", NL)]
     if not others:
         claim.measured = "needs the bench of at least one other regularization method"
         return claim

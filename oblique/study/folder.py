@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
-from oblique import records
+from oblique import records, storage
 from oblique.config import RunConfig
 from oblique.study.spec import BASIC_AXES, EXECUTION_FIELDS, PlannedRun, StudyError
 
@@ -72,7 +72,7 @@ class Study:
         d = self.run_dir(name)
         try:
             status = records.read_summary(d)["status"]
-        except records.RecordError:
+        except storage.RecordError:
             status = "pending"
         if status in records.FINISHED and not records.is_finished(d):
             status = "pending"  # its metrics.jsonl is corrupt or incomplete: the next study run redoes it
@@ -96,8 +96,8 @@ def load_study(root: str | os.PathLike) -> Study:
             f"{root} holds no study ({STUDY_FILE} missing); run 'oblique study --out {root}' first"
         )
     try:
-        data = records.read_json(root / STUDY_FILE)
-    except records.RecordError as e:
+        data = storage.read_json(root / STUDY_FILE)
+    except storage.RecordError as e:
         raise StudyError(str(e)) from None
     if (
         not isinstance(data, dict)
@@ -169,7 +169,7 @@ def _entry_problem(name: str, entry) -> str | None:
 
 
 def _write_study(study: Study) -> None:
-    records.write_json_atomic(
+    storage.write_json_atomic(
         study.root / STUDY_FILE,
         {"schema": STUDY_SCHEMA, "grid_variables": study.grid_variables, "runs": study.runs},
     )
@@ -229,7 +229,7 @@ def _defaults() -> dict:
     return asdict(RunConfig())
 
 
-class Lock(records.FolderLock):
+class Lock(storage.FolderLock):
     """The study folder's lock (``STUDY_DIR/.lock``, through :mod:`filelock`; released when the process
     ends however it ends). Raises :class:`StudyLockedError` when another study holds it."""
 
@@ -239,6 +239,6 @@ class Lock(records.FolderLock):
     def __enter__(self) -> Lock:
         try:
             super().__enter__()
-        except records.FolderLockedError as e:
+        except storage.FolderLockedError as e:
             raise StudyLockedError(str(e)) from None
         return self

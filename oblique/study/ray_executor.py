@@ -5,7 +5,8 @@ tasks, and the study is the same as with the local executor: the same folder (``
 ``study.json``, ``results.csv`` and ``summary.md``, the same lock (held by the study process, the
 driver) and the same resume rules (:func:`oblique.study.run_study` plans, skips the finished runs and
 hands the rest to :class:`RayExecutor`). Each task runs :func:`oblique.study.task.run_task` (or the
-``task_fn`` given) with ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs as its Ray resources; Ray sets
+``task_fn`` given), inside :func:`oblique.study.task.run_in_worker` as a local pool's workers do, with
+``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs as its Ray resources; Ray sets
 ``CUDA_VISIBLE_DEVICES`` for every task, so ``--device auto`` (or ``cuda``) trains on the task's GPU.
 
 - **Where**: ``ray.init()`` starts a local Ray instance when no ``address`` is given (one machine, all
@@ -33,18 +34,20 @@ an executor runs (:func:`import_ray`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oblique.study.executor import Executor
 from oblique.study.spec import StudyError
-from oblique.study.task import Finished, TaskFn, record_error, run_task
+from oblique.study.task import Finished, Outcome, Task, TaskFn, record_error, run_in_worker, run_task
 
 __all__ = ["RAY_INSTALL", "RayExecutor", "import_ray"]
 
@@ -67,28 +70,8 @@ def import_ray():
     return ray
 
 
-def _in_worker(task_fn: TaskFn, task: dict) -> tuple:  # pragma: no cover - runs in a Ray worker
-    """The Ray task: train ``task`` with ``task_fn`` in this worker process; a KeyboardInterrupt (what
-    ``ray.cancel`` raises in a running task, after the trainer has checkpointed) is reported as
-    ``("interrupted", name, None)``."""
-    import signal as _signal
-
-    from oblique.train import StopOnSignal
-
-    StopOnSignal.second_signal_stops = False  # the stop request comes from the study process
-    main = threading.current_thread() is threading.main_thread()
-    old = _signal.signal(_signal.SIGINT, _signal.default_int_handler) if main else None
-    try:
-        return task_fn(task)
-    except KeyboardInterrupt:
-        return ("interrupted", task["name"], None)
-    finally:
-        if main:
-            _signal.signal(_signal.SIGINT, old)
-
-
 @dataclass
-class RayExecutor:
+class RayExecutor(Executor):
     """Train a study's runs as Ray tasks (see the module docstring).
 
     Attributes:
@@ -129,7 +112,7 @@ class RayExecutor:
         """The torch threads of a run: the CPUs it reserves (at least 1)."""
         return max(1, int(self.cpus_per_run or 1))
 
-    def run(self, tasks: list[dict], finished: Finished) -> bool:
+    def run(self, tasks: list[Task], finished: Finished) -> bool:
         """Train ``tasks`` as Ray tasks; call ``finished`` per ended task; True when stopped by Ctrl-C
         (or when a task was interrupted on its node, e.g. by a SIGTERM there). Ray is disconnected (a
         local instance stopped) afterwards when :meth:`connect` (or this call) initialized it."""
@@ -176,38 +159,37 @@ class RayExecutor:
 
     # ----------------------------------------------------------------------------------------- internals
 
-    def _resources(self, ray, tasks: Sequence[Mapping]) -> tuple[float, float]:
+    def _resources(self, ray, tasks: Sequence[Task]) -> tuple[float, float]:
         cpus = self.cpus_per_run or 1
         gpus = self.gpus_per_run
         total = ray.cluster_resources()
         if gpus is None:
-            wants = any(str(t["settings"].get("device", "auto")) != "cpu" for t in tasks)
+            wants = any(str(t.settings.get("device", "auto")) != "cpu" for t in tasks)
             gpus = 1 if wants and total.get("GPU", 0) > 0 else 0
         if self.echo is not None:
             self.echo(f"ray: {len(tasks)} runs on {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs "
                       f"({self.address or 'a local instance'}), {cpus:g} CPU and {gpus:g} GPU per run")  # fmt: skip
         return cpus, gpus
 
-    def _run(self, ray, tasks: list[dict], finished: Finished) -> bool:
+    def _run(self, ray, tasks: list[Task], finished: Finished) -> bool:
         cpus, gpus = self._resources(ray, tasks)
-        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_in_worker)
+        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_in_worker)
         fn = self.task_fn or run_task
-        pending: dict[Any, dict] = {}
+        pending: dict[Any, Task] = {}
         interrupted = False
         try:
             with _stop_request() as stop:
                 for task in tasks:  # every node writes to the same path of the shared filesystem
-                    task = {**task, "out": str(Path(task["out"]).resolve())}
-                    pending[remote.options(name=f"oblique-{task['name']}"[:200]).remote(fn, task)] = task
+                    task = dataclasses.replace(task, out=str(Path(task.out).resolve()))
+                    pending[remote.options(name=f"oblique-{task.name}"[:200]).remote(fn, task)] = task
                 while pending and not stop.requested:
                     ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                     for ref in ready:
-                        task = pending.pop(ref)
-                        msg = _result(ray, ref, task)
-                        if msg is None or msg[0] == "interrupted":  # stopped on its node (SIGTERM there)
+                        outcome = _result(ray, ref, pending.pop(ref))
+                        if outcome is None or outcome.kind == "interrupted":  # stopped on its node (SIGTERM)
                             interrupted = True
                         else:
-                            finished(task["name"], msg)
+                            finished(outcome)
             if not stop.requested:
                 return interrupted
         except KeyboardInterrupt:  # raised outside the main thread's handler (a caller's own thread)
@@ -215,7 +197,7 @@ class RayExecutor:
         self._cancel(ray, pending, finished)
         return True
 
-    def _cancel(self, ray, pending: dict[Any, dict], finished: Finished) -> None:
+    def _cancel(self, ray, pending: dict[Any, Task], finished: Finished) -> None:
         """Cancel every pending task and wait (Ctrl-C ignored) until the running ones have checkpointed;
         report those that finished meanwhile; kill the ones still running after ``stop_timeout_s``."""
         with _sigint_ignored():
@@ -225,16 +207,15 @@ class RayExecutor:
             while pending and time.monotonic() < deadline:
                 ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=1.0)
                 for ref in ready:
-                    task = pending.pop(ref)
-                    msg = _result(ray, ref, task)
-                    if msg is not None and msg[0] != "interrupted":
-                        finished(task["name"], msg)
+                    outcome = _result(ray, ref, pending.pop(ref))
+                    if outcome is not None and outcome.kind != "interrupted":
+                        finished(outcome)
             for ref in pending:  # pragma: no cover - a run that does not reach a step boundary in time
                 ray.cancel(ref, force=True)
 
 
-def _result(ray, ref, task: Mapping) -> tuple | None:
-    """The message of a finished Ray task; a failed task as an error recorded in ``study_error.txt``;
+def _result(ray, ref, task: Task) -> Outcome | None:
+    """The outcome of a finished Ray task; a failed task as an error recorded in ``study_error.txt``;
     None for a task cancelled before it ran."""
     try:
         return ray.get(ref)

@@ -20,7 +20,7 @@ A study file (``oblique study --config FILE``; flags override it), read by :func
     [grid]                               # any other run setting (or "hp.NAME") as an axis
     targets = ["conv", "conv+linear"]
 
-Executors (how the runs are trained: here, in worker processes) are :mod:`oblique.study.execute`'s
+Executors (how the runs are trained: here, in worker processes) are :mod:`oblique.study.executor`'s
 business; the plan is the same for every executor.
 """
 

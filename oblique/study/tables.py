@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from oblique import records
+from oblique import records, storage
 from oblique.geometry import DRIFT_KEYS
 from oblique.study.folder import RESULTS_FILE, SUMMARY_FILE, Study, load_study
 from oblique.study.published import PUBLISHED, published_cell
@@ -84,7 +84,7 @@ def _threads_used(run_dir) -> int | None:
     """The torch CPU thread count a run trained with (results depend on it in the last digits)."""
     try:
         used = records.read_config(run_dir).get("threads_used")
-    except (records.RecordError, AttributeError):
+    except (storage.RecordError, AttributeError):
         return None
     return used if isinstance(used, int) else None
 
@@ -192,6 +192,6 @@ def collect(study: Study | str | os.PathLike) -> tuple[Path, Path]:
         study = load_study(study)
     res = results_frame(study)
     csv_path, md_path = study.root / RESULTS_FILE, study.root / SUMMARY_FILE
-    records.write_text_atomic(csv_path, res.to_csv(index=False))
-    records.write_text_atomic(md_path, summary_markdown(study))
+    storage.write_text_atomic(csv_path, res.to_csv(index=False))
+    storage.write_text_atomic(md_path, summary_markdown(study))
     return csv_path, md_path
