@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,11 +117,20 @@ def _killed_after_first_checkpoint(out: Path) -> None:
 
 
 def build_world(root: Path) -> World:
-    """Fill ``root`` with a finished run, a finished study, an interrupted run and hostile files."""
+    """Fill ``root`` with a finished run, a finished study, an interrupted run and hostile files.
+
+    The runs are built from inside ``root`` (their records name relative folders) and timed by a clock that
+    advances 1 ms a reading, so their records are the same bytes on every build (the training is seeded):
+    the corrupt-record examples, drawn from those bytes, are then the same on every run of the suite too.
+    """
     run = ["run", *QUICK_RUN, "--epochs", "1"]
-    assert quiet_main([*run, "--out", str(root / "FINISHED")])[0] == 0
-    assert quiet_main(["study", *STUDY_ARGS, "--out", str(root / "STUDY")])[0] == 0
-    _killed_after_first_checkpoint(root / "KILLED")
+    ticks = itertools.count()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setattr(time, "perf_counter", lambda: next(ticks) * 1e-3)
+        assert quiet_main([*run, "--out", "FINISHED"])[0] == 0
+        assert quiet_main(["study", *STUDY_ARGS, "--out", "STUDY"])[0] == 0
+        _killed_after_first_checkpoint(Path("KILLED"))
     (root / "FILE").write_text("a file, not a folder\n")
     (root / "EMPTY").mkdir()
     (root / "BINARY").write_bytes(bytes(range(256)) * 4)
