@@ -156,9 +156,7 @@ def test_error_messages_say_what_is_wrong(world):
         ([], "no command given"),
     ],
 )
-def test_an_empty_out_a_needless_strength_a_negative_worker_count_and_no_command_are_refused(
-    world, argv, expect
-):
+def test_empty_negative_and_needless_values_and_no_command_are_refused(world, argv, expect):
     refused(world, argv, expect)
 
 
