@@ -48,6 +48,7 @@ import math
 import os
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,6 +245,7 @@ def read_torch(path: str | os.PathLike) -> Any:
 
     path = Path(path)
     try:
+        _check_crcs(path)
         with (
             warnings.catch_warnings()
         ):  # a corrupt file makes torch warn (an odd pickle protocol): refused below
@@ -263,6 +265,19 @@ def read_torch(path: str | os.PathLike) -> Any:
         raise RecordError(
             f"{path}: not a readable torch file ({type(e).__name__}); it is corrupt or truncated"
         ) from None
+
+
+def _check_crcs(path: Path) -> None:
+    """Every record of the zip archive that ``torch.save`` writes matches its CRC-32. torch's reader does
+    not check them: a flipped byte in a tensor's data would be read back as another number.
+
+    Raises:
+        zipfile.BadZipFile: not a zip archive, or a record whose bytes do not match its CRC-32.
+    """
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise zipfile.BadZipFile(f"bad CRC-32 for {bad}")
 
 
 def read_checkpoint(run_dir: str | os.PathLike) -> dict:
