@@ -41,10 +41,7 @@ QUICK = ["--epochs", "1", "--no-progress", "--model", "cnn"]
         (["run", "--hp", "form=fast"], "hyperparameter 'form' must be one of closed, autograd"),
         (["run", "--hp", "steps=3"], "has no hyperparameter 'steps'"),
         (["run", "--hp", "=0"], "expected NAME=VALUE, got '=0' (no NAME)"),
-        (
-            ["run", "--hp", "strength=0"],
-            "set --strength itself, not --hp strength='0'",
-        ),  # found by test_hostile
+        (["run", "--hp", "strength=0"], "set --strength itself, not --hp strength='0'"),
         (["run", "--method", "so", "--hp", "targets=all"], "set --targets itself, not --hp targets="),
         (["run", "--batch-size", "ten"], "invalid int value: 'ten'"),
         (["run", "--bogus"], "unrecognized arguments: --bogus"),

@@ -1,4 +1,4 @@
-"""The bench on CUDA, tested on the CPU where it can be (issue 10, acceptance 6): the memory account counts
+"""The bench on CUDA, tested on the CPU where it can be: the memory account counts
 the fused workspaces, the record keeps the device asked, its type and the card apart (and old records
 still read and print), a sweep resumed with ``--device auto`` reuses its records, the targets say where
 they were defined, one clock, quiet logs. The CUDA-only tests skip without a GPU (scripts/gpu_check.sh runs
@@ -45,7 +45,7 @@ def test_account_counts_the_fused_optimizers_workspaces_on_resnet20():
     state = [v for st in e.opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
     # gathered points, gradients, scratch and row products; the momentum buffers are the state's storage
     expected = _storages(ws, without=state)
-    assert account["workspaces"] == expected > 3e6  # ResNet-20: ~3.1 MiB that the account used to miss
+    assert account["workspaces"] == expected > 3e6  # ResNet-20: ~3.1 MiB of workspaces
     assert account["optimizer_state"] == _storages(state) > 0
     assert peak_mem_mb(e, CPU) * 2**20 == pytest.approx(account["total"], rel=1e-6)
 
