@@ -473,10 +473,10 @@ import conftest  # registers and loads the profile, as pytest does
 import test_hostile as h
 drawn = []
 h.outcome = lambda world, argv, study_folder=False: drawn.append(argv)
-for test in (h.test_run_command_line, h.test_study_command_line, h.test_bench_command_line):
-    test(None)
-h.test_plot_command_line(None)
-h.test_any_words(None)
+searches = (h.test_run_command_line, h.test_study_command_line, h.test_bench_command_line,
+            h.test_plot_command_line, h.test_any_words)
+for test in searches:
+    test(None)  # the world: unused, outcome records the example
 print(json.dumps(drawn))
 """
 
