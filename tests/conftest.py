@@ -1,8 +1,27 @@
-"""Shared fixtures: every test (and every subprocess it starts) uses one MNIST-1D cache per session."""
+"""Shared fixtures and the hypothesis profiles.
+
+Every test (and every subprocess it starts) uses one MNIST-1D cache per session. The property tests
+(``tests/test_hostile.py``) run under one of two hypothesis profiles:
+
+- ``fixed``, the default: the same examples on every run (derandomized: drawn from a seed that is a hash
+  of the test's source; no example database is read or written), 60 per test, so the suite's outcome does
+  not depend on the run;
+- ``search``, loaded when ``OBLIQUE_HYPOTHESIS_EXAMPLES`` is set: a random search, that many examples per
+  test, new ones on every run (a failure prints how to replay it, and is kept in ``.hypothesis/``).
+"""
 
 import os
 
 import pytest
+from hypothesis import settings
+
+#: examples per property test in the default run
+FIXED_EXAMPLES = 60
+
+settings.register_profile("fixed", max_examples=FIXED_EXAMPLES, derandomize=True, database=None)
+SEARCH_EXAMPLES = int(os.environ.get("OBLIQUE_HYPOTHESIS_EXAMPLES") or 2000)
+settings.register_profile("search", max_examples=SEARCH_EXAMPLES, derandomize=False, print_blob=True)
+settings.load_profile("search" if os.environ.get("OBLIQUE_HYPOTHESIS_EXAMPLES") else "fixed")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,3 +47,16 @@ def tiny_study(tmp_path_factory):
     result = run_study(root, expand(spec), workers=0, threads=1, progress=False, echo=lambda line: None)
     assert len(result.ran) == 20 and not result.failed
     return root
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """A folder with a finished run, a finished study, an interrupted run and hostile files, in which
+    ``hostile_world.outcome`` and ``hostile_world.refused`` run ``oblique`` (built once a session: the tests
+    only add files beside what it holds, and check that nothing finished changes)."""
+    import torch
+    from hostile_world import build_world
+
+    threads = torch.get_num_threads()
+    yield build_world(tmp_path_factory.mktemp("world"))
+    torch.set_num_threads(threads)

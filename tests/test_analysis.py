@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import matplotlib.colors as mcolors
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from hostile_world import digest, refused
 
 from analysis import method_colors, write_figures
 from analysis.figures import (
@@ -267,3 +269,13 @@ def test_cost_figure_from_real_bench_records(single, tmp_path):
     assert mcolors.to_hex(lines["nl"].get_color()) == method_colors()["nl"]
     assert not any("skipped" in n for n in notes)
     assert main(["plot", str(single), "--bench", str(tmp_path / "bench.csv")]) == 0
+
+
+def test_plot_checks_its_inputs_before_writing_anything(world, tmp_path):
+    study = tmp_path / "s"
+    shutil.copytree(world.root / "STUDY", study)
+    shutil.rmtree(study / "figures", ignore_errors=True)
+    before = digest(study)
+    for bench in ("missing.json", "garbage.csv", "badbench.json", "BINARY", "EMPTY"):
+        refused(world, ["plot", str(study), "--bench", bench], "oblique: error: ")
+        assert digest(study) == before and not (study / "figures").exists()

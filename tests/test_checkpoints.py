@@ -182,7 +182,7 @@ def _interrupted_at(out: Path, at: int, **settings) -> None:
 
 
 def test_a_checkpoint_with_corrupt_random_states_is_one_line(tmp_path, capsys):
-    # found by test_hostile: a negative number in Python's random state was an OverflowError traceback
+    # each spoiled random state is one line that names the error it raises, not that error's traceback
     out = tmp_path / "run"
     with pytest.raises(RunInterrupted):
         _interrupted_at(out, 3)
@@ -213,7 +213,7 @@ def test_resume_refuses_a_contradicting_flag_a_finished_run_and_a_missing_checkp
         err.startswith("oblique: error: --lr 0.5 contradicts the run's recorded lr 0.1")
         and err.count("\n") == 1
     )
-    for hp, expect in (  # a bad --hp is one line too, not a traceback (found by test_hostile)
+    for hp, expect in (  # a bad --hp is one line too, not a traceback
         ("bogus=1", "method 'nl' has no hyperparameter 'bogus'"),
         ("strength=1", "set --strength itself, not --hp strength="),
     ):

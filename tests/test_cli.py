@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from hostile_world import refused
 
 from oblique.cli import main
 from oblique.errors import ObliqueError
@@ -41,10 +42,7 @@ QUICK = ["--epochs", "1", "--no-progress", "--model", "cnn"]
         (["run", "--hp", "form=fast"], "--hp form must be one of closed, autograd; got 'fast' (nl)"),
         (["run", "--hp", "steps=3"], "method 'nl' has no hyperparameter 'steps'; valid --hp names: form"),
         (["run", "--hp", "=0"], "expected NAME=VALUE, got '=0' (no NAME)"),
-        (
-            ["run", "--hp", "strength=0"],
-            "set --strength itself, not --hp strength='0'",
-        ),  # found by test_hostile
+        (["run", "--hp", "strength=0"], "set --strength itself, not --hp strength='0'"),
         (["run", "--method", "so", "--hp", "targets=all"], "set --targets itself, not --hp targets="),
         (["run", "--batch-size", "ten"], "invalid int value: 'ten'"),
         (["run", "--bogus"], "unrecognized arguments: --bogus"),
@@ -167,6 +165,58 @@ def test_hp_data_options_and_true_false_flags_accept_and_refuse_the_same_words()
         assert str(data[word]).startswith("data_options shuffle_seq must be true or false; got ")
 
 
+# --------------------------------------------------------------------------- refusals, in the world of tests/hostile_world.py
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["run", "--seed", "18446744073709551616"], "--seed must be an integer >= 0 and < 2**63"),
+        (["run", "--seed", "-1"], "--seed must be an integer >= 0 and < 2**63; got -1"),
+        (["bench", "--seed", "18446744073709551616"], "--seed must be an integer >= 0 and < 2**63"),
+        (["bench", "--seed", "-1"], "--seed must be an integer >= 0 and < 2**63; got -1"),
+        (["study", "--seeds", "99999999999999999999999,"], "seeds must be integers >= 0 and < 2**63"),
+        (["study", "--seeds=-1,"], "seeds must be integers >= 0"),
+    ],
+)
+def test_seeds_are_range_checked_by_run_bench_and_study(world, argv, expect):
+    refused(world, [*argv, "--out", "new/never"] if argv[0] != "bench" else argv, expect)
+
+
+def test_error_messages_say_what_is_wrong(world):
+    refused(world, ["run", "--out", "FILE"], "--out FILE exists and is not a folder")
+    refused(world, ["study", "--out", "FILE"], "--out FILE exists and is not a folder")
+    refused(world, ["run", "--foo"], "unrecognized arguments: --foo (see 'oblique run --help')")
+    refused(
+        world,
+        ["run", "--hp", "iters=x", "--method", "oni"],
+        "--hp iters must be an integer from 1 to 100; got 'x' (oni)",
+    )
+
+
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["run", "--out", ""], "--out must be a folder name (not empty); got ''"),
+        (["run", "--method", "baseline", "--strength", "5"], "--strength does not apply to method baseline"),
+        (["study", "--workers", "-1"], "--workers must be an integer >= 0; got -1"),
+        ([], "no command given"),
+    ],
+)
+def test_empty_negative_and_needless_values_and_no_command_are_refused(world, argv, expect):
+    refused(world, argv, expect)
+
+
+def test_version_prints_the_package_version(capsys):
+    from oblique import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"oblique {__version__}"
+
+
+def test_an_error_line_escapes_control_characters(world):
+    refused(world, ["run", "--a\nb"], "unrecognized arguments: --a\\nb")
+
+
 @pytest.mark.parametrize(
     "argv,expect",
     [
@@ -200,3 +250,26 @@ def test_a_bad_method_setting_names_its_flag(argv, expect, capsys, tmp_path):
     code, _, err = _run(["run", *argv, "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and err == f"oblique: error: {expect}\n", err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (
+            ["run", "--model", "wrn16-100000", "--dataset", "synthetic"],
+            "--model wrn16-100000: WRN width must be <= 32",
+        ),
+        (
+            ["run", "--model", "wrn100000-1", "--dataset", "synthetic"],
+            "--model wrn100000-1: WRN depth must be <= 1000",
+        ),
+        (["bench", "--model", "wrn16-100000"], "--model wrn16-100000: WRN width must be <= 32"),
+        (["study", "--grid", "model=wrn16-100000", "--dataset", "synthetic"], "WRN width must be <= 32"),
+        (["run", "--method", "oni", "--hp", "iters=1000000"], "--hp iters must be an integer from 1 to 100"),
+        (["run", "--method", "olm", "--hp", "scale=1e308"], "--hp scale must be a number from 0 to 1000000"),
+    ],
+)
+def test_a_model_or_hyperparameter_that_would_not_fit_or_never_end_is_refused(world, argv, expect):
+    """Refused before any work: WRN-16-100000 would allocate 92 TB, WRN-100000-1 take minutes to build,
+    ONI with 10^6 Newton iterations never end a step, and a scale of 1e308 overflow float32."""
+    refused(world, argv, expect)

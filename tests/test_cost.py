@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from hostile_world import refused
 
 from oblique.cli import main
 from oblique.cost import (
@@ -20,6 +21,7 @@ from oblique.cost import (
     format_table,
     read_bench,
     run_sweep,
+    write_csv,
 )
 from oblique.cost.targets import evaluate
 from oblique.methods import CostTarget, list_methods
@@ -260,3 +262,26 @@ def test_read_bench_rejects_other_json(tmp_path):
     with pytest.raises(RecordError, match="no bench records"):
         read_bench(tmp_path / "empty")
     assert torch.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["--num-classes", "0"], "--num-classes must be an integer from 1 to 100000; got 0"),
+        (["--batch-size", "1000000000"], "--batch-size must be an integer from 1 to 65536"),
+        (["--time-budget", "nan"], "--time-budget must be a number of seconds > 0; got nan"),
+        (["--methods", ""], "--methods must name at least one method"),
+        (["--json", "EMPTY"], "--json EMPTY is a folder; give a file name in it"),
+        (["--csv", "EMPTY"], "--csv EMPTY is a folder; give a file name in it"),
+        (["--json", "FILE/b.json"], "--json FILE/b.json cannot be written (folder FILE:"),
+        (["--csv", ""], "--csv must be a file name"),
+        (["--sweep", "width", "--out", "FILE"], "--out FILE exists and is not a folder"),
+    ],
+)
+def test_bench_refuses_bad_settings_and_outputs_before_benching(world, argv, expect):
+    refused(world, ["bench", "--model", "cnn", *argv], expect)
+
+
+def test_write_csv_leaves_no_temporary_file(tmp_path):
+    write_csv([], tmp_path / "b.csv")
+    assert [p.name for p in tmp_path.iterdir()] == ["b.csv"]

@@ -53,7 +53,9 @@ def test_account_counts_the_fused_optimizers_workspaces_on_resnet20():
 def test_account_counts_the_fused_norm_loss_workspaces_on_resnet20():
     e = prepare_entry("nl", "resnet20", 10, 0, CPU, *_batch(), 1e-3)  # form=closed
     account = memory_account(e)
-    ws = e.method._fused.workspace_tensors()  # norms and coefficients (per-layer norms on the CPU)
+    ws = e.method.fused(
+        e.model
+    ).workspace_tensors()  # the plan the step used: norms and coefficients (per-layer norms on the CPU)
     value = e.method.regularizer_value()  # the last value, kept on the device: persistent too
     assert ws and account["workspaces"] == _storages([*ws, value]) > 0
     # gathered (the CUDA default): the (N, *tail) buffers too, found through the method object

@@ -62,3 +62,18 @@ def test_unknown_dataset():
 def test_synthetic_is_seeded():
     a, b = data.synthetic(seed=3), data.synthetic(seed=3)
     assert torch.equal(a.train.x, b.train.x)
+
+
+def test_an_unwritable_cache_warns_and_goes_on(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("OBLIQUE_CACHE", str(tmp_path / "cache"))
+    with pytest.warns(data.DataWarning, match=r"MNIST-1D cache cannot be written .*\$OBLIQUE_CACHE"):
+        x, y, xt, yt = data.load_mnist1d(num_samples=200)
+    assert len(x) + len(xt) == 200
+
+
+def test_the_cache_file_is_readable_by_everyone(tmp_path, monkeypatch):
+    monkeypatch.setenv("OBLIQUE_CACHE", str(tmp_path))
+    data.load_mnist1d(num_samples=200)
+    (f,) = (tmp_path / "mnist1d").glob("*.npz")
+    assert f.stat().st_mode & 0o777 == 0o644

@@ -60,7 +60,7 @@ def test_method_rebuilds_after_model_to_and_value_is_lazy():
         p.grad = torch.zeros_like(p)
     method.before_step(model)
     first = method.fused(model)
-    assert method._value.dim() == 0  # kept as a tensor until read
+    assert method.regularizer_value().dim() == 0  # kept as a tensor until read
     assert method.last_value == pytest.approx(norm_loss(model, targets="conv+linear").item(), rel=1e-6)
     model.double()  # new data for every parameter: the plan must not write into the old storage
     for p in model.parameters():

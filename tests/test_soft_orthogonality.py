@@ -104,7 +104,8 @@ def test_penalty_and_backward_never_wait_for_the_device(name, batched):
     torch.testing.assert_close(model[1].weight.grad, torch.zeros_like(model[1].weight.grad))
     if name == "srip":
         assert all(
-            torch.isfinite(v).all() and abs(v.norm().item() - 1) < 1e-12 for v in method._vectors.values()
+            torch.isfinite(v).all() and abs(v.norm().item() - 1) < 1e-12
+            for v in method.state_dict()["vectors"].values()
         )
 
 
@@ -119,6 +120,7 @@ def test_batched_srip_matches_the_per_layer_vectors_and_draws():
     for _ in range(3):
         values = [m.penalty(model) for m in methods]
         torch.testing.assert_close(values[0], values[1], rtol=0, atol=1e-12)
-    assert list(methods[0]._vectors) == list(methods[1]._vectors) == ["0", "1", "2", "4"]
-    for k in methods[0]._vectors:
-        torch.testing.assert_close(methods[0]._vectors[k], methods[1]._vectors[k], rtol=0, atol=1e-12)
+    batched, per_layer = (m.state_dict()["vectors"] for m in methods)
+    assert list(batched) == list(per_layer) == ["0", "1", "2", "4"]
+    for k in batched:
+        torch.testing.assert_close(batched[k], per_layer[k], rtol=0, atol=1e-12)

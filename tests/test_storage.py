@@ -3,6 +3,7 @@
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,3 +84,74 @@ def test_a_folder_lock_is_exclusive_and_says_who_holds_it(tmp_path):
         pass
     assert issubclass(storage.FolderLockedError, storage.RecordError)
     assert json.loads(storage.dumps_json({1: (1.5, math.inf)})) == {"1": [1.5, "inf"]}
+
+
+# --------------------------------------------------------------------------- failed writes and corrupt files
+def test_a_folder_that_cannot_be_written_is_named_not_a_temporary_file(tmp_path, monkeypatch):
+    def denied(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", str(Path(dir) / ".x.tmp123"))
+
+    monkeypatch.setattr("tempfile.mkstemp", denied)
+    with pytest.raises(PermissionError) as e:
+        storage.write_atomic(tmp_path / "summary.json", "{}")
+    assert e.value.filename == str(tmp_path / "summary.json")
+
+
+def _open_on(target: str) -> int:
+    """How many of this process's file descriptors are open on ``target`` (Linux: ``/proc/self/fd``)."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == target)
+
+
+def test_a_full_disk_names_the_file(tmp_path):
+    (tmp_path / "metrics.jsonl").symlink_to("/dev/full")  # every write: ENOSPC
+    before = _open_on("/dev/full")
+    w = storage.JsonLinesWriter(tmp_path / "metrics.jsonl")
+    assert _open_on("/dev/full") == before + 1
+    with pytest.raises(OSError) as e:
+        w.write({"type": "meta"})
+    assert e.value.filename == str(tmp_path / "metrics.jsonl") and "No space left" in e.value.strerror
+    with pytest.raises(OSError) as e:
+        w.close()  # the buffered line cannot be written either; the file is closed all the same
+    assert e.value.filename == str(tmp_path / "metrics.jsonl") and _open_on("/dev/full") == before
+
+
+def _read_as_saved(got, saved: dict) -> bool:
+    return (
+        isinstance(got, dict)
+        and got.keys() == saved.keys()
+        and torch.equal(got["w"], saved["w"])
+        and got["metrics_offset"] == saved["metrics_offset"]
+    )
+
+
+def test_a_corrupt_torch_file_is_a_record_error(tmp_path):
+    """Cut, flipped or random bytes of a torch file are refused in one line that names it (torch's reader
+    raises IndexError, BadZipFile, ... and warns about odd pickle protocols on some of them). Garbage is
+    never read: a cut or random file is always refused, a file with flipped bytes is refused or, where the
+    flips missed every byte that is read, reads back exactly what was saved."""
+    import random
+
+    saved = {"w": torch.ones(3), "metrics_offset": 5}
+    torch.save(saved, tmp_path / "ok.pt")
+    data = (tmp_path / "ok.pt").read_bytes()
+    rng = random.Random(0)
+    refusals = [0, 0, 0]  # cut, flipped, random
+    for i in range(120):
+        bad = bytearray(data)
+        if i % 3 == 0:
+            bad = bad[: rng.randrange(len(bad))]
+        elif i % 3 == 1:
+            for _ in range(3):
+                bad[rng.randrange(len(bad))] = rng.randrange(256)
+        else:
+            bad = bytearray(rng.randrange(256) for _ in range(rng.randrange(1, 100)))
+        (tmp_path / "bad.pt").write_bytes(bytes(bad))
+        try:
+            got = storage.read_torch(tmp_path / "bad.pt")
+        except storage.RecordError as e:
+            assert "bad.pt" in str(e) and "\n" not in str(e)
+            refusals[i % 3] += 1
+            continue
+        assert i % 3 == 1 and _read_as_saved(got, saved), f"garbage read from example {i}: {got!r}"
+    assert refusals[0] == refusals[2] == 40 and refusals[1] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hostile_world import STUDY_ARGS, Accepted, digest, quiet_main, refused, run_folders, stubbed
 
 from oblique import list_methods, records
 from oblique.cli import main
@@ -25,6 +27,7 @@ from oblique.study import (
     load_study,
     plan_study,
     published_cell,
+    results_frame,
     run_study,
     summary_markdown,
 )
@@ -283,3 +286,124 @@ def test_the_documented_study_file_is_valid(tmp_path):
     for run in runs:
         RunConfig(**run.settings).validate()
     assert opts == {"workers": 2, "out": "studies/sweep"}
+
+
+# --------------------------------------------------------------------------- hostile study files and records
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["--threads", "-1"], "--threads must be an integer"),
+        (["--threads", "0"], "--threads must be an integer"),
+        (["--dataset", "cifar10", "--model", "resnet20", "--data-root", "nonexistent"], "cifar10 not found"),
+        (["--grid", "warmup_epochs=1e308"], "--warmup-epochs must be a number from 0 to 1000000"),
+        (["--grid", "milestones=1e308"], "--milestones must be"),
+        (["--seeds", "1000000000000"], "expected a count N from 1 to 100000"),
+        (["--seeds", "20000", "--methods", "all"], "this grid has 200000 runs; a study plans at most 100000"),
+    ],
+)
+def test_a_study_refuses_up_front_what_would_fail_every_run(world, argv, expect):
+    refused(world, ["study", *argv, "--out", "new/never-study"], expect)
+    assert not (world.root / "new" / "never-study").exists()
+
+
+@pytest.mark.parametrize(
+    "doc,expect",
+    [
+        ("study = 5", "study must be a table ([study]); got 5"),
+        ("run = 5", "run must be a table ([run]); got 5"),
+        ('grid = "x"', "grid must be a table ([grid]); got 'x'"),
+        (
+            "[study]\nmethods = 5",
+            "--methods must be 'all', comma-separated method names or a list of them; got 5",
+        ),
+        ("[study]\nseeds = 1.5", "--seeds must be a count N >= 1 or a list of seeds (e.g. [1]); got 1.5"),
+        ("[study]\nseeds = true", "--seeds must be a count N >= 1 or a list of seeds (e.g. [1]); got True"),
+        ("[study]\nout = 5", "--out must be a folder name (not empty); got 5"),
+        ("[study]\nstrengths = 0.1", "--strengths must be a list of numbers (e.g. [0.1]); got 0.1"),
+        ("[study]\nworkers = true", "--workers must be an integer >= 0; got True"),
+        ("[grid]\nmodel = [5]", "--model must be text; got 5"),
+        ("[run]\nmodel = 3", "--model must be text; got 3"),
+        ("[run]\nhp = [1, 2]", "'hp' must be a table of NAME = VALUE; got [1, 2]"),
+        ("[run]\nseed = 'x'", "'seed' is a grid variable"),
+        ("[run]\nthreads = 0", "--threads must be an integer from 1 to 4096; got 0"),
+    ],
+)
+def test_a_wrong_typed_study_file_is_one_line_naming_the_flag(world, doc, expect):
+    (world.root / "bad-study.toml").write_text(doc + "\n")
+    refused(world, ["study", "--config", "bad-study.toml"], expect)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[1, 2]",
+        b'{"schema": 1, "runs": {"r": 5}}',
+        b'{"schema": 1, "runs": {}, "grid_variables": 5}',
+        b'{"schema": 1, "runs": {"../../x": {"settings": {}, "grid": {}}}}',
+        b"\xff binary",
+        b"",
+    ],
+)
+def test_a_corrupt_study_json_is_one_line(world, tmp_path, content):
+    study = tmp_path / "s"
+    shutil.copytree(world.root / "STUDY", study)
+    (study / "study.json").write_bytes(content)
+    refused(world, ["plot", str(study)], "study.json")
+    code, err = quiet_main(["study", *STUDY_ARGS, "--out", str(study)])  # the real study reads the folder
+    assert code == 2 and err.count("oblique: error: ") == 1 and "study.json" in err, err
+
+
+def test_a_rerun_repairs_a_run_whose_metrics_are_corrupt(world, tmp_path, capsys):
+    study = tmp_path / "s"
+    shutil.copytree(world.root / "STUDY", study)
+    a, b = run_folders(study)
+    (a / "metrics.jsonl").write_bytes((a / "metrics.jsonl").read_bytes()[:-200])  # cut short
+    kept = digest(b)
+    assert main(["study", *STUDY_ARGS, "--out", str(study)]) == 0
+    assert "1 runs trained, 2 of 2 finished" in capsys.readouterr().out
+    assert records.is_finished(a) and digest(b) == kept
+
+
+SUMMARIES = [
+    b"[1, 2]",
+    b'"ok"',
+    b'{"drift": 5}',
+    b'{"status": "ok", "drift": 5}',
+    b"",
+    b"\xff\xfe\x00",
+    b'{"status": "ok", "steps": "x", "test_error": 1, "test_error_top5": 1, "train_time_s": 1, '
+    b'"regularizer_time_s": 0, "drift": {"mean": {}, "layers": {}}}',
+]
+METRICS = [b"", b"garbage\n", b"\xff\xfe\x00\x80 binary\n", b"[1, 2]\n", b'{"type": "step"}\n']
+
+
+@pytest.mark.parametrize(
+    "which,content", [*(("summary.json", s) for s in SUMMARIES), *(("metrics.jsonl", m) for m in METRICS)]
+)
+def test_records_of_the_wrong_shape_are_left_out_with_a_warning(world, tmp_path, which, content):
+    study = tmp_path / "s"
+    shutil.copytree(world.root / "STUDY", study)
+    (study / "results.csv").write_bytes(b"\x00garbage,\n\xff")  # rewritten by plot
+    name = run_folders(study)[0].name
+    (study / "runs" / name / which).write_bytes(content)
+    with stubbed(world):
+        with pytest.raises(Accepted):  # the figures are the next step
+            main(["plot", str(study)])
+    assert not records.is_finished(study / "runs" / name)  # so the next `oblique study` reruns it
+    frame = results_frame(load_study(study))
+    assert dict(zip(frame["run"], frame["status"], strict=True))[name] == "pending"
+    assert (study / "results.csv").read_text().startswith("run,")
+
+
+def test_plot_warns_one_line_per_unreadable_run(world, tmp_path, capsys):
+    study = tmp_path / "s"
+    shutil.copytree(world.root / "STUDY", study)
+    a, b = run_folders(study)
+    (a / "summary.json").write_text("[1, 2]")
+    (b / "metrics.jsonl").write_bytes(b"\xff\xfe binary")
+    with stubbed(world), pytest.raises(Accepted):
+        main(["plot", str(study)])
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("oblique: warning: ") for line in err), err
+    assert f"{a.name} is left out" in err[0] and "summary.json: expected a run summary" in err[0]
+    assert f"{b.name} is left out" in err[1] and "metrics.jsonl: corrupt or incomplete" in err[1]
