@@ -25,9 +25,8 @@ judged against the tree as it is when the test runs: nothing here lists today's 
 
 Each check collects every problem of the tree and reports them together, ``path:line: what``. The checks
 are tested on made-up sources too (:func:`test_each_check_finds_a_broken_reference`), so none of them
-passes by reading nothing. Two documents hold data the code holds too, and the last tests keep them equal:
-the poster's numbers (``docs/reference/norm_loss_poster.md``) and the constraint of every registered method
-(``docs/DESIGN.md``, "The constraints each method aims at").
+passes by reading nothing. One document holds data the code holds too, and the last test keeps them equal:
+the poster's numbers (``docs/reference/norm_loss_poster.md`` and ``oblique.study.published``).
 """
 
 from __future__ import annotations
@@ -624,14 +623,3 @@ def test_the_poster_transcription_and_the_code_hold_the_same_numbers():
     from oblique.study.published import PUBLISHED
 
     assert _poster_tables() == PUBLISHED
-
-
-def test_the_design_names_the_constraint_of_every_method():
-    """docs/DESIGN.md, "The constraints each method aims at", has one row per registered method, in the
-    registry's order: a new method cannot go without saying what it aims at."""
-    import oblique
-
-    rows = _tables(ROOT / "docs" / "DESIGN.md")["The constraints each method aims at"][1:]
-    assert [row[0].strip("`") for row in rows] == oblique.list_methods()
-    kinds = {name: oblique.get_method(name).kind for name in oblique.list_methods()}
-    assert {row[0].strip("`"): row[1] for row in rows} == kinds

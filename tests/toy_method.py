@@ -25,6 +25,7 @@ class ToyPenalty(Method):
     kind = "soft"
     summary = "a test's throwaway soft penalty λ·Σᵢ(‖Fᵢ‖² − 1)²"
     paper = "—"
+    aims_at = "oblique, softly (squared norms)"
     formula = "λ·Σᵢ(‖Fᵢ‖² − 1)²"
     differences = "a test's throwaway: no upstream"
     color, marker, linestyle = "#ee7733", "p", (0, (4, 1, 1, 1, 1, 1, 1, 1))

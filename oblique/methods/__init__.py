@@ -134,6 +134,7 @@ def registered(*classes: type[Method]) -> Iterator[None]:
 _TABLE_COLUMNS = (
     ("method", "name"),
     ("kind", "kind"),
+    ("aims at", "aims_at"),
     ("paper", "paper"),
     ("formula", "formula"),
     ("what `oblique` does differently from upstream", "differences"),
@@ -152,10 +153,10 @@ def _cell(cls: type[Method], attr: str) -> str:
 
 def markdown_table() -> str:
     """The README's methods table: a row per registered method, in registry order, from its class
-    attributes (``kind``, ``paper``, ``formula``, ``differences``); ends with a newline.
+    attributes (``kind``, ``aims_at``, ``paper``, ``formula``, ``differences``); ends with a newline.
 
     >>> print(markdown_table().splitlines()[2])
-    | `baseline` | none | — | plain training | drift is still recorded on the same targets |
+    | `baseline` | none | nothing | — | plain training | drift is still recorded on the same targets |
 
     Raises:
         RegistrationError: a registered method leaves one of those empty.

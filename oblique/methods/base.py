@@ -198,6 +198,9 @@ class Method:
     summary: ClassVar[str] = ""
     #: the paper, cited short (the README's methods table; the module docstring cites it in full)
     paper: ClassVar[str] = ""
+    #: the constraint it pulls the filter matrix toward — oblique (unit-norm filters), Stiefel (orthonormal
+    #: filters), or none — and how hard (the README's methods table)
+    aims_at: ClassVar[str] = ""
     #: what it computes, in the paper's notation (the README's methods table)
     formula: ClassVar[str] = ""
     #: what ``oblique`` does differently from upstream (the README's methods table; Markdown)

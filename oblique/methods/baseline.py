@@ -14,6 +14,7 @@ class Baseline(Method):
     kind = "none"
     summary = "plain training, no weight regularization"
     paper = "—"
+    aims_at = "nothing"
     formula = "plain training"
     differences = "drift is still recorded on the same targets"
     color, marker, linestyle = "#000000", "o", (0, (6, 2))

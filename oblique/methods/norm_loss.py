@@ -250,6 +250,7 @@ class NormLoss(Method):
     kind = "soft"
     summary = "Norm Loss: λ·Σ_i (1 − ‖F_i‖)², a soft pull of every filter toward unit norm"
     paper = "Georgiou et al., ICPR 2020"
+    aims_at = "oblique, softly"
     formula = "λ·Σᵢ(1 − ‖Fᵢ‖)² (eq. 1); gradient 2w(1 − 1/‖Fᵢ‖) (eq. 6)"
     differences = (
         "eq. 6 added straight to `.grad`, fused over all layers (no autograd graph); the "

@@ -145,6 +145,7 @@ class ObliqueRSGD(Method):
     kind = "riemannian"
     summary = "Riemannian SGD on the oblique manifold: x ← retr_x(−η·(g − ⟨x,g⟩x)) per filter (geoopt.Sphere)"
     paper = "Absil et al. 2008; Bonnabel 2013; geoopt"
+    aims_at = "oblique, exactly"
     formula = "x ← retr_x(−η(g − ⟨x,g⟩x)) per filter"
     differences = (
         "the filter matrix (C_out, C_in·k…) is the `ManifoldParameter`, not the 4-D weight "

@@ -216,6 +216,7 @@ class OLM(GroupedReparamMethod):
     name = "olm"
     summary = "orthogonal weight normalization W = γ·(ZcZcᵀ + εI)^(-1/2)·Zc per group, by eigendecomposition"
     paper = "Huang et al., AAAI 2018"
+    aims_at = "Stiefel within each group, times γ"
     formula = "W = γ·(ZcZcᵀ + εI)^(-1/2) Zc"
     differences = (
         "γ = √2 like upstream's PyTorch `OWN_Conv2d`; the original Torch7 OLM applies no scale "

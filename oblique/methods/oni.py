@@ -125,6 +125,7 @@ class ONI(GroupedReparamMethod):
     name = "oni"
     summary = "ONI: W = γ·B_T·Zc/√‖S‖_F, B_{t+1} = 1.5B_t − 0.5B_t³S/‖S‖_F → (ZcZcᵀ)^(-1/2)Zc, per group"
     paper = "Huang et al., CVPR 2020"
+    aims_at = "Stiefel within each group, times γ"
     formula = "W = γ·B_T Zc/√‖S‖_F, B_{t+1} = 1.5B_t − 0.5B_t³Ŝ"
     differences = (
         "one `iters` (T = 5) and one scale (γ = √2) for every targeted layer — upstream's "

@@ -34,6 +34,7 @@ class PBWN(Method):
     kind = "projection"
     summary = "projection-based WN: SGD step, then F_i ← F_i/‖F_i‖ for every filter (every k steps)"
     paper = "Huang et al., arXiv 1710.02338"
+    aims_at = "oblique, exactly after each projection"
     formula = "SGD step, then Fᵢ ← Fᵢ/‖Fᵢ‖"
     differences = "projection per whole filter, also once at prepare; optionally every k steps"
     color, marker, linestyle = "#882255", "P", (0, (3, 1, 1, 1, 1, 1))

@@ -322,6 +322,7 @@ class SoftOrthogonality(Method):
     kind = "soft"
     summary = "soft orthogonality λ·Σ‖FFᵀ − I‖²_F (computed on the smaller Gram matrix)"
     paper = "Bansal et al., NeurIPS 2018"
+    aims_at = "Stiefel, softly"
     formula = "λ‖FFᵀ − I‖²_F"
     differences = (
         "the exact value from the smaller Gram matrix (tall: ‖FᵀF − I‖² + n − p); the authors "
@@ -359,6 +360,7 @@ class SRIP(Method):
     kind = "soft"
     summary = "spectral restricted isometry λ·Σ σ_max(FFᵀ − I) by power iteration (smaller Gram)"
     paper = "Bansal et al., NeurIPS 2018"
+    aims_at = "Stiefel in spectral norm, softly"
     formula = "λ·σ_max(G − I), G the smaller Gram"
     differences = (
         "returns σ, the paper's formula (upstream's PyTorch scripts return σ², its Keras script "

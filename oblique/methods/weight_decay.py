@@ -37,6 +37,7 @@ class WeightDecay(Method):
     kind = "soft"
     summary = "L2 weight decay λ·Σ‖w‖² on the targeted weights (coupled, through the loss)"
     paper = "Krogh & Hertz 1991; the Norm Loss paper's baseline"
+    aims_at = "zero (no manifold)"
     formula = "λ·Σ‖W‖²_F (gradient 2λw)"
     differences = (
         "acts on the targeted weights only, never biases or BN (an optimizer's `weight_decay` "

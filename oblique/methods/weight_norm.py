@@ -35,6 +35,7 @@ class WeightNorm(Method):
     kind = "reparam"
     summary = "weight normalization w_i = g_i·v_i/‖v_i‖ per filter (g frozen at 1: exactly oblique)"
     paper = "Salimans & Kingma, NeurIPS 2016"
+    aims_at = "oblique with `g=frozen` (else each filter at its gain's norm)"
     formula = "wᵢ = gᵢ·vᵢ/‖vᵢ‖"
     differences = (
         "torch's parametrization (dim 0: whole filter), not the deprecated hook; `g=frozen` puts "
