@@ -91,8 +91,16 @@ def _line(ax, x, y, method: str, label: str | None = None, *, dense: bool = Fals
     ``len/8``-th point (a zigzag would get a marker per zig at a fixed distance along the line)."""
     s = style(method)
     every = max(1, len(x) // 8) if dense else MARK_EVERY
-    kw = {"color": s["color"], "linestyle": s["linestyle"], "marker": s["marker"], "markersize": 3.5,
-          "markevery": every, "label": label, "rasterized": dense, **kw}  # fmt: skip
+    kw = {
+        "color": s["color"],
+        "linestyle": s["linestyle"],
+        "marker": s["marker"],
+        "markersize": 3.5,
+        "markevery": every,
+        "label": label,
+        "rasterized": dense,
+        **kw,
+    }
     return ax.plot(x, y, **kw)
 
 
@@ -230,8 +238,16 @@ def fig_filter_norms(study: Study | str | os.PathLike, echo: Echo = print):
                     body.set_alpha(0.55)
             else:
                 ax.plot([i - 0.35, i + 0.35], [v.mean()] * 2, color=s["color"], linewidth=2.5)
-            ax.plot([i], [np.median(v)], marker=s["marker"], color=s["color"], markeredgecolor="black",
-                    markeredgewidth=0.5, markersize=5, linestyle="none")  # fmt: skip
+            ax.plot(
+                [i],
+                [np.median(v)],
+                marker=s["marker"],
+                color=s["color"],
+                markeredgecolor="black",
+                markeredgewidth=0.5,
+                markersize=5,
+                linestyle="none",
+            )
         ax.set_xticks(range(len(norms)), list(norms), rotation=30, ha="right")
         ax.set_ylabel(r"filter norm $\|F_i\|$")
         ax.set_title("Filter norms at the end of training, every targeted layer and seed (marker: median)")
@@ -267,16 +283,33 @@ def fig_loss(study: Study | str | os.PathLike, span_epochs: float = 0.5):
                     continue
                 per_epoch = max(1, int(round(1 / steps["epoch"].iloc[0])))
                 if i == 0 and method in raw_methods:
-                    _line(raw_ax, steps["step"], steps["loss"], method, _label(rows.iloc[0]), dense=True,
-                          linewidth=0.5, alpha=0.75, linestyle="-")  # fmt: skip
+                    _line(
+                        raw_ax,
+                        steps["step"],
+                        steps["loss"],
+                        method,
+                        _label(rows.iloc[0]),
+                        dense=True,
+                        linewidth=0.5,
+                        alpha=0.75,
+                        linestyle="-",
+                    )
                     seen.append(steps["loss"].to_numpy())
                 ema = steps["loss"].ewm(span=max(2.0, span_epochs * per_epoch)).mean()
                 smoothed.append(pd.Series(ema.to_numpy(), index=steps["step"].to_numpy()))
             if not smoothed:
                 continue
             table = pd.concat(smoothed, axis=1)
-            _band(smooth_ax, table.index, table.mean(axis=1), table.min(axis=1), table.max(axis=1), method,
-                  _label(rows.iloc[0]), dense=True)  # fmt: skip
+            _band(
+                smooth_ax,
+                table.index,
+                table.mean(axis=1),
+                table.min(axis=1),
+                table.max(axis=1),
+                method,
+                _label(rows.iloc[0]),
+                dense=True,
+            )
             seen.append(table.to_numpy())
         lo, hi = _finite_range(seen)
         for ax, title in (
@@ -322,16 +355,31 @@ def _error_against(res: pd.DataFrame, x: str, ax, *, level: str | None) -> int:
             continue
         stats = ok.groupby(x)["test_error"].agg(["mean", "min", "max"]).sort_index()
         if len(stats):
-            ax.errorbar(stats.index, stats["mean"], yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
-                        color=s["color"], marker=s["marker"], linestyle=s["linestyle"], markersize=4, capsize=2,
-                        label=method)  # fmt: skip
+            ax.errorbar(
+                stats.index,
+                stats["mean"],
+                yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
+                color=s["color"],
+                marker=s["marker"],
+                linestyle=s["linestyle"],
+                markersize=4,
+                capsize=2,
+                label=method,
+            )
             ax.fill_between(
                 stats.index, stats["min"], stats["max"], color=s["color"], alpha=0.15, linewidth=0
             )
         div = sorted(set(rows[rows["status"] == "diverged"][x]))
         if div:
-            ax.plot(div, [0.97] * len(div), "x", color=s["color"], transform=ax.get_xaxis_transform(), markersize=6,
-                    label=f"{method} diverged")  # fmt: skip
+            ax.plot(
+                div,
+                [0.97] * len(div),
+                "x",
+                color=s["color"],
+                transform=ax.get_xaxis_transform(),
+                markersize=6,
+                label=f"{method} diverged",
+            )
     return most
 
 
@@ -416,12 +464,16 @@ def _cost_bars(ax, study: Study, ref: pd.DataFrame) -> None:
         table = record["methods"]
         methods = method_order(table)
         step = [table[m]["step_ms"] for m in methods]
-        err = [[table[m]["step_ms"] - table[m]["step_ms_q25"] for m in methods],
-               [table[m]["step_ms_q75"] - table[m]["step_ms"] for m in methods]]  # fmt: skip
+        err = [
+            [table[m]["step_ms"] - table[m]["step_ms_q25"] for m in methods],
+            [table[m]["step_ms_q75"] - table[m]["step_ms"] for m in methods],
+        ]
         reg = [table[m]["regularizer_ms"] for m in methods]
-        title = (f"(a) one training step, each method benched alone\n{record['model']}, batch "
-                 f"{record['batch_size']}, {device_label(record).split(' ')[0]}, {record['threads']} thread"
-                 f"{'s' * (record['threads'] != 1)}, {record['rounds']} rounds")  # fmt: skip
+        title = (
+            f"(a) one training step, each method benched alone\n{record['model']}, batch "
+            f"{record['batch_size']}, {device_label(record).split(' ')[0]}, {record['threads']} thread"
+            f"{'s' * (record['threads'] != 1)}, {record['rounds']} rounds"
+        )
     else:
         methods = method_order(ref["method"])
         step, err, reg = [], None, []
@@ -431,8 +483,15 @@ def _cost_bars(ax, study: Study, ref: pd.DataFrame) -> None:
             reg.append((1e3 * rows["regularizer_time_s"] / rows["steps"].astype(float)).mean())
         title = "(a) wall time per step of the runs\n(they shared the cores; no bench.json)"
     for i, method in enumerate(methods):
-        ax.bar(i, step[i], color=style(method)["color"], edgecolor="black", linewidth=0.5,
-               yerr=None if err is None else [[err[0][i]], [err[1][i]]], capsize=2)  # fmt: skip
+        ax.bar(
+            i,
+            step[i],
+            color=style(method)["color"],
+            edgecolor="black",
+            linewidth=0.5,
+            yerr=None if err is None else [[err[0][i]], [err[1][i]]],
+            capsize=2,
+        )
         ax.bar(i, reg[i], color="white", alpha=0.6, edgecolor="black", hatch="///", linewidth=0.5)
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
     ax.set_ylabel("time per training step (ms)")
@@ -468,8 +527,15 @@ def fig_cost(study: Study | str | os.PathLike, bench: str | os.PathLike | None =
                     b = bench_df[bench_df["method"] == method].sort_values("num_params")
                     y = b[col].astype(float).clip(lower=OVERHEAD_FLOOR_PCT if col == "overhead_pct" else 1e-4)
                     s = style(method)
-                    bx.plot(b["num_params"], y, marker=s["marker"], markersize=3.5, color=s["color"],
-                            linestyle=s["linestyle"], label=method)  # fmt: skip
+                    bx.plot(
+                        b["num_params"],
+                        y,
+                        marker=s["marker"],
+                        markersize=3.5,
+                        color=s["color"],
+                        linestyle=s["linestyle"],
+                        label=method,
+                    )
                     seen.append(y.to_numpy())
                 bx.set_xscale("log")
                 bx.set_yscale("log")

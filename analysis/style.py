@@ -172,6 +172,6 @@ def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
         out_dir / f"{stem}.pdf",
         lambda f: fig.savefig(
             f, format="pdf", dpi=300, metadata={"CreationDate": None, "Producer": None, "Creator": None}
-        ),  # fmt: skip
+        ),
     )
     return [png, pdf]

@@ -44,8 +44,17 @@ def table_latex(study: Study | str | os.PathLike) -> str:
     published = not sf.empty and any(
         (d, m) in PUBLISHED for d, m in zip(sf["dataset"], sf["model"], strict=True)
     )
-    head = ["method", r"$\lambda$", "batch", *map(_tex, keys), r"test error \% best (mean $\pm$ std)",
-            r"top-5 \%", "norm dev.", "off-diag. dev.", "time (s)"]  # fmt: skip
+    head = [
+        "method",
+        r"$\lambda$",
+        "batch",
+        *map(_tex, keys),
+        r"test error \% best (mean $\pm$ std)",
+        r"top-5 \%",
+        "norm dev.",
+        "off-diag. dev.",
+        "time (s)",
+    ]
     if published:
         head.append("published best (mean)")
     lines = [
@@ -59,10 +68,16 @@ def table_latex(study: Study | str | os.PathLike) -> str:
             f"{_n(r['error_best'], '.2f')} ({_n(r['error_mean'], '.2f')} $\\pm$ {_n(r['error_std'], '.2f')})"
         )
         cells = [
-            _tex(r["method"]), _n(r["strength"], "g") if r["strength_applies"] else "--", str(r["batch_size"]),
-            *(_tex(r[k]) for k in keys), err, _n(r["top5_mean"], ".2f"), _n(r["norm_dev_mean_mean"], ".3g"),
-            _n(r["offdiag_dev_mean"], ".3g"), _n(r["train_time_s"], ".1f"),
-        ]  # fmt: skip
+            _tex(r["method"]),
+            _n(r["strength"], "g") if r["strength_applies"] else "--",
+            str(r["batch_size"]),
+            *(_tex(r[k]) for k in keys),
+            err,
+            _n(r["top5_mean"], ".2f"),
+            _n(r["norm_dev_mean_mean"], ".3g"),
+            _n(r["offdiag_dev_mean"], ".3g"),
+            _n(r["train_time_s"], ".1f"),
+        ]
         if published:
             cells.append(_tex(published_cell(r["dataset"], r["model"], r["method"]) or "--"))
         lines.append(" & ".join(cells) + r" \\")

@@ -47,8 +47,18 @@ class Batches:
     (True, True)
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, *, generator: torch.Generator, drop_last: bool,
-                 num_workers: int = 0, pin_memory: bool = False, rank: int = 0, world: int = 1):  # fmt: skip
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        generator: torch.Generator,
+        drop_last: bool,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
         self.generator, self.num_workers, self.pin_memory = generator, num_workers, pin_memory
         self.rank, self.world = rank, world  # this process's share of every (global) batch
@@ -82,9 +92,14 @@ class Batches:
         self._order[:] = order  # in place: the loader iterates this list anew every epoch
         if self._disk is None:  # one loader for the whole run: its workers persist across epochs
             workers = self.num_workers
-            self._disk = DataLoader(self.dataset, batch_sampler=self._order, num_workers=workers,
-                                    pin_memory=self.pin_memory, persistent_workers=workers > 0,
-                                    worker_init_fn=_seed_worker)  # fmt: skip
+            self._disk = DataLoader(
+                self.dataset,
+                batch_sampler=self._order,
+                num_workers=workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=workers > 0,
+                worker_init_fn=_seed_worker,
+            )
         return iter(self._disk)
 
     def _share(self, idx):
@@ -105,8 +120,12 @@ class Batches:
     def state_dict(self) -> dict:
         """Where the data order (and the augmentation's own generator) stands: tensors and plain values."""
         aug = self._augmentation
-        return {"epoch": self._epoch, "start": self._start, "now": self.generator.get_state(),
-                "augment": aug.get_state() if aug is not None else None}  # fmt: skip
+        return {
+            "epoch": self._epoch,
+            "start": self._start,
+            "now": self.generator.get_state(),
+            "augment": aug.get_state() if aug is not None else None,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``: the next :meth:`epoch` call for the epoch in progress then (or the

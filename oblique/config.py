@@ -438,8 +438,13 @@ def setting_kind(f) -> str:
     ``"float"``, ``"bool"``, ``"floats"`` (a list of numbers) or ``"table"`` (NAME = VALUE pairs): a key
     of :data:`oblique.options.KINDS`."""
     text = str(f.type)
-    for kind, marker in (("table", "dict["), ("floats", "list["), ("bool", "bool"), ("float", "float"),
-                         ("int", "int")):  # fmt: skip
+    for kind, marker in (
+        ("table", "dict["),
+        ("floats", "list["),
+        ("bool", "bool"),
+        ("float", "float"),
+        ("int", "int"),
+    ):
         if marker in text:
             return kind
     return "str"

@@ -66,8 +66,9 @@ __all__ = [
 
 # --------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str, stop: StopOnSignal | None = None
-             ) -> dict[str, float]:  # fmt: skip
+def evaluate(
+    model: nn.Module, loader: Iterable, device: torch.device | str, stop: StopOnSignal | None = None
+) -> dict[str, float]:
     """Top-1 and top-5 test error (%) and mean cross-entropy over ``loader``, read in one transfer at the
     end; every reparametrized weight computed once for the whole pass (``parametrize.cached``).
 
@@ -108,8 +109,9 @@ class test_batches:  # noqa: N801 - a re-iterable, used like a loader
         if not isinstance(dataset, TensorData):
             from torch.utils.data import DataLoader
 
-            self._loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                      pin_memory=pin_memory)  # fmt: skip
+            self._loader = DataLoader(
+                dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory
+            )
 
     def __iter__(self):
         if self._loader is not None:
@@ -255,24 +257,21 @@ def fit(
     state = state or FitState()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dist = dist or Dist()
-    loop = _Loop(model, method, optimizer, batches, scheduler, writer, state, device,
-                 log_every=log_every, precision=precision, forward=forward, dist=dist)  # fmt: skip
-    total = loop.steps_per_epoch * epochs
-    t0 = time.perf_counter()
-    loop.bar = _progress(total, method.name, "step", enabled=progress and dist.main, initial=state.step)
-    try:
-        if state.step == 0 and writer is not None:
-            loop.start(total)
-        model.train()
-        while state.epochs_done < epochs and state.diverged_step is None:
-            epoch = state.epochs_done
-            if loop.epoch(epoch, total, drift_every, stop):
-                break  # diverged
-            loop.end_of_epoch(epoch, epochs, test_loader, eval_every, checkpoint_every, stop)
-        return state
-    finally:
-        state.train_time_s += time.perf_counter() - t0
-        loop.bar.close()
+    loop = _Loop(
+        model,
+        method,
+        optimizer,
+        batches,
+        scheduler,
+        writer,
+        state,
+        device,
+        log_every=log_every,
+        precision=precision,
+        forward=forward,
+        dist=dist,
+    )
+    return loop.run(epochs, test_loader, drift_every, eval_every, checkpoint_every, stop, progress=progress)
 
 
 class _StepRecord(NamedTuple):
@@ -298,8 +297,22 @@ class _Loop:
     """What :func:`fit` steps, records and checkpoints: the pieces of one training loop and its buffer
     of records waiting for the next flush (Note [sync-free step])."""
 
-    def __init__(self, model, method, optimizer, batches, scheduler, writer, state: FitState,
-                 device: torch.device, *, log_every: int, precision: str, forward=None, dist: Dist):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        method,
+        optimizer,
+        batches,
+        scheduler,
+        writer,
+        state: FitState,
+        device: torch.device,
+        *,
+        log_every: int,
+        precision: str,
+        forward=None,
+        dist: Dist,
+    ):
         self.model, self.method, self.optimizer, self.batches = model, method, optimizer, batches
         self.forward = forward if forward is not None else model
         self.dist = dist
@@ -315,12 +328,44 @@ class _Loop:
         self.last_loss = float("nan")
         self.broken = False  # the weights went non-finite where a parametrization cannot compute them
 
+    def run(
+        self,
+        epochs: int,
+        test_loader,
+        drift_every: int,
+        eval_every: int,
+        checkpoint_every: int,
+        stop: StopOnSignal | None,
+        *,
+        progress: bool,
+    ) -> FitState:
+        """:func:`fit`'s epochs, from where :attr:`state` stands; its training time added to the state's."""
+        state, total = self.state, self.steps_per_epoch * epochs
+        t0 = time.perf_counter()
+        self.bar = _progress(
+            total, self.method.name, "step", enabled=progress and self.dist.main, initial=state.step
+        )
+        try:
+            if state.step == 0 and self.writer is not None:
+                self.start(total)
+            self.model.train()
+            while state.epochs_done < epochs and state.diverged_step is None:
+                epoch = state.epochs_done
+                if self.epoch(epoch, total, drift_every, stop):
+                    break  # diverged
+                self.end_of_epoch(epoch, epochs, test_loader, eval_every, checkpoint_every, stop)
+            return state
+        finally:
+            state.train_time_s += time.perf_counter() - t0
+            self.bar.close()
+
     # ---------------------------------------------------------------- stepping
     def start(self, total: int) -> None:
         """The first records: ``meta`` and the drift before training."""
         names, table = model_drift_tensor(self.model, weights=self.method.effective_weights(self.model))
-        self.writer.meta(steps_per_epoch=self.steps_per_epoch, total_steps=total, targets=self.method.targets,
-                         layers=names)  # fmt: skip
+        self.writer.meta(
+            steps_per_epoch=self.steps_per_epoch, total_steps=total, targets=self.method.targets, layers=names
+        )
         self.writer.drift(0, 0.0, drift_record((names, table)))
 
     def epoch_batches(self, epoch: int) -> Iterable:
@@ -429,8 +474,9 @@ class _Loop:
         self.pending.clear()
         self._read_spans()
         self.bar.update(flushed)
-        self.bar.set_postfix(loss=f"{self.last_loss:.3f}",
-                             err=f"{self.state.last_eval.get('test_error', float('nan')):.1f}%")  # fmt: skip
+        self.bar.set_postfix(
+            loss=f"{self.last_loss:.3f}", err=f"{self.state.last_eval.get('test_error', float('nan')):.1f}%"
+        )
         return self.state.diverged_step is not None
 
     def _write_step(self, record: _StepRecord, loss: float, values) -> bool:
@@ -454,8 +500,15 @@ class _Loop:
         self.spans.clear()
 
     # ---------------------------------------------------------------- epochs, checkpoints, stops
-    def end_of_epoch(self, epoch: int, epochs: int, test_loader, eval_every: int, checkpoint_every: int,
-                     stop: StopOnSignal | None) -> None:  # fmt: skip
+    def end_of_epoch(
+        self,
+        epoch: int,
+        epochs: int,
+        test_loader,
+        eval_every: int,
+        checkpoint_every: int,
+        stop: StopOnSignal | None,
+    ) -> None:
         state = self.state
         due = (epoch + 1) % eval_every == 0 or epoch + 1 == epochs
         if test_loader is not None and due and self.dist.main:  # the other ranks go on (and wait in DDP)
@@ -480,8 +533,11 @@ class _Loop:
         self.flush()
         rng = self.dist.gather(_rng_state())
         if self.writer is not None:
-            self.writer.checkpoint(checkpoint_state(self.model, self.method, self.optimizer, self.scheduler,
-                                                    self.batches, self.state, rng))  # fmt: skip
+            self.writer.checkpoint(
+                checkpoint_state(
+                    self.model, self.method, self.optimizer, self.scheduler, self.batches, self.state, rng
+                )
+            )
 
     def stop_here(self, stop: StopOnSignal | None) -> None:
         """If a stop was asked for (on any rank): flush, checkpoint, then raise :class:`RunInterrupted`."""
@@ -495,8 +551,9 @@ class _Loop:
 CHECKPOINT_FORMAT = 1
 
 
-def checkpoint_state(model, method, optimizer, scheduler, batches: Batches, state: FitState,
-                     rng: list[dict] | None = None) -> dict:  # fmt: skip
+def checkpoint_state(
+    model, method, optimizer, scheduler, batches: Batches, state: FitState, rng: list[dict] | None = None
+) -> dict:
     """Everything an exact resume needs (Note [exact resume]): tensors and plain containers only. ``rng``:
     every rank's random states (default: this process's)."""
     return {
@@ -511,8 +568,9 @@ def checkpoint_state(model, method, optimizer, scheduler, batches: Batches, stat
     }
 
 
-def restore_checkpoint(ckpt: dict, model, method, optimizer, scheduler, batches: Batches, rank: int = 0
-                       ) -> FitState:  # fmt: skip
+def restore_checkpoint(
+    ckpt: dict, model, method, optimizer, scheduler, batches: Batches, rank: int = 0
+) -> FitState:
     """Load a checkpoint into the pieces of a freshly built run; return the :class:`FitState` it holds.
 
     Raises:
@@ -548,7 +606,7 @@ def _rng_state() -> dict:
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "gauss": float(gauss),
-        },  # fmt: skip
+        },
         "python": random.getstate(),
     }
 

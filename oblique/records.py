@@ -167,8 +167,16 @@ class RunWriter:
         self._metrics.write(record)
 
     def meta(self, *, steps_per_epoch: int, total_steps: int, targets: str, layers: list[str]) -> None:
-        self._line({"type": "meta", "schema_version": SCHEMA_VERSION, "steps_per_epoch": steps_per_epoch,
-                    "total_steps": total_steps, "targets": targets, "layers": list(layers)})  # fmt: skip
+        self._line(
+            {
+                "type": "meta",
+                "schema_version": SCHEMA_VERSION,
+                "steps_per_epoch": steps_per_epoch,
+                "total_steps": total_steps,
+                "targets": targets,
+                "layers": list(layers),
+            }
+        )
 
     def step(self, step: int, epoch: float, *, loss: float, lr: float, reg: float | None) -> None:
         self._line({"type": "step", "step": step, "epoch": epoch, "loss": loss, "lr": lr, "reg": reg})
@@ -348,7 +356,14 @@ def _drift_table(x: Any) -> bool:
     return isinstance(x, dict) and _numbers(x.get("mean", {})) and isinstance(x.get("layers", {}), dict)
 
 
-_NUMBER_KEYS = ("strength", "test_error", "test_error_top5", "test_loss", "train_time_s", "regularizer_time_s")  # fmt: skip
+_NUMBER_KEYS = (
+    "strength",
+    "test_error",
+    "test_error_top5",
+    "test_loss",
+    "train_time_s",
+    "regularizer_time_s",
+)
 #: What a ``summary.json`` must hold where it holds it, key -> (check, what it should be).
 _SUMMARY_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "status": (lambda v: isinstance(v, str), "text"),

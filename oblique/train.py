@@ -124,8 +124,9 @@ def resume(run_dir: str | os.PathLike, **execution: Any) -> dict:
     with _main_rank_writes(dist, work, resume_at=ckpt["metrics_offset"]) as writer:
         if writer is not None and records.is_finished(work):
             raise ConfigError(f"{work} holds a finished run; there is nothing to resume")
-        state = restore_checkpoint(ckpt, run.model, run.method, run.optimizer, run.scheduler, run.batches,
-                                   rank=dist.rank)  # fmt: skip
+        state = restore_checkpoint(
+            ckpt, run.model, run.method, run.optimizer, run.scheduler, run.batches, rank=dist.rank
+        )
         state.resumed_at.append(state.step)
         if writer is not None:
             writer.open()
@@ -164,26 +165,45 @@ def _recorded_config(work: Path, execution: dict[str, Any]) -> RunConfig:
     settings = {k: v for k, v in recorded.items() if k in RunConfig.field_names()}
     unknown = sorted(set(execution) - set(RESUME_OVERRIDES))
     if unknown:
-        raise ConfigError(f"a resumed run keeps its settings; only {', '.join(RESUME_OVERRIDES)} may change, "
-                          f"not {', '.join(unknown)}")  # fmt: skip
+        raise ConfigError(
+            f"a resumed run keeps its settings; only {', '.join(RESUME_OVERRIDES)} may change, "
+            f"not {', '.join(unknown)}"
+        )
     settings.update({k: v for k, v in execution.items() if v is not None})
     cfg = run_config_from(settings, source=str(work / records.CONFIG)).resolved()
     cfg.validate()
     return cfg
 
 
-def _fit_and_record(cfg: RunConfig, run: Built, writer: records.RunWriter | None, state: FitState,
-                    dist: Dist) -> dict:  # fmt: skip
+def _fit_and_record(
+    cfg: RunConfig, run: Built, writer: records.RunWriter | None, state: FitState, dist: Dist
+) -> dict:
     """Fit (from ``state``), then write ``model.pt`` and ``summary.json`` and drop the checkpoint; on an
     interruption write the summary with status ``interrupted`` and re-raise. Without a writer (a rank
     other than the main one) nothing is written."""
     with StopOnSignal() as stop:
         try:
-            fit(run.model, run.method, run.optimizer, run.batches, epochs=cfg.epochs,
-                test_loader=run.test_loader, scheduler=run.scheduler, device=run.device,
-                drift_every=cfg.drift_every, eval_every=cfg.eval_every, log_every=cfg.log_every,
-                precision=cfg.precision, writer=writer, progress=cfg.progress, state=state,
-                checkpoint_every=cfg.checkpoint_every, stop=stop, forward=run.forward, dist=dist)  # fmt: skip
+            fit(
+                run.model,
+                run.method,
+                run.optimizer,
+                run.batches,
+                epochs=cfg.epochs,
+                test_loader=run.test_loader,
+                scheduler=run.scheduler,
+                device=run.device,
+                drift_every=cfg.drift_every,
+                eval_every=cfg.eval_every,
+                log_every=cfg.log_every,
+                precision=cfg.precision,
+                writer=writer,
+                progress=cfg.progress,
+                state=state,
+                checkpoint_every=cfg.checkpoint_every,
+                stop=stop,
+                forward=run.forward,
+                dist=dist,
+            )
             if writer is None:
                 return {"status": "diverged" if state.diverged_step is not None else "ok", "rank": dist.rank}
             summary = summarize(cfg, run.model, run.method, state)
@@ -313,16 +333,29 @@ def build(cfg: RunConfig, dist: Dist | None = None) -> Built:
         model._oblique_channels_last = True  # the loop feeds 4-D batches channels-last too
     model = method.prepare(model)
     forward = _distributed(model, cfg, dist, device)
-    opt_cfg = OptimizerConfig(name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                              weight_decay=cfg.weight_decay)  # fmt: skip
+    opt_cfg = OptimizerConfig(
+        name=cfg.optimizer,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )
     optimizer = method.make_optimizer(model, opt_cfg)
     # the order's generator goes where _data_on put the training set
     on_device = isinstance(data.train, TensorData) and data.train.x.device.type != "cpu"
     g = torch.Generator(device=device if on_device else "cpu").manual_seed(cfg.seed)
     pin = device.type == "cuda"
     drop_last = dist.active or len(data.train) >= 2 * cfg.batch_size  # equal shares under torchrun
-    batches = Batches(data.train, cfg.batch_size, generator=g, drop_last=drop_last, num_workers=cfg.data_workers,
-                      pin_memory=pin, rank=dist.rank, world=dist.world)  # fmt: skip
+    batches = Batches(
+        data.train,
+        cfg.batch_size,
+        generator=g,
+        drop_last=drop_last,
+        num_workers=cfg.data_workers,
+        pin_memory=pin,
+        rank=dist.rank,
+        world=dist.world,
+    )
 
     test_loader = test_batches(
         data.test, max(cfg.batch_size, 500), num_workers=cfg.data_workers, pin_memory=pin
@@ -395,8 +428,9 @@ def _config_record(cfg: RunConfig, run: Built, out: Path, dist: Dist) -> dict:
     return config
 
 
-def summarize(cfg: RunConfig, model: nn.Module, method: Method, state: FitState, *, interrupted: bool = False
-              ) -> dict:  # fmt: skip
+def summarize(
+    cfg: RunConfig, model: nn.Module, method: Method, state: FitState, *, interrupted: bool = False
+) -> dict:
     """``summary.json`` of a run: its identity, status, test error, times and final drift."""
     summary: dict[str, Any] = {
         "status": "interrupted",

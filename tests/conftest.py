@@ -42,8 +42,13 @@ def tiny_study(tmp_path_factory):
     from oblique.study import StudySpec, expand, run_study
 
     root = tmp_path_factory.mktemp("tiny-study")
-    spec = StudySpec(methods=["nl", "wd", "baseline"], strengths=[0.01, 0.1], seeds=[0, 1], batch_sizes=[100, 200],
-                     base={"epochs": 1, "drift_every": 10})  # fmt: skip
+    spec = StudySpec(
+        methods=["nl", "wd", "baseline"],
+        strengths=[0.01, 0.1],
+        seeds=[0, 1],
+        batch_sizes=[100, 200],
+        base={"epochs": 1, "drift_every": 10},
+    )
     result = run_study(root, expand(spec), workers=0, threads=1, progress=False, echo=lambda line: None)
     assert len(result.ran) == 20 and not result.failed
     return root

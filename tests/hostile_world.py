@@ -30,16 +30,53 @@ from oblique.cli import main
 
 #: every path an example may name (relative to the world folder, the examples' working directory)
 PATHS = (
-    "new", "new/sub/deeper", ".", "FILE", "FILE/sub", "EMPTY", "BINARY", "missing.json", "missing/x",
-    "FINISHED", "STUDY", "STUDY/runs", "KILLED", "run.toml", "study.toml", "empty.toml", "binary.toml",
-    "bench.json", "bench.csv", "garbage.csv", "badbench.json", "out.json", "out.csv", "sweep", "",
-)  # fmt: skip
+    "new",
+    "new/sub/deeper",
+    ".",
+    "FILE",
+    "FILE/sub",
+    "EMPTY",
+    "BINARY",
+    "missing.json",
+    "missing/x",
+    "FINISHED",
+    "STUDY",
+    "STUDY/runs",
+    "KILLED",
+    "run.toml",
+    "study.toml",
+    "empty.toml",
+    "binary.toml",
+    "bench.json",
+    "bench.csv",
+    "garbage.csv",
+    "badbench.json",
+    "out.json",
+    "out.csv",
+    "sweep",
+    "",
+)
 
 #: small real runs: MNIST-1D's CNN, batches of 1000 (6 steps an epoch)
 QUICK_RUN = ["--model", "cnn", "--batch-size", "1000", "--no-progress"]
 #: a small real study: baseline and Norm Loss, one seed, one epoch (two runs)
-STUDY_ARGS = ["--methods", "baseline,nl", "--seeds", "1", "--epochs", "1", "--model", "cnn", "--batch-sizes", "1000",
-              "--workers", "0", "--no-figures", "--no-bench", "--no-progress"]  # fmt: skip
+STUDY_ARGS = [
+    "--methods",
+    "baseline,nl",
+    "--seeds",
+    "1",
+    "--epochs",
+    "1",
+    "--model",
+    "cnn",
+    "--batch-sizes",
+    "1000",
+    "--workers",
+    "0",
+    "--no-figures",
+    "--no-bench",
+    "--no-progress",
+]
 
 
 class Accepted(Exception):

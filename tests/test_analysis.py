@@ -107,8 +107,10 @@ def test_one_style_per_method_in_registry_order(study):
 
 
 def test_figures_3_and_4_draw_curves(study):
-    for fig, x in ((fig_strength(study, echo=lambda line: None), {0.01, 0.1}),
-                   (fig_batch_size(study, echo=lambda line: None), {100, 200})):  # fmt: skip
+    for fig, x in (
+        (fig_strength(study, echo=lambda line: None), {0.01, 0.1}),
+        (fig_batch_size(study, echo=lambda line: None), {100, 200}),
+    ):
         curves = {c.get_label(): c.lines[0] for c in fig.axes[0].containers if c.get_label() in ("nl", "wd")}
         assert set(curves) == {"nl", "wd"}
         for ln in curves.values():
@@ -188,9 +190,17 @@ def test_cost_figure_uses_the_study_bench_when_there_is_one(study, tmp_path):
     copy = tmp_path / "s"
     shutil.copytree(study, copy)
     assert "no bench.json" in fig_cost(copy, echo=lambda line: None).axes[0].get_title()
-    methods = {m: {"step_ms": 5.0 + i, "step_ms_q25": 4.9 + i, "step_ms_q75": 5.3 + i, "regularizer_ms": 0.1 * i,
-                   "overhead_pct": 10.0 * i, "overhead_pct_se": 0.5}
-               for i, m in enumerate(("baseline", "wd", "nl"))}  # fmt: skip
+    methods = {
+        m: {
+            "step_ms": 5.0 + i,
+            "step_ms_q25": 4.9 + i,
+            "step_ms_q75": 5.3 + i,
+            "regularizer_ms": 0.1 * i,
+            "overhead_pct": 10.0 * i,
+            "overhead_pct_se": 0.5,
+        }
+        for i, m in enumerate(("baseline", "wd", "nl"))
+    }
     rec = {
         "model": "resnet1d",
         "batch_size": 100,
@@ -254,7 +264,7 @@ def test_cost_figure_from_real_bench_records(single, tmp_path):
             targets=False,
             progress=False,
             threads=1,
-        )  # fmt: skip
+        )
         for m in ("resnet20", "resnet32")
     ]
     write_csv(records, tmp_path / "bench.csv")

@@ -269,12 +269,30 @@ def test_two_processes_on_one_run_folder_are_refused(tmp_path):
 @pytest.mark.slow
 def test_a_killed_study_resumes_its_runs_and_finishes_each_once(tmp_path):
     study = tmp_path / "study"
-    argv = [*OBLIQUE, "study", "--methods", "nl,baseline", "--seeds", "2", "--epochs", "4", "--batch-size", "500",
-            "--workers", "2", "--no-figures", "--no-progress", "--out", str(study)]  # fmt: skip
+    argv = [
+        *OBLIQUE,
+        "study",
+        "--methods",
+        "nl,baseline",
+        "--seeds",
+        "2",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "500",
+        "--workers",
+        "2",
+        "--no-figures",
+        "--no-progress",
+        "--out",
+        str(study),
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
-    while not any((d / records.METRICS).exists() and len((d / records.METRICS).read_text().splitlines()) > 25
-                  for d in (study / "runs").glob("*")):  # fmt: skip
+    while not any(
+        (d / records.METRICS).exists() and len((d / records.METRICS).read_text().splitlines()) > 25
+        for d in (study / "runs").glob("*")
+    ):
         assert proc.poll() is None and time.monotonic() - t0 < 120
         time.sleep(0.05)
     proc.kill()  # the study process dies; its workers are signalled, checkpoint and stop
@@ -285,16 +303,23 @@ def test_a_killed_study_resumes_its_runs_and_finishes_each_once(tmp_path):
     assert len(summaries) == 4 and all(s["status"] == "ok" for s in summaries)
     assert any(s.get("resumed_at") for s in summaries)  # at least one did not start over
     for d in (study / "runs").iterdir():
-        steps = [json.loads(line)["step"] for line in (d / records.METRICS).read_text().splitlines()
-                 if '"type": "step"' in line]  # fmt: skip
+        steps = [
+            json.loads(line)["step"]
+            for line in (d / records.METRICS).read_text().splitlines()
+            if '"type": "step"' in line
+        ]
         assert steps == list(range(1, len(steps) + 1))  # every step once, in order
 
 
 def test_a_redirected_log_gets_plain_lines_not_a_bar(tmp_path):
     log = tmp_path / "log"
     with open(log, "w") as f:
-        p = subprocess.run([*OBLIQUE, "run", "--epochs", "2", "--batch-size", "500", "--out", str(tmp_path / "r")],
-                           stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OBLIQUE_LOG_EVERY": "0.5"})  # fmt: skip
+        p = subprocess.run(
+            [*OBLIQUE, "run", "--epochs", "2", "--batch-size", "500", "--out", str(tmp_path / "r")],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OBLIQUE_LOG_EVERY": "0.5"},
+        )
     assert p.returncode == 0
     text = log.read_text()
     assert "\r" not in text and len(text) < 2000

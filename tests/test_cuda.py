@@ -51,8 +51,17 @@ class _Killed(Exception):
 
 
 def test_cuda_records_time_the_regularizer_with_events_and_resume(tmp_path, monkeypatch):
-    cfg = dict(method="srip", model="resnet20", dataset="synthetic", epochs=3, batch_size=32, device="cuda",
-               deterministic=True, checkpoint_every=1, progress=False)  # fmt: skip
+    cfg = dict(
+        method="srip",
+        model="resnet20",
+        dataset="synthetic",
+        epochs=3,
+        batch_size=32,
+        device="cuda",
+        deterministic=True,
+        checkpoint_every=1,
+        progress=False,
+    )
     s = train(RunConfig(out=str(tmp_path / "a"), **cfg))
     assert s["status"] == "ok" and 0 < s["regularizer_time_s"] < s["train_time_s"]
     env = records.read_config(tmp_path / "a")["environment"]

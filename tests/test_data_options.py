@@ -55,8 +55,10 @@ def test_every_data_set_declares_its_options():
 
 
 def test_values_are_converted_to_their_kind():
-    got = check_data_options("mnist1d", {"num_samples": "5000", "train_split": "0.8", "shuffle_seq": "true",
-                                         "seed": 7.0, "shear_scale": 1})  # fmt: skip
+    got = check_data_options(
+        "mnist1d",
+        {"num_samples": "5000", "train_split": "0.8", "shuffle_seq": "true", "seed": 7.0, "shear_scale": 1},
+    )
     assert got == {
         "num_samples": 5000,
         "train_split": 0.8,
@@ -73,22 +75,34 @@ def test_values_are_converted_to_their_kind():
 @pytest.mark.parametrize(
     "dataset,options,expect",
     [
-        ("mnist1d", {"noise": 1}, "mnist1d has no option 'noise'; valid: num_samples, train_split, shear_scale"),
+        (
+            "mnist1d",
+            {"noise": 1},
+            "mnist1d has no option 'noise'; valid: num_samples, train_split, shear_scale",
+        ),
         ("mnist1d", {"padding": 3}, "has no option 'padding'"),  # a package setting that changes the length
         ("mnist1d", {"num_samples": "abc"}, "num_samples must be an integer from 10 to 1000000; got 'abc'"),
         ("mnist1d", {"num_samples": 2.5}, "num_samples must be an integer from 10 to 1000000; got 2.5"),
         ("mnist1d", {"train_split": 1}, "train_split must be a number > 0 and < 1; got 1"),
         ("mnist1d", {"scale_coeff": 2}, "scale_coeff must be a number >= 0 and < 2; got 2"),
-        ("mnist1d", {"iid_noise_scale": "nan"}, "iid_noise_scale must be a number from 0 to 1000000; got 'nan'"),
+        (
+            "mnist1d",
+            {"iid_noise_scale": "nan"},
+            "iid_noise_scale must be a number from 0 to 1000000; got 'nan'",
+        ),
         ("mnist1d", {"shuffle_seq": "maybe"}, "shuffle_seq must be true or false; got 'maybe'"),
         ("mnist1d", {"seed": -1}, "seed must be an integer from 0 to 4294967295; got -1"),
-        ("mnist1d", {"num_samples": 10, "train_split": 0.05}, "num_samples 10 with train_split 0.05 leaves the training set empty"),
+        (
+            "mnist1d",
+            {"num_samples": 10, "train_split": 0.05},
+            "num_samples 10 with train_split 0.05 leaves the training set empty",
+        ),
         ("cifar10", {"num_samples": 5}, "cifar10 has no option 'num_samples'; valid: augment"),
         ("cifar100", {"augment": 3}, "augment must be true or false; got 3"),
         ("imagenet", {"image_size": 8}, "image_size must be an integer from 32 to 1024; got 8"),
         ("synthetic", {"n_train": 0}, "n_train must be an integer from 1 to 10000000; got 0"),
     ],
-)  # fmt: skip
+)
 def test_bad_keys_and_values_say_what_is_valid(dataset, options, expect):
     with pytest.raises(DataOptionError) as e:
         check_data_options(dataset, options)
@@ -105,13 +119,25 @@ def test_bad_keys_and_values_say_what_is_valid(dataset, options, expect):
     "argv,expect",
     [
         (["--data-option", "noise=3"], "--data-option: mnist1d has no option 'noise'; valid: num_samples, "),
-        (["--data-option", "num_samples=many"], "--data-option num_samples must be an integer from 10 to 1000000; got 'many' (mnist1d)"),
+        (
+            ["--data-option", "num_samples=many"],
+            "--data-option num_samples must be an integer from 10 to 1000000; got 'many' (mnist1d)",
+        ),
         (["--data-option", "num_samples"], "argument --data-option: expected NAME=VALUE, got 'num_samples'"),
-        (["--dataset", "synthetic", "--model", "resnet20", "--data-option", "augment=true"], "synthetic has no option 'augment'"),
-        (["--download"], "--download is for cifar10 and cifar100 only; mnist1d is generated here, never downloaded"),
-        (["--dataset", "imagenet", "--model", "resnet50", "--download"], "imagenet is read from a folder you prepare"),
+        (
+            ["--dataset", "synthetic", "--model", "resnet20", "--data-option", "augment=true"],
+            "synthetic has no option 'augment'",
+        ),
+        (
+            ["--download"],
+            "--download is for cifar10 and cifar100 only; mnist1d is generated here, never downloaded",
+        ),
+        (
+            ["--dataset", "imagenet", "--model", "resnet50", "--download"],
+            "imagenet is read from a folder you prepare",
+        ),
     ],
-)  # fmt: skip
+)
 def test_command_line_errors_are_one_line(argv, expect, capsys, tmp_path):
     line = _one_line_error(*_run(["run", *QUICK, *argv, "--out", str(tmp_path / "r")], capsys)[::2])
     assert expect in line, line
@@ -124,8 +150,19 @@ def test_options_reach_the_data_and_config_json(capsys, tmp_path):
     s = get_dataset("synthetic", n_train=8, n_test=4, image_size=8, num_classes=3)
     assert s.train.x.shape == (8, 3, 8, 8) and len(s.test) == 4 and int(s.train.y.max()) < 3
     out = tmp_path / "r"
-    code, _, err = _run(["run", *QUICK, "--data-option", "num_samples=200", "--data-option", "train_split=0.5",
-                         "--out", str(out)], capsys)  # fmt: skip
+    code, _, err = _run(
+        [
+            "run",
+            *QUICK,
+            "--data-option",
+            "num_samples=200",
+            "--data-option",
+            "train_split=0.5",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
     assert config["data_options"] == {"num_samples": 200, "train_split": 0.5} and config["download"] is False
@@ -134,8 +171,19 @@ def test_options_reach_the_data_and_config_json(capsys, tmp_path):
     # in a config file, the table [data_options]; the flags merge into it key by key
     f = tmp_path / "run.toml"
     f.write_text("[data_options]\nnum_samples = 300\ntrain_split = 0.5\n")
-    code, _, err = _run(["run", *QUICK, "--config", str(f), "--data-option", "num_samples=400", "--out",
-                         str(tmp_path / "r2")], capsys)  # fmt: skip
+    code, _, err = _run(
+        [
+            "run",
+            *QUICK,
+            "--config",
+            str(f),
+            "--data-option",
+            "num_samples=400",
+            "--out",
+            str(tmp_path / "r2"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     config = json.loads((tmp_path / "r2" / "config.json").read_text())
     assert config["data_options"] == {"num_samples": 400, "train_split": 0.5}
@@ -184,8 +232,25 @@ def test_download_unreachable_is_one_line_and_leaves_nothing(monkeypatch, capsys
 
     _fake_torchvision(monkeypatch, unreachable)
     root, out = tmp_path / "data" / "cifar", tmp_path / "run"
-    line = _one_line_error(*_run(["run", "--dataset", "cifar10", "--model", "resnet20", "--download", "--data-root",
-                                  str(root), "--out", str(out), "--epochs", "1"], capsys)[::2])  # fmt: skip
+    line = _one_line_error(
+        *_run(
+            [
+                "run",
+                "--dataset",
+                "cifar10",
+                "--model",
+                "resnet20",
+                "--download",
+                "--data-root",
+                str(root),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+            ],
+            capsys,
+        )[::2]
+    )
     assert (
         "cifar10 could not be downloaded" in line
         and "name resolution" in line
@@ -216,8 +281,15 @@ def test_download_moves_a_complete_folder_into_place(monkeypatch, tmp_path):
     # a study downloads once, while planning, before any run starts
     from oblique.study import expand, spec_from_tables
 
-    tables = {"study": {"methods": ["nl", "wd"], "seeds": [0, 1]},
-              "run": {"dataset": "cifar10", "model": "resnet20", "download": True, "data_root": str(tmp_path / "s")}}  # fmt: skip
+    tables = {
+        "study": {"methods": ["nl", "wd"], "seeds": [0, 1]},
+        "run": {
+            "dataset": "cifar10",
+            "model": "resnet20",
+            "download": True,
+            "data_root": str(tmp_path / "s"),
+        },
+    }
     runs = expand(spec_from_tables(tables)[0])
     assert len(calls) == 2 and (tmp_path / "s" / "cifar-10-batches-py").is_dir()
     assert all("download" not in r.settings for r in runs)  # how the data got there is not part of a run
@@ -225,7 +297,22 @@ def test_download_moves_a_complete_folder_into_place(monkeypatch, tmp_path):
 
 @pytest.mark.skipif(HAVE_TV, reason="torchvision is installed: the download would go to the network")
 def test_download_without_torchvision_is_one_line(capsys, tmp_path):
-    line = _one_line_error(*_run(["run", "--dataset", "cifar100", "--model", "resnet20", "--download", "--data-root",
-                                  str(tmp_path / "d"), "--out", str(tmp_path / "r")], capsys)[::2])  # fmt: skip
+    line = _one_line_error(
+        *_run(
+            [
+                "run",
+                "--dataset",
+                "cifar100",
+                "--model",
+                "resnet20",
+                "--download",
+                "--data-root",
+                str(tmp_path / "d"),
+                "--out",
+                str(tmp_path / "r"),
+            ],
+            capsys,
+        )[::2]
+    )
     assert "download needs torchvision: install oblique[vision]" in line
     assert not (tmp_path / "d").exists() and not (tmp_path / "r").exists()

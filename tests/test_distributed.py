@@ -56,12 +56,23 @@ def test_oblique_run_under_torchrun_writes_one_folder_matching_one_process(tmp_p
         "1",
         "--no-progress",
     ]
-    p = subprocess.run([*TORCHRUN, "-m", "oblique", *args, "--out", str(tmp_path / "ddp")], capture_output=True,
-                       text=True, timeout=600, env=ENV, cwd=tmp_path)  # fmt: skip
+    p = subprocess.run(
+        [*TORCHRUN, "-m", "oblique", *args, "--out", str(tmp_path / "ddp")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("test error") == 1  # rank 0 reports, alone
-    single = subprocess.run([sys.executable, "-m", "oblique", *args, "--out", str(tmp_path / "one")],
-                            capture_output=True, text=True, timeout=600, env=ENV)  # fmt: skip
+    single = subprocess.run(
+        [sys.executable, "-m", "oblique", *args, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
     assert single.returncode == 0, single.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "one"]  # exactly one run folder each
     a, b = records.read_metrics(tmp_path / "ddp"), records.read_metrics(tmp_path / "one")
@@ -82,10 +93,29 @@ def test_sigterm_under_torchrun_stops_every_rank_interrupted_with_a_checkpoint(t
     import time
 
     out = tmp_path / "run"
-    args = ["run", "--model", "cnn", "--epochs", "20", "--batch-size", "100", "--threads", "1", "--no-progress",
-            "--log-every", "5", "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen([*TORCHRUN, "-m", "oblique", *args], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    args = [
+        "run",
+        "--model",
+        "cnn",
+        "--epochs",
+        "20",
+        "--batch-size",
+        "100",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--log-every",
+        "5",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        [*TORCHRUN, "-m", "oblique", *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     t0 = time.monotonic()
     while not (
         (out / records.METRICS).exists() and len((out / records.METRICS).read_text().splitlines()) > 12

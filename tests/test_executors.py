@@ -38,8 +38,21 @@ from oblique.study.local import _pinned_gpus, visible_gpus
 #: the ``oblique`` command in a fresh interpreter
 OBLIQUE = [sys.executable, "-c", "import sys; from oblique.cli import main; sys.exit(main())"]
 #: a small real study: 4 one-epoch runs of 12 steps (batch 500 on MNIST-1D's 6000 training samples)
-SMALL = ["--methods", "nl,baseline", "--seeds", "2", "--epochs", "1", "--batch-sizes", "500", "--drift-every", "5",
-         "--no-figures", "--no-bench", "--no-progress"]  # fmt: skip
+SMALL = [
+    "--methods",
+    "nl,baseline",
+    "--seeds",
+    "2",
+    "--epochs",
+    "1",
+    "--batch-sizes",
+    "500",
+    "--drift-every",
+    "5",
+    "--no-figures",
+    "--no-bench",
+    "--no-progress",
+]
 #: what differs between two studies of the same runs: where they are, and how long things took
 TIME_COLUMNS = ("train_time_s", "regularizer_time_s")
 
@@ -112,8 +125,22 @@ def test_visible_gpus_follow_torch_and_cuda_visible_devices(monkeypatch):
 @pytest.mark.slow
 def test_device_is_an_execution_setting_that_reaches_every_run(tmp_path, capsys):
     out = tmp_path / "s"
-    base = ["study", "--methods", "baseline", "--epochs", "1", "--batch-sizes", "500", "--workers", "0",
-            "--no-figures", "--no-bench", "--no-progress", "--out", str(out)]  # fmt: skip
+    base = [
+        "study",
+        "--methods",
+        "baseline",
+        "--epochs",
+        "1",
+        "--batch-sizes",
+        "500",
+        "--workers",
+        "0",
+        "--no-figures",
+        "--no-bench",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert _quiet([*base, "--seeds", "1"], capsys)[0] == 0
     study = json.loads((out / STUDY_FILE).read_text())
     assert all("device" not in r["settings"] for r in study["runs"].values())  # not what a run is
@@ -189,7 +216,9 @@ def test_execution_settings_reach_the_tasks_and_nothing_else_does(tmp_path):
     assert execution == {"device": "cuda", "log_every": 7}
     run_study(tmp_path, runs, executor=rec, execution=execution, progress=False)
     assert [(t.settings["device"], t.settings["log_every"], t.settings["epochs"]) for t in rec.tasks] == [
-        ("cuda", 7, 1), ("cuda", 7, 1)]  # fmt: skip
+        ("cuda", 7, 1),
+        ("cuda", 7, 1),
+    ]
     with pytest.raises(StudyError, match="epochs cannot be given"):
         run_study(tmp_path, runs, executor=rec, execution={"epochs": 3}, progress=False)
     with pytest.raises(ConfigError, match="device must be"):
@@ -201,8 +230,22 @@ def test_a_device_this_machine_lacks_is_refused_up_front(tmp_path, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code, err = _quiet(["study", "--methods", "baseline", "--seeds", "1", "--device", "cuda", "--workers", "0",
-                        "--out", str(tmp_path / "s")], capsys)  # fmt: skip
+    code, err = _quiet(
+        [
+            "study",
+            "--methods",
+            "baseline",
+            "--seeds",
+            "1",
+            "--device",
+            "cuda",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        capsys,
+    )
     assert code == 2 and err.strip().startswith("oblique: error: --device cuda") and "\n" not in err.strip()
     assert not (tmp_path / "s").exists()
     code, err = _quiet(
@@ -251,8 +294,10 @@ def ray_address():
 def _configs(root: Path) -> dict[str, dict]:
     """Every run's config.json but where it is (``out``) and the machine's momentary state."""
     skip = {"out"}
-    return {n: {k: v for k, v in records.read_config(root / "runs" / n).items() if k not in skip}
-            for n in load_study(root).runs}  # fmt: skip
+    return {
+        n: {k: v for k, v in records.read_config(root / "runs" / n).items() if k not in skip}
+        for n in load_study(root).runs
+    }
 
 
 @pytest.mark.slow
@@ -289,8 +334,9 @@ def test_a_ray_worker_that_dies_is_recorded_and_the_study_completes(tmp_path, ra
 
     runs = expand(StudySpec(methods=["nl", "baseline"], seeds=[0, 1], base={"epochs": 1, "batch_size": 500}))
     lines: list[str] = []
-    result = run_study(tmp_path, runs, executor=RayExecutor(task_fn=_exit_in_one_run), progress=False,
-                       echo=lines.append)  # fmt: skip
+    result = run_study(
+        tmp_path, runs, executor=RayExecutor(task_fn=_exit_in_one_run), progress=False, echo=lines.append
+    )
     dead = "baseline_bs500_seed1"
     assert (
         not result.interrupted
@@ -322,20 +368,48 @@ def _finished(out: Path) -> dict[str, int]:
 
 def _training(out: Path) -> list[Path]:
     """Run folders of runs part-way through training (step records written, no summary yet)."""
-    return [d for d in (out / "runs").glob("*") if (d / records.METRICS).is_file()
-            and '"type": "step"' in (d / records.METRICS).read_text() and not (d / records.SUMMARY).exists()]  # fmt: skip
+    return [
+        d
+        for d in (out / "runs").glob("*")
+        if (d / records.METRICS).is_file()
+        and '"type": "step"' in (d / records.METRICS).read_text()
+        and not (d / records.SUMMARY).exists()
+    ]
 
 
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_ray_tasks_and_a_rerun_finishes_every_run_once(tmp_path, ray_address):
     out = tmp_path / "s"
     # runs of a few seconds each, so that the Ctrl-C lands while runs are still to train on a fast machine
-    argv = [*OBLIQUE, "study", "--methods", "nl,baseline", "--seeds", "2", "--epochs", "8", "--batch-sizes", "100",
-            "--drift-every", "10", "--log-every", "5", "--executor", "ray", "--address", ray_address,
-            "--out", str(out), "--no-progress", "--no-figures", "--no-bench"]  # fmt: skip
+    argv = [
+        *OBLIQUE,
+        "study",
+        "--methods",
+        "nl,baseline",
+        "--seeds",
+        "2",
+        "--epochs",
+        "8",
+        "--batch-sizes",
+        "100",
+        "--drift-every",
+        "10",
+        "--log-every",
+        "5",
+        "--executor",
+        "ray",
+        "--address",
+        ray_address,
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-figures",
+        "--no-bench",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                         start_new_session=True)  # fmt: skip
+    p = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
     deadline = time.monotonic() + 240
     while (
         p.poll() is None and time.monotonic() < deadline and not ((out / "runs").is_dir() and _training(out))
@@ -364,7 +438,10 @@ def test_ctrl_c_cancels_the_ray_tasks_and_a_rerun_finishes_every_run_once(tmp_pa
     for d in stopped:  # resumed from the checkpoint, every step recorded once, in order
         assert records.read_summary(d)["resumed_at"], d.name
     for d in (out / "runs").iterdir():
-        steps = [json.loads(line)["step"] for line in (d / records.METRICS).read_text().splitlines()
-                 if '"type": "step"' in line]  # fmt: skip
+        steps = [
+            json.loads(line)["step"]
+            for line in (d / records.METRICS).read_text().splitlines()
+            if '"type": "step"' in line
+        ]
         assert steps == list(range(1, len(steps) + 1))
     assert sum(line.startswith(("nl", "baseline")) for line in p2.stderr.splitlines()) == 4 - len(before)

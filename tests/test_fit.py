@@ -112,8 +112,9 @@ def test_channels_last_takes_the_same_trajectory_as_contiguous(method, hp):
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
             model._oblique_channels_last = True
-        batches = Batches(_synthetic(12, torch.float64), 4, generator=torch.Generator().manual_seed(0),
-                          drop_last=True)  # fmt: skip
+        batches = Batches(
+            _synthetic(12, torch.float64), 4, generator=torch.Generator().manual_seed(0), drop_last=True
+        )
         fit(model, m, optimizer, batches, epochs=1, log_every=3)
         results.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     plain, cl = results

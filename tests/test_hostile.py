@@ -61,7 +61,7 @@ NUMBERS = st.one_of(
             "18446744073709551616",
             "9" * 30,
         ]
-    ),  # fmt: skip
+    ),
 )
 SMALL_INTS = st.integers(-2, 3).map(str)
 #: text as a command line can hold it: no NUL byte (execve cannot pass one), no '/' (no absolute paths)
@@ -85,7 +85,7 @@ CHOICES = {
         "wrn100000-1",
         "nope",
         "",
-    ],  # fmt: skip
+    ],
     "dataset": ["mnist1d", "synthetic", "cifar10", "cifar100", "imagenet", "nope", ""],
     "targets": ["conv", "conv+linear", "all", ""],
     "optimizer": ["sgd", "adam", "lbfgs", ""],
@@ -179,7 +179,7 @@ STUDY_OPTIONS = {
                 "nope",
                 "",
             ]
-        ),  # fmt: skip
+        ),
         st.lists(st.one_of(NUMBERS, st.sampled_from(CHOICES["model"])), max_size=3).map(",".join),
     )
     | JUNK,
@@ -204,7 +204,7 @@ STUDY_OPTIONS = {
             "--config",
             "--resume",
         )
-    },  # fmt: skip
+    },
 }
 
 
@@ -259,8 +259,16 @@ def test_plot_command_line(world, study, argv):
 
 
 @HOSTILE
-@given(argv=st.lists(st.one_of(st.sampled_from(["run", "study", "bench", "plot", "methods", "-v", "--help",
-                                                "--version", "-h"]), RANDOM_FLAG, JUNK), max_size=4))  # fmt: skip
+@given(
+    argv=st.lists(
+        st.one_of(
+            st.sampled_from(["run", "study", "bench", "plot", "methods", "-v", "--help", "--version", "-h"]),
+            RANDOM_FLAG,
+            JUNK,
+        ),
+        max_size=4,
+    )
+)
 def test_any_words(world, argv):
     outcome(world, argv)
 
@@ -319,8 +327,15 @@ def _plausible(key: str) -> st.SearchStrategy:
 
 @st.composite
 def run_tables(draw) -> dict:
-    keys = draw(st.lists(st.one_of(st.sampled_from(FIELDS), st.sampled_from(FIELDS).map(lambda k: k.replace("_", "-")),
-                                   TOML_TEXT), max_size=4, unique=True))  # fmt: skip
+    keys = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from(FIELDS), st.sampled_from(FIELDS).map(lambda k: k.replace("_", "-")), TOML_TEXT
+            ),
+            max_size=4,
+            unique=True,
+        )
+    )
     return {k: draw(st.one_of(_plausible(k.replace("-", "_")), VALUES)) for k in keys}
 
 
@@ -361,8 +376,13 @@ def study_tables(draw) -> dict:
         }.items()
         if draw(st.integers(0, 2)) == 0
     }
-    grid = draw(st.dictionaries(st.one_of(st.sampled_from([*FIELDS, "hp.iters", "hp.x"]), TOML_TEXT),
-                                st.one_of(st.lists(SCALARS, max_size=3), SCALARS), max_size=2))  # fmt: skip
+    grid = draw(
+        st.dictionaries(
+            st.one_of(st.sampled_from([*FIELDS, "hp.iters", "hp.x"]), TOML_TEXT),
+            st.one_of(st.lists(SCALARS, max_size=3), SCALARS),
+            max_size=2,
+        )
+    )
     tables = {"study": study, "run": draw(run_tables()), "grid": grid}
     for name in draw(st.lists(st.sampled_from(["study", "run", "grid", "other"]), max_size=2, unique=True)):
         tables[name] = draw(SCALARS)  # study = 5, run = "x": a key where a table belongs
@@ -452,8 +472,11 @@ def test_a_killed_run_resumes(world, tmp_path):
 
 
 @HOSTILE
-@given(data=st.data(), which=st.sampled_from(["summary.json", "metrics.jsonl", "config.json"]),
-       overwrite=st.booleans())  # fmt: skip
+@given(
+    data=st.data(),
+    which=st.sampled_from(["summary.json", "metrics.jsonl", "config.json"]),
+    overwrite=st.booleans(),
+)
 def test_corrupt_run_records(world, data, which, overwrite):
     """A copy of the finished run with one record corrupted, as the ``--out`` of a new run."""
     copy = world.root / "corrupt-run"

@@ -85,7 +85,7 @@ ALLOWED: dict[str, set[str]] = {
         "oblique.methods",
         "oblique.models",
         "oblique.optim",
-    },  # fmt: skip
+    },
     "oblique.export": LIBRARY_BASE | {"oblique.records", "oblique.config"},
     "oblique": {"oblique.geometry", "oblique.methods"},
     "oblique.cli": LIBRARY_BASE
@@ -102,7 +102,7 @@ ALLOWED: dict[str, set[str]] = {
         "oblique.cost",
         "oblique.export",
         "analysis",
-    },  # fmt: skip
+    },
     "oblique.__main__": {"oblique.cli"},
     "analysis": LIBRARY_BASE
     | {
@@ -114,7 +114,7 @@ ALLOWED: dict[str, set[str]] = {
         "oblique.models",
         "oblique.study",
         "oblique.cost",
-    },  # fmt: skip
+    },
 }
 
 

@@ -16,8 +16,14 @@ from oblique.presets import PRESETS, PresetError, get_preset, list_presets, pres
 from oblique.recipes import recipe_for
 from oblique.study import StudyError, expand, spec_from_tables
 
-NAMES = ["cifar10-resnet110", "cifar100-resnet110", "cifar10-wrn28-10", "cifar100-wrn28-10", "imagenet-resnet50",
-         "mnist1d-paper"]  # fmt: skip
+NAMES = [
+    "cifar10-resnet110",
+    "cifar100-resnet110",
+    "cifar10-wrn28-10",
+    "cifar100-wrn28-10",
+    "imagenet-resnet50",
+    "mnist1d-paper",
+]
 #: a word of each preset's source that must be there
 AUTHORS = {"resnet110": "He et al.", "wrn28-10": "Zagoruyko", "resnet50": "Goyal", "cnn": "Greydanus"}
 
@@ -46,9 +52,19 @@ def test_the_six_presets_resolve_validate_and_name_their_source():
 def test_recipes_of_the_sources():
     r110 = RunConfig.from_preset("cifar10-resnet110").resolved()
     assert (r110.optimizer, r110.lr, r110.momentum, r110.nesterov, r110.batch_size, r110.epochs) == (
-        "sgd", 0.1, 0.9, False, 128, 200)  # fmt: skip
-    assert (r110.milestones, r110.gamma, r110.warmup_epochs, r110.data_options) == ([100, 150], 0.1, 1.0,
-                                                                                    {"augment": True})  # fmt: skip
+        "sgd",
+        0.1,
+        0.9,
+        False,
+        128,
+        200,
+    )
+    assert (r110.milestones, r110.gamma, r110.warmup_epochs, r110.data_options) == (
+        [100, 150],
+        0.1,
+        1.0,
+        {"augment": True},
+    )
     wrn = RunConfig.from_preset("cifar100-wrn28-10").resolved()
     assert (wrn.nesterov, wrn.milestones, wrn.gamma, wrn.dataset) == (True, [60, 120, 160], 0.2, "cifar100")
     r50 = RunConfig.from_preset("imagenet-resnet50").resolved()
@@ -72,7 +88,13 @@ def test_mnist1d_paper_is_the_package_generation_and_the_reference_cnn_recipe():
     train = int(package["num_samples"] * package["train_split"])
     assert (train, package["num_samples"] - train) == (4000, 1000)
     assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.schedule, cfg.weight_decay) == (
-        "cnn", "adam", 1e-2, 100, "constant", 0.0)  # fmt: skip
+        "cnn",
+        "adam",
+        1e-2,
+        100,
+        "constant",
+        0.0,
+    )
     assert cfg.epochs * (train // cfg.batch_size) == 6000  # steps
 
 
@@ -89,10 +111,16 @@ def test_defaults_below_preset_below_config_file_below_flags(tmp_path):
         "constant",
         "adam",
     )  # flag, file, preset
-    assert cfg.data_options == {"num_samples": 2000, "train_split": 0.5, "shear_scale": 0.75, "scale_coeff": 0.4,
-                                "seed": 42}  # fmt: skip
-    args = build_parser().parse_args(["run", "--preset", "cifar10-resnet110", "--model", "resnet20",
-                                      "--data-option", "augment=false"])  # fmt: skip
+    assert cfg.data_options == {
+        "num_samples": 2000,
+        "train_split": 0.5,
+        "shear_scale": 0.75,
+        "scale_coeff": 0.4,
+        "seed": 42,
+    }
+    args = build_parser().parse_args(
+        ["run", "--preset", "cifar10-resnet110", "--model", "resnet20", "--data-option", "augment=false"]
+    )
     cfg = run_config_from_args(args).resolved()
     assert (cfg.model, cfg.warmup_epochs, cfg.data_options) == (
         "resnet20",
@@ -107,8 +135,12 @@ def test_toml_round_trip(name, tmp_path):
     direct = run_config_from({"preset": name}).resolved()
     assert run_config_from(tomllib.loads(text)).resolved() == direct
     (tmp_path / "p.toml").write_text(text)  # and as the user copies it: --config FILE
-    assert run_config_from_args(build_parser().parse_args(["run", "--config", str(tmp_path / "p.toml")])).resolved() \
-        == direct  # fmt: skip
+    assert (
+        run_config_from_args(
+            build_parser().parse_args(["run", "--config", str(tmp_path / "p.toml")])
+        ).resolved()
+        == direct
+    )
     assert f"# source: {get_preset(name).source[:40]}" in text
 
 
@@ -142,37 +174,78 @@ def test_bad_preset_is_one_line_listing_the_valid_ones(capsys, tmp_path):
 
 
 def test_preset_in_a_study(tmp_path):
-    tables = {"study": {"methods": ["nl", "baseline"], "seeds": [0]},
-              "run": {"preset": "mnist1d-paper", "epochs": 1, "data_options": {"num_samples": 200}}}  # fmt: skip
+    tables = {
+        "study": {"methods": ["nl", "baseline"], "seeds": [0]},
+        "run": {"preset": "mnist1d-paper", "epochs": 1, "data_options": {"num_samples": 200}},
+    }
     spec, _ = spec_from_tables(tables)
     runs = expand(spec)
     assert len(runs) == 2
     for run in runs:
         s = run.settings
         assert (s["preset"], s["model"], s["schedule"], s["epochs"], s["optimizer"]) == (
-            "mnist1d-paper", "cnn", "constant", 1, "adam")  # fmt: skip
+            "mnist1d-paper",
+            "cnn",
+            "constant",
+            1,
+            "adam",
+        )
         assert s["data_options"] == {**PRESETS["mnist1d-paper"].settings["data_options"], "num_samples": 200}
     # the flags of `oblique study` reach it the same way
     from oblique.cli.study import runs_from_spec, spec_from_args
 
-    args = build_parser().parse_args(["study", "--preset", "mnist1d-paper", "--methods", "nl", "--seeds", "1",
-                                      "--data-option", "num_samples=300", "--epochs", "2"])  # fmt: skip
+    args = build_parser().parse_args(
+        [
+            "study",
+            "--preset",
+            "mnist1d-paper",
+            "--methods",
+            "nl",
+            "--seeds",
+            "1",
+            "--data-option",
+            "num_samples=300",
+            "--epochs",
+            "2",
+        ]
+    )
     (run,) = runs_from_spec(args, spec_from_args(args)[0])
     assert (run.settings["model"], run.settings["epochs"], run.settings["data_options"]["num_samples"]) == (
-        "cnn", 2, 300)  # fmt: skip
+        "cnn",
+        2,
+        300,
+    )
     with pytest.raises(StudyError, match="preset cannot be a grid variable"):
         expand(spec_from_tables({"study": {"methods": ["nl"]}, "grid": {"preset": NAMES[:2]}})[0])
 
 
 def test_mnist1d_paper_runs_end_to_end(capsys, tmp_path):
     out = tmp_path / "paper"
-    code, stdout, err = _run(["run", "--preset", "mnist1d-paper", "--epochs", "1", "--no-progress", "--out", str(out),
-                              "--method", "baseline"], capsys)  # fmt: skip
+    code, stdout, err = _run(
+        [
+            "run",
+            "--preset",
+            "mnist1d-paper",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+            "--method",
+            "baseline",
+        ],
+        capsys,
+    )
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == "mnist1d-paper"
     assert (config["model"], config["dataset"], config["optimizer"], config["lr"], config["schedule"]) == (
-        "cnn", "mnist1d", "adam", 0.01, "constant")  # fmt: skip
+        "cnn",
+        "mnist1d",
+        "adam",
+        0.01,
+        "constant",
+    )
     assert config["data_options"] == PRESETS["mnist1d-paper"].settings["data_options"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["test_error"] < 90  # one epoch of 40 steps learns

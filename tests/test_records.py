@@ -12,8 +12,14 @@ def _write_metrics(run, lines):
     (run / "metrics.jsonl").write_text("".join(lines))
 
 
-META = {"type": "meta", "schema_version": records.SCHEMA_VERSION, "steps_per_epoch": 2, "total_steps": 2,
-        "targets": "conv", "layers": ["c"]}  # fmt: skip
+META = {
+    "type": "meta",
+    "schema_version": records.SCHEMA_VERSION,
+    "steps_per_epoch": 2,
+    "total_steps": 2,
+    "targets": "conv",
+    "layers": ["c"],
+}
 
 
 def _step(n: int) -> dict:
@@ -71,8 +77,14 @@ def test_is_finished(tmp_path):
     storage.write_json_atomic(run / "summary.json", {"status": "interrupted"})
     assert not records.is_finished(run)
     nan = float("nan")
-    diverged = {"status": "diverged", "test_error": nan, "test_error_top5": nan, "train_time_s": 1.0,
-                "regularizer_time_s": 0.0, "drift": {"mean": {}, "layers": {}}}  # fmt: skip
+    diverged = {
+        "status": "diverged",
+        "test_error": nan,
+        "test_error_top5": nan,
+        "train_time_s": 1.0,
+        "regularizer_time_s": 0.0,
+        "drift": {"mean": {}, "layers": {}},
+    }
     storage.write_json_atomic(run / "summary.json", diverged)
     assert not records.is_finished(run)  # no metrics.jsonl: its records are not whole
     _write_metrics(

@@ -95,7 +95,10 @@ def test_readme_methods_table_is_generated_from_the_registry(capsys):
     with registered(ToyPenalty):  # a new method brings its row
         rows = markdown_table().splitlines()
         assert len(rows) == 2 + len(list_methods())
-        assert rows[-1] == "| `toy` | soft | oblique, softly (squared norms) | — | λ·Σᵢ(‖Fᵢ‖² − 1)² | a test's throwaway: no upstream |"
+        assert (
+            rows[-1]
+            == "| `toy` | soft | oblique, softly (squared norms) | — | λ·Σᵢ(‖Fᵢ‖² − 1)² | a test's throwaway: no upstream |"
+        )
 
 
 def test_a_method_without_its_readme_row_cannot_be_tabled():

@@ -163,14 +163,44 @@ def test_a_second_process_is_refused_by_the_lock(tmp_path):
 @pytest.mark.slow
 def test_tiny_study_end_to_end(tmp_path, capsys):
     out = tmp_path / "s"
-    argv = ["study", "--methods", "nl,baseline", "--strengths", "0.01,0.1", "--seeds", "2", "--epochs", "1",
-            "--drift-every", "10", "--workers", "2", "--out", str(out), "--no-progress", "--no-figures"]  # fmt: skip
+    argv = [
+        "study",
+        "--methods",
+        "nl,baseline",
+        "--strengths",
+        "0.01,0.1",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--drift-every",
+        "10",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-figures",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr()
     res = pd.read_csv(out / RESULTS_FILE)
     assert len(res) == 6 and (res["status"] == "ok").all()
-    for col in ("method", "strength", "batch_size", "seed", "test_error", "test_error_top5", "norm_dev_mean",
-                "norm_dev_max", "ddiag_dev", "offdiag_dev", "train_time_s", "regularizer_time_s", "diverged_step"):  # fmt: skip
+    for col in (
+        "method",
+        "strength",
+        "batch_size",
+        "seed",
+        "test_error",
+        "test_error_top5",
+        "norm_dev_mean",
+        "norm_dev_max",
+        "ddiag_dev",
+        "offdiag_dev",
+        "train_time_s",
+        "regularizer_time_s",
+        "diverged_step",
+    ):
         assert col in res.columns
     assert res["test_error"].between(0, 100).all() and res["norm_dev_mean"].gt(0).all()
     summary = (out / SUMMARY_FILE).read_text()
@@ -211,12 +241,34 @@ def _finished(out: Path) -> dict[str, int]:
 @pytest.mark.slow
 def test_sigint_part_way_then_rerun_finishes_every_run_once(tmp_path):
     out = tmp_path / "s"
-    argv = [*OBLIQUE, "study", "--methods", "nl,baseline", "--seeds", "3",
-            "--epochs", "2", "--drift-every", "10", "--workers", "2", "--out", str(out), "--no-progress",
-            "--no-figures"]  # fmt: skip
+    argv = [
+        *OBLIQUE,
+        "study",
+        "--methods",
+        "nl,baseline",
+        "--seeds",
+        "3",
+        "--epochs",
+        "2",
+        "--drift-every",
+        "10",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-figures",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                         env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    p = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while len(_finished(out)) < 2 and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.2)

@@ -103,9 +103,13 @@ def test_oblique_study_without_a_grid_is_the_main_job():
     from oblique.cli import build_parser
     from oblique.cli.study import is_main_job, runs_from_spec, spec_from_args
 
-    for argv, main in ((["study"], True), (["study", "--epochs", "2", "--out", "x"], True),
-                       (["study", "--methods", "nl"], False), (["study", "--seeds", "2"], False),
-                       (["study", "--grid", "lr=0.1,0.2"], False)):  # fmt: skip
+    for argv, main in (
+        (["study"], True),
+        (["study", "--epochs", "2", "--out", "x"], True),
+        (["study", "--methods", "nl"], False),
+        (["study", "--seeds", "2"], False),
+        (["study", "--grid", "lr=0.1,0.2"], False),
+    ):
         args = build_parser().parse_args(argv)
         assert is_main_job(args) is main, argv
     args = build_parser().parse_args(["study", "--epochs", "2"])
@@ -188,8 +192,16 @@ def test_claims_4_and_5_follow_the_errors(tiny_study):
 
 
 def _fake_bench(nl_overhead: float) -> dict:
-    row = lambda o: {"step_ms": 5 * (1 + o / 100), "step_ms_q25": 4.9, "step_ms_q75": 5.2,  # noqa: E731
-                     "overhead_pct": o, "overhead_pct_se": 0.2, "regularizer_ms": o / 20}  # fmt: skip
+    def row(o):
+        return {
+            "step_ms": 5 * (1 + o / 100),
+            "step_ms_q25": 4.9,
+            "step_ms_q75": 5.2,
+            "overhead_pct": o,
+            "overhead_pct_se": 0.2,
+            "regularizer_ms": o / 20,
+        }
+
     methods = {"baseline": row(0.0), "nl": row(nl_overhead), "wd": row(4.0), "oni": row(60.0), "so": row(8.0)}
     return {
         "model": "resnet1d",

@@ -132,8 +132,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt as e:
         run_dir = getattr(e, "run_dir", None)
         if run_dir is not None:  # a run stopped by a signal, with its checkpoint written
-            print(f"oblique: interrupted; the run's checkpoint is in {run_dir}: continue it with "
-                  f"'oblique run --resume {run_dir}'", file=sys.stderr)  # fmt: skip
+            print(
+                f"oblique: interrupted; the run's checkpoint is in {run_dir}: continue it with "
+                f"'oblique run --resume {run_dir}'",
+                file=sys.stderr,
+            )
         else:
             print("oblique: interrupted; finished results are on disk", file=sys.stderr)
         return 128 + getattr(e, "signum", signal.SIGINT)

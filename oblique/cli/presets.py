@@ -22,8 +22,12 @@ _WIDTH = 100
 
 
 def setup_presets(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", nargs="?", metavar="NAME",
-                   help="print this preset's settings, resolved, as a TOML run config for --config")  # fmt: skip
+    p.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="print this preset's settings, resolved, as a TOML run config for --config",
+    )
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -35,8 +39,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
         print(f"{p.name:<{width}}  {p.settings['model']} on {p.settings['dataset']}: {p.summary}")
         for line in textwrap.wrap(f"source: {p.source}", _WIDTH - width - 2, break_on_hyphens=False):
             print(" " * (width + 2) + line)
-    print("\n'oblique presets NAME' prints one as a TOML run config; 'oblique run --preset NAME' (or 'oblique study "
-          "--preset NAME') runs it, a config file and the flags over it.")  # fmt: skip
+    print(
+        "\n'oblique presets NAME' prints one as a TOML run config; 'oblique run --preset NAME' (or 'oblique study "
+        "--preset NAME') runs it, a config file and the flags over it."
+    )
     return 0
 
 

@@ -20,8 +20,15 @@ from typing import Any
 from oblique.cli.parsing import flag, parse_bool, parse_floats, parse_hp
 from oblique.config import ConfigError, RunConfig, overlay, read_toml, run_config_from, setting_kind
 
-__all__ = ["RUN_FLAGS", "add_run_arguments", "cmd_methods", "cmd_run", "run_config_from_args", "setup_methods",
-           "setup_run"]  # fmt: skip
+__all__ = [
+    "RUN_FLAGS",
+    "add_run_arguments",
+    "cmd_methods",
+    "cmd_run",
+    "run_config_from_args",
+    "setup_methods",
+    "setup_run",
+]
 
 _TYPES = {"int": int, "float": float, "floats": parse_floats, "str": str}
 
@@ -71,9 +78,12 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
 def setup_run(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     p.add_argument("--config", help="TOML file of run settings (flags override it)")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue the killed or interrupted run in RUN_DIR from its last checkpoint, with the "
-                   "settings of its config.json (a flag that contradicts them is refused)")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the killed or interrupted run in RUN_DIR from its last checkpoint, with the "
+        "settings of its config.json (a flag that contradicts them is refused)",
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:

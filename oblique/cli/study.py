@@ -62,8 +62,11 @@ GRID_FLAGS = ("methods", "strengths", "seeds", "batch_sizes", "grid")
 
 def setup_study(p: argparse.ArgumentParser) -> None:
     """The ``oblique study`` flags."""
-    p.add_argument("--config", help="TOML study file: [study] methods/strengths/seeds/batch_sizes/workers/out, "
-                   "[run] fixed run settings, [grid] NAME = [values]; flags override it")  # fmt: skip
+    p.add_argument(
+        "--config",
+        help="TOML study file: [study] methods/strengths/seeds/batch_sizes/workers/out, "
+        "[run] fixed run settings, [grid] NAME = [values]; flags override it",
+    )
     p.add_argument("--methods", help="comma-separated method names, or 'all' (default: all)")
     p.add_argument(
         "--strengths", type=parse_csv(float, "numbers"), help="λ values; default: each method's own"
@@ -72,27 +75,55 @@ def setup_study(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-sizes", dest="batch_sizes", type=parse_csv(int, "integers"), help="batch sizes; default 100"
     )
-    p.add_argument("--grid", type=parse_grid, action="append", metavar="NAME=V1,V2",
-                   help="any other run setting (or hp.NAME) as a grid axis; repeatable")  # fmt: skip
-    p.add_argument("--workers", type=int,
-                   help="local worker processes (0: this process), one GPU each on a machine with several; default 2")  # fmt: skip
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="where the runs train: local worker processes (default), or Ray tasks on a local Ray "
-                   "instance or a cluster (pip install 'oblique[ray]'; the study folder on a filesystem "
-                   "every node sees)")  # fmt: skip
-    p.add_argument("--address", help="ray: the cluster to connect to (HOST:PORT, auto, ray://HOST:PORT); "
-                   "default: start a local Ray instance")  # fmt: skip
-    p.add_argument("--cpus-per-run", dest="cpus_per_run", type=float, metavar="N",
-                   help="ray: CPUs each run reserves (and its torch threads); default 1")  # fmt: skip
-    p.add_argument("--gpus-per-run", dest="gpus_per_run", type=float, metavar="N",
-                   help="ray: GPUs each run reserves (fractions share one); default 1 on a cluster with GPUs "
-                   "unless --device cpu, else 0")  # fmt: skip
+    p.add_argument(
+        "--grid",
+        type=parse_grid,
+        action="append",
+        metavar="NAME=V1,V2",
+        help="any other run setting (or hp.NAME) as a grid axis; repeatable",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="local worker processes (0: this process), one GPU each on a machine with several; default 2",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where the runs train: local worker processes (default), or Ray tasks on a local Ray "
+        "instance or a cluster (pip install 'oblique[ray]'; the study folder on a filesystem "
+        "every node sees)",
+    )
+    p.add_argument(
+        "--address",
+        help="ray: the cluster to connect to (HOST:PORT, auto, ray://HOST:PORT); "
+        "default: start a local Ray instance",
+    )
+    p.add_argument(
+        "--cpus-per-run",
+        dest="cpus_per_run",
+        type=float,
+        metavar="N",
+        help="ray: CPUs each run reserves (and its torch threads); default 1",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        dest="gpus_per_run",
+        type=float,
+        metavar="N",
+        help="ray: GPUs each run reserves (fractions share one); default 1 on a cluster with GPUs "
+        "unless --device cpu, else 0",
+    )
     p.add_argument("--out", help="study folder; default studies/default")
     p.add_argument("--overwrite", action="store_true", help="delete the study folder's runs and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-figures", action="store_true", help="do not write the figures")
-    p.add_argument("--no-bench", action="store_true",
-                   help="do not bench the methods' per-step cost after the runs (bench.json; claim 2)")  # fmt: skip
+    p.add_argument(
+        "--no-bench",
+        action="store_true",
+        help="do not bench the methods' per-step cost after the runs (bench.json; claim 2)",
+    )
     add_run_arguments(
         p,
         exclude=("--method", "--strength", "--seed", "--batch-size", "--out", "--overwrite", "--no-progress"),
@@ -137,34 +168,51 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     old_term = signal.signal(signal.SIGTERM, _terminate)
     try:
-        result = run_study(opts["out"], runs, workers=opts["workers"], threads=spec.base.get("threads"),
-                           overwrite=args.overwrite, progress=not args.no_progress, executor=executor,
-                           execution=execution)  # fmt: skip
+        result = run_study(
+            opts["out"],
+            runs,
+            workers=opts["workers"],
+            threads=spec.base.get("threads"),
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            executor=executor,
+            execution=execution,
+        )
     finally:
         signal.signal(signal.SIGTERM, old_term)
     study = result.study
     done = sum(records.is_finished(study.run_dir(n)) for n in study.runs)
     if result.interrupted:
-        print(f"oblique: study interrupted: {done} of {len(study.runs)} runs finished and kept in {study.root}; "
-              "run the same command again to finish it", file=sys.stderr)  # fmt: skip
+        print(
+            f"oblique: study interrupted: {done} of {len(study.runs)} runs finished and kept in {study.root}; "
+            "run the same command again to finish it",
+            file=sys.stderr,
+        )
         return 130
     t_runs = time.perf_counter() - t0
     if not args.no_bench:
         try:
             bench_study(study, echo=print)
         except (ObliqueError, RuntimeError, ValueError) as e:  # the runs are done: say why, go on
-            print(f"oblique: the cost bench failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                  "claim 2 is not testable", file=sys.stderr)  # fmt: skip
+            print(
+                f"oblique: the cost bench failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                "claim 2 is not testable",
+                file=sys.stderr,
+            )
         collect(study)  # the tables again, the cost claim included
     print(summary_markdown(study))
-    print(f"{len(result.ran)} runs trained, {done} of {len(study.runs)} finished, in {t_runs:.0f} s; "
-          f"results: {study.root / RESULTS_FILE}")  # fmt: skip
+    print(
+        f"{len(result.ran)} runs trained, {done} of {len(study.runs)} finished, in {t_runs:.0f} s; "
+        f"results: {study.root / RESULTS_FILE}"
+    )
     if not args.no_figures:
         _figures(study.root, None, False)
     print(f"oblique study: {time.perf_counter() - t0:.0f} s in all (runs, bench, tables and figures)")
     if result.failed:
-        print(f"oblique: {len(result.failed)} runs failed (see their {ERROR_FILE}); run the command again to retry them",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"oblique: {len(result.failed)} runs failed (see their {ERROR_FILE}); run the command again to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

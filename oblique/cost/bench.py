@@ -84,8 +84,10 @@ def resolve_methods(spec: str | Sequence[str]) -> list[str]:
     )
     names = [n for n in names if n]
     if not names:
-        raise BenchError(f"methods must name at least one method; got {spec!r}; valid: all, {', '.join(valid)}",
-                         settings=("methods",))  # fmt: skip
+        raise BenchError(
+            f"methods must name at least one method; got {spec!r}; valid: all, {', '.join(valid)}",
+            settings=("methods",),
+        )
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise BenchError(f"unknown method(s) {', '.join(unknown)}; valid: all, {', '.join(valid)}")

@@ -218,8 +218,14 @@ class CifarTransform:
         pad: the padding of the random crop.
     """
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, augment: bool, pad: int = 4,
-                 generator: torch.Generator | None = None):  # fmt: skip
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        augment: bool,
+        pad: int = 4,
+        generator: torch.Generator | None = None,
+    ):
         self.mean = mean.view(1, -1, 1, 1)  # (1, C, 1, 1)
         self.std = std.view(1, -1, 1, 1)
         self.augment, self.pad = augment, pad

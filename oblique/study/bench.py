@@ -50,8 +50,13 @@ def study_bench_settings(study: Study | str | os.PathLike) -> dict[str, Any]:
     recipe = RunConfig(model=model).resolved().batch_size
     batch = recipe if recipe in sizes else sizes.most_common(1)[0][0]
     methods = method_order({s["method"] for s in settings} | {"baseline"})
-    return {"model": model, "batch_size": int(batch), "device": device, "methods": methods,
-            "threads": threads}  # fmt: skip
+    return {
+        "model": model,
+        "batch_size": int(batch),
+        "device": device,
+        "methods": methods,
+        "threads": threads,
+    }
 
 
 def _runs_used(study: Study) -> tuple[str, int]:
@@ -131,11 +136,21 @@ def bench_study(
     old = read_study_bench(study)
     if not force and _matches(old, wanted):
         return old
-    record = bench(model=wanted["model"], methods=wanted["methods"], batch_size=wanted["batch_size"],
-                   device=wanted["device"], threads=wanted["threads"], targets=False, progress=False,
-                   time_budget_s=seconds, micro_repeats=20)  # fmt: skip
+    record = bench(
+        model=wanted["model"],
+        methods=wanted["methods"],
+        batch_size=wanted["batch_size"],
+        device=wanted["device"],
+        threads=wanted["threads"],
+        targets=False,
+        progress=False,
+        time_budget_s=seconds,
+        micro_repeats=20,
+    )
     storage.write_json_atomic(study.root / BENCH_FILE, record)
     if echo is not None:
-        echo(f"cost: one training step of {len(record['methods'])} methods benched in this process alone "
-             f"({record['rounds']} interleaved rounds, {record['seconds']:.0f} s): {study.root / BENCH_FILE}")  # fmt: skip
+        echo(
+            f"cost: one training step of {len(record['methods'])} methods benched in this process alone "
+            f"({record['rounds']} interleaved rounds, {record['seconds']:.0f} s): {study.root / BENCH_FILE}"
+        )
     return record

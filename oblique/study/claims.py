@@ -158,10 +158,16 @@ def _published_error() -> str:
 
 # --------------------------------------------------------------------------- claim 1: error
 def _claim_error(study: Study, ref) -> Claim:
-    claim = Claim(1, "Comparable and sometimes better error than the state of the art on popular architectures.",
-                  "every method at its default strength: is any method's test error significantly lower than "
-                  "Norm Loss's, and which differences to baseline exceed the seed spread",
-                  NOT_TESTABLE, "", "", _published_error())  # fmt: skip
+    claim = Claim(
+        1,
+        "Comparable and sometimes better error than the state of the art on popular architectures.",
+        "every method at its default strength: is any method's test error significantly lower than "
+        "Norm Loss's, and which differences to baseline exceed the seed spread",
+        NOT_TESTABLE,
+        "",
+        "",
+        _published_error(),
+    )
     errors = {
         m: [float(v) for v in ref[ref["method"] == m]["test_error"] if not math.isnan(v)]
         for m in method_order(ref["method"])
@@ -205,17 +211,28 @@ def _claim_error(study: Study, ref) -> Claim:
             f"| {m} | {_ms(errors[m])} | {ci} | {_p(wb.p) if wb else '–'} | {_p(holm_base.get(m, math.nan))} | "
             f"{f'{wn.diff:+.2f}' if wn else '–'} | {_p(holm_nl.get(m, math.nan))} |"
         )
-    claim.values = {"better_than_nl": better, "worse_than_nl": worse, "beyond_seed_spread": beyond,
-                    "means": means, "holm_vs_nl": holm_nl}  # fmt: skip
+    claim.values = {
+        "better_than_nl": better,
+        "worse_than_nl": worse,
+        "beyond_seed_spread": beyond,
+        "means": means,
+        "holm_vs_nl": holm_nl,
+    }
     return claim
 
 
 # --------------------------------------------------------------------------- claim 2: cost
 def _claim_cost(study: Study, bench: dict | None) -> Claim:
-    claim = Claim(2, "Lower computational complexity than most weight regularization methods (negligible overhead).",
-                  f"per-step cost of every method benched alone (bench.json): is Norm Loss's step overhead over "
-                  f"baseline significantly lower than most other methods' and at most {NEGLIGIBLE_PCT:g} % of a step",
-                  NOT_TESTABLE, "", "", "stated, not measured: the poster gives no timing")  # fmt: skip
+    claim = Claim(
+        2,
+        "Lower computational complexity than most weight regularization methods (negligible overhead).",
+        f"per-step cost of every method benched alone (bench.json): is Norm Loss's step overhead over "
+        f"baseline significantly lower than most other methods' and at most {NEGLIGIBLE_PCT:g} % of a step",
+        NOT_TESTABLE,
+        "",
+        "",
+        "stated, not measured: the poster gives no timing",
+    )
     methods = (bench or {}).get("methods") or {}
     if NL not in methods or "baseline" not in methods:
         claim.measured = (
@@ -294,12 +311,17 @@ def _loss_curve(study: Study, run: str) -> list[tuple[int, float, float]]:
 
 
 def _claim_convergence(study: Study, ref) -> Claim:
-    claim = Claim(3, "High convergence speed.",
-                  "train cross-entropy per batch over the steps, Norm Loss against weight decay at their default "
-                  "strengths: is Norm Loss's mean over the run (the area under its loss curve) significantly lower",
-                  NOT_TESTABLE, "", "",
-                  "a plot, no numbers: per-batch train cross-entropy over 280 epochs of CIFAR-10, wd vs nl, "
-                  "raw and smoothed")  # fmt: skip
+    claim = Claim(
+        3,
+        "High convergence speed.",
+        "train cross-entropy per batch over the steps, Norm Loss against weight decay at their default "
+        "strengths: is Norm Loss's mean over the run (the area under its loss curve) significantly lower",
+        NOT_TESTABLE,
+        "",
+        "",
+        "a plot, no numbers: per-batch train cross-entropy over 280 epochs of CIFAR-10, wd vs nl, "
+        "raw and smoothed",
+    )
     runs = {m: list(ref[ref["method"] == m]["run"]) for m in (NL, WD)}
     if len(runs[NL]) < 2 or len(runs[WD]) < 2:
         claim.measured = "needs Norm Loss and weight decay with 2 or more finished seeds each"
@@ -350,12 +372,26 @@ def _spread(cells: Sequence[Sequence[float]]) -> float:
     return max(means) - min(means)
 
 
-def _claim_sensitivity(number: int, claim_text: str, what: str, x: str, rows, fmt: Callable[[float], str],
-                       published: str, poster_range: tuple[float, float] | None = None) -> Claim:  # fmt: skip
-    claim = Claim(number, claim_text,
-                  f"Norm Loss and weight decay over the {what}s both were run at: is the spread (max − min) of "
-                  f"weight decay's mean test error over them significantly larger than Norm Loss's",
-                  NOT_TESTABLE, "", "", published)  # fmt: skip
+def _claim_sensitivity(
+    number: int,
+    claim_text: str,
+    what: str,
+    x: str,
+    rows,
+    fmt: Callable[[float], str],
+    published: str,
+    poster_range: tuple[float, float] | None = None,
+) -> Claim:
+    claim = Claim(
+        number,
+        claim_text,
+        f"Norm Loss and weight decay over the {what}s both were run at: is the spread (max − min) of "
+        f"weight decay's mean test error over them significantly larger than Norm Loss's",
+        NOT_TESTABLE,
+        "",
+        "",
+        published,
+    )
     cells = {m: _cells(rows[rows["method"] == m], x) for m in (NL, WD)}
     common = sorted(set(cells[NL]) & set(cells[WD]))
     if len(common) < 2 or any(len(cells[m][v]) < 2 for m in (NL, WD) for v in common):
@@ -409,16 +445,29 @@ def _claim_sensitivity(number: int, claim_text: str, what: str, x: str, rows, fm
 def _claim_strength(study: Study, res) -> Claim:
     rows = at_first_extras(study, res[res["batch_size"] == reference_batch_size(res)])
     rows = rows[rows["method"].isin([NL, WD])]
-    return _claim_sensitivity(4, "Less sensitive to the regularization factor.", "strength λ", "strength", rows,
-                              lambda v: f"{v:g}",
-                              "a plot, no numbers: test error against λ from 1e-2 to 5e-1 (log axis), wd vs nl",
-                              poster_range=(1e-2, 5e-1))  # fmt: skip
+    return _claim_sensitivity(
+        4,
+        "Less sensitive to the regularization factor.",
+        "strength λ",
+        "strength",
+        rows,
+        lambda v: f"{v:g}",
+        "a plot, no numbers: test error against λ from 1e-2 to 5e-1 (log axis), wd vs nl",
+        poster_range=(1e-2, 5e-1),
+    )
 
 
 def _claim_batch_size(study: Study, res) -> Claim:
     rows = at_reference_strengths(at_first_extras(study, res[res["method"].isin([NL, WD])]))
-    return _claim_sensitivity(5, "Less sensitive to batch size.", "batch size", "batch_size", rows,
-                              lambda v: f"{v:g}", "stated, no numbers or plot for batch size")  # fmt: skip
+    return _claim_sensitivity(
+        5,
+        "Less sensitive to batch size.",
+        "batch size",
+        "batch_size",
+        rows,
+        lambda v: f"{v:g}",
+        "stated, no numbers or plot for batch size",
+    )
 
 
 # --------------------------------------------------------------------------- all of them

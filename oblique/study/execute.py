@@ -75,8 +75,9 @@ def executor_for(workers: int = 2, kind: str = "local", **options) -> Executor:
         raise StudyError(f"workers must be an integer >= 0; got {workers!r}", settings=("workers",))
     given = sorted(k for k, v in options.items() if v is not None)
     if given:
-        raise StudyError(f"{', '.join(given)} apply to the ray executor only; add --executor ray",
-                         settings=tuple(given))  # fmt: skip
+        raise StudyError(
+            f"{', '.join(given)} apply to the ray executor only; add --executor ray", settings=tuple(given)
+        )
     return InProcessExecutor() if workers == 0 else LocalPoolExecutor(workers)
 
 
@@ -179,8 +180,10 @@ def _execution_only(execution: Mapping) -> dict:
     bad = sorted(k for k in execution if k not in EXECUTION_FIELDS or k in _STUDY_DECIDES)
     if bad:
         passed = ", ".join(k for k in EXECUTION_FIELDS if k not in _STUDY_DECIDES)
-        raise StudyError(f"execution: {', '.join(map(str, bad))} cannot be given to a study's runs this way; "
-                         f"only {passed} (the others change what a run computes, or the study decides them)")  # fmt: skip
+        raise StudyError(
+            f"execution: {', '.join(map(str, bad))} cannot be given to a study's runs this way; "
+            f"only {passed} (the others change what a run computes, or the study decides them)"
+        )
     return dict(execution)
 
 

@@ -97,8 +97,10 @@ class RayExecutor(Executor):
 
     def __post_init__(self) -> None:
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
-            raise StudyError(f"address must be a Ray address (HOST:PORT, auto, ray://HOST:PORT); got {self.address!r}",
-                             settings=("address",))  # fmt: skip
+            raise StudyError(
+                f"address must be a Ray address (HOST:PORT, auto, ray://HOST:PORT); got {self.address!r}",
+                settings=("address",),
+            )
         for name, least in (("cpus_per_run", 0.0), ("gpus_per_run", 0.0)):
             value = getattr(self, name)
             ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -143,8 +145,10 @@ class RayExecutor(Executor):
             ray.init(address=self.address, **options)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
             where = self.address or "a local Ray instance"
-            raise StudyError(f"ray: cannot connect to {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                             settings=("address",)) from None  # fmt: skip
+            raise StudyError(
+                f"ray: cannot connect to {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                settings=("address",),
+            ) from None
         finally:
             if main and old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
@@ -167,8 +171,10 @@ class RayExecutor(Executor):
             wants = any(str(t.settings.get("device", "auto")) != "cpu" for t in tasks)
             gpus = 1 if wants and total.get("GPU", 0) > 0 else 0
         if self.echo is not None:
-            self.echo(f"ray: {len(tasks)} runs on {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs "
-                      f"({self.address or 'a local instance'}), {cpus:g} CPU and {gpus:g} GPU per run")  # fmt: skip
+            self.echo(
+                f"ray: {len(tasks)} runs on {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs "
+                f"({self.address or 'a local instance'}), {cpus:g} CPU and {gpus:g} GPU per run"
+            )
         return cpus, gpus
 
     def _run(self, ray, tasks: list[Task], finished: Finished) -> bool:

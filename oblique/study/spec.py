@@ -212,8 +212,16 @@ def _planned_runs(spec, method, cls, declared, strength, bs, values, data_checke
     lam = settings["strength"] if cls.uses_strength else None
     parts = [method] + ([f"lam{lam:g}"] if lam is not None else []) + [f"bs{settings['batch_size']}"]
     parts += [f"{k[3:] if k.startswith('hp.') else k}{_fmt(v)}" for k, v in values.items()]
-    grid = _normalize({"method": method, "strength": lam, "strength_applies": bool(cls.uses_strength),
-                       "batch_size": settings["batch_size"], "seed": spec.seeds[0], **values})  # fmt: skip
+    grid = _normalize(
+        {
+            "method": method,
+            "strength": lam,
+            "strength_applies": bool(cls.uses_strength),
+            "batch_size": settings["batch_size"],
+            "seed": spec.seeds[0],
+            **values,
+        }
+    )
     return [
         PlannedRun(
             _safe("_".join([*parts, f"seed{seed}"])), {**settings, "seed": seed}, {**grid, "seed": seed}
@@ -274,15 +282,22 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
     seeds = study_t.get("seeds", 3)
     if is_integer(seeds):
         if not 1 <= seeds <= MAX_RUNS:
-            raise StudyError(f"seeds must be a count from 1 to {MAX_RUNS} or a list of seeds; got {seeds!r}",
-                             settings=("seeds",))  # fmt: skip
+            raise StudyError(
+                f"seeds must be a count from 1 to {MAX_RUNS} or a list of seeds; got {seeds!r}",
+                settings=("seeds",),
+            )
         seeds = list(range(seeds))
-    for key, what in (("seeds", "a count N >= 1 or a list of seeds"), ("strengths", "a list of numbers"),
-                      ("batch_sizes", "a list of integers")):  # fmt: skip
+    for key, what in (
+        ("seeds", "a count N >= 1 or a list of seeds"),
+        ("strengths", "a list of numbers"),
+        ("batch_sizes", "a list of integers"),
+    ):
         value = seeds if key == "seeds" else study_t.get(key)
         if value is not None and not isinstance(value, list):
-            raise StudyError(f"{key} must be {what} (e.g. [{1 if key != 'strengths' else 0.1}]); got "
-                             f"{_short(value)}", settings=(key,))  # fmt: skip
+            raise StudyError(
+                f"{key} must be {what} (e.g. [{1 if key != 'strengths' else 0.1}]); got {_short(value)}",
+                settings=(key,),
+            )
     base = {k.replace("-", "_"): v for k, v in run_t.items()}
     for k in ("method", "strength", "seed", "batch_size"):
         if k in base:

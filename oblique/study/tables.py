@@ -164,10 +164,17 @@ def summary_markdown(study: Study | str | os.PathLike, claims: bool = True) -> s
         lam = _num(r["strength"], "g") if r["strength_applies"] else "—"
         runs = f"{r['ok']}/{r['runs']}" + (f", {r['diverged']} diverged" if r["diverged"] else "")
         cells = [
-            r["method"], lam, str(r["batch_size"]), *(_fmt(r[k]) for k in extra), err,
-            _num(r["top5_mean"], ".2f"), _num(r["norm_dev_mean_mean"], ".3g"), _num(r["offdiag_dev_mean"], ".3g"),
-            _num(r["train_time_s"], ".1f"), runs,
-        ]  # fmt: skip
+            r["method"],
+            lam,
+            str(r["batch_size"]),
+            *(_fmt(r[k]) for k in extra),
+            err,
+            _num(r["top5_mean"], ".2f"),
+            _num(r["norm_dev_mean_mean"], ".3g"),
+            _num(r["offdiag_dev_mean"], ".3g"),
+            _num(r["train_time_s"], ".1f"),
+            runs,
+        ]
         if published:
             cells.append(published_cell(r["dataset"], r["model"], r["method"]) or "–")
         lines.append("| " + " | ".join(cells) + " |")

@@ -31,8 +31,10 @@ GLOBAL_BATCH, STEPS = 8, 3
 
 def data() -> TensorData:
     g = torch.Generator().manual_seed(0)
-    return TensorData(torch.randn(GLOBAL_BATCH * STEPS, 1, 40, generator=g, dtype=torch.float64),
-                      torch.randint(10, (GLOBAL_BATCH * STEPS,), generator=g))  # fmt: skip
+    return TensorData(
+        torch.randn(GLOBAL_BATCH * STEPS, 1, 40, generator=g, dtype=torch.float64),
+        torch.randint(10, (GLOBAL_BATCH * STEPS,), generator=g),
+    )
 
 
 def trained(name: str, hp: dict, dist: Dist) -> dict[str, torch.Tensor]:
@@ -45,8 +47,14 @@ def trained(name: str, hp: dict, dist: Dist) -> dict[str, torch.Tensor]:
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(model)
-    batches = Batches(data(), GLOBAL_BATCH, generator=torch.Generator().manual_seed(1), drop_last=True,
-                      rank=dist.rank, world=dist.world)  # fmt: skip
+    batches = Batches(
+        data(),
+        GLOBAL_BATCH,
+        generator=torch.Generator().manual_seed(1),
+        drop_last=True,
+        rank=dist.rank,
+        world=dist.world,
+    )
     fit(model, method, optimizer, batches, epochs=1, log_every=2, forward=forward, dist=dist)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -84,10 +92,24 @@ def main() -> None:
     optimizer = method.make_optimizer(model, OptimizerConfig(lr=0.05))
     from torch.nn.parallel import DistributedDataParallel
 
-    batches = Batches(data(), GLOBAL_BATCH, generator=torch.Generator().manual_seed(1), drop_last=True,
-                      rank=dist.rank, world=dist.world)  # fmt: skip
-    state = fit(model, method, optimizer, _NaNAtThird(batches, dist.rank), epochs=1, log_every=2,
-                forward=DistributedDataParallel(model), dist=dist)  # fmt: skip
+    batches = Batches(
+        data(),
+        GLOBAL_BATCH,
+        generator=torch.Generator().manual_seed(1),
+        drop_last=True,
+        rank=dist.rank,
+        world=dist.world,
+    )
+    state = fit(
+        model,
+        method,
+        optimizer,
+        _NaNAtThird(batches, dist.rank),
+        epochs=1,
+        log_every=2,
+        forward=DistributedDataParallel(model),
+        dist=dist,
+    )
     diverged = dist.gather(state.diverged_step)
     if dist.main:
         out["diverged_steps"] = diverged
