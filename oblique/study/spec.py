@@ -106,7 +106,7 @@ class PlannedRun:
 
 # --------------------------------------------------------------------------- the grid → its runs
 def expand(spec: StudySpec) -> list[PlannedRun]:
-    """Every run of the grid, in table order (method in registry order, strength, batch size, …, seed).
+    """Every run of the grid, in table order (method in the order the study lists them, strength, batch size, …, seed).
 
     Every run's settings are resolved (the model's recipe filled in) and validated.
 
