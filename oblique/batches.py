@@ -10,7 +10,7 @@ Two orders (:data:`ORDERS`, the run setting ``batch_order``):
 ``fixed``
     Every epoch the training set in its stored order, cut into the same batches: batch ``k`` of every
     epoch is samples ``k·B … k·B + B − 1``. This is the loop of the MNIST-1D package's notebooks
-    (greydanus/mnist1d, ``notebooks/train.py``: step ``t`` trains on ``x[(t·B) mod n : (t·B) mod n + B]``)
+    (greydanus/mnist1d/notebooks/train.py: step ``t`` trains on ``x[(t·B) mod n : (t·B) mod n + B]``)
     whenever ``B`` divides ``n`` (its 4000 samples in batches of 100). Where it does not, upstream keeps
     the short slice at the end of the set and its next batch starts at ``(t·B) mod n``, not at 0, so its
     batches drift across epochs; here every epoch starts at sample 0 and the last, smaller batch is kept
