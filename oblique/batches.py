@@ -1,12 +1,25 @@
 """The order in which a run sees its training data: seeded, and resumable at any step.
 
-Epoch ``e`` is a permutation of the training set drawn from the run's own generator, cut into batches:
-on the CPU torch's ``RandomSampler`` (the order torch's ``DataLoader(shuffle=True, generator=g)`` gives);
-for an in-memory data set held on a GPU, ``torch.randperm`` on the GPU with a GPU generator, so that a
-batch is cut there and nothing waits for the device. A data set read from disk goes through a
-``DataLoader`` with worker processes (seeded from the run's generator) and pinned memory. :meth:`Batches.state_dict` holds where the generator stood when the current epoch's
-permutation was drawn and where it stands now, so a run stopped after any step resumes with exactly the
-batches it would have seen (:meth:`Batches.epoch` with ``skip``).
+Two orders (:data:`ORDERS`, the run setting ``batch_order``):
+
+``shuffle`` (the default)
+    Epoch ``e`` is a permutation of the training set drawn from the run's own generator, cut into
+    batches: on the CPU torch's ``RandomSampler`` (the order torch's ``DataLoader(shuffle=True,
+    generator=g)`` gives); for an in-memory data set held on a GPU, ``torch.randperm`` on the GPU with a
+    GPU generator, so that a batch is cut there and nothing waits for the device.
+``fixed``
+    Every epoch the training set in its stored order, cut into the same batches: batch ``k`` of every
+    epoch is samples ``k·B … k·B + B − 1``. This is the loop of the MNIST-1D package's notebooks
+    (greydanus/mnist1d/notebooks/train.py: step ``t`` trains on ``x[(t·B) mod n : (t·B) mod n + B]``)
+    whenever ``B`` divides ``n`` (its 4000 samples in batches of 100). Where it does not, upstream keeps
+    the short slice at the end of the set and its next batch starts at ``(t·B) mod n``, not at 0, so its
+    batches drift across epochs; here every epoch starts at sample 0 and the last, smaller batch is kept
+    or dropped as ``drop_last`` says. The generator is not drawn from.
+
+A data set read from disk goes through a ``DataLoader`` with worker processes (seeded from the run's
+generator) and pinned memory. :meth:`Batches.state_dict` holds where the generator stood when the current
+epoch's permutation was drawn and where it stands now, so a run stopped after any step resumes with exactly
+the batches it would have seen (:meth:`Batches.epoch` with ``skip``), in either order.
 """
 
 from __future__ import annotations
@@ -15,11 +28,15 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from oblique.data import TensorData
 
-__all__ = ["Batches"]
+__all__ = ["ORDERS", "Batches"]
+
+#: The orders a run may take its batches in (module docstring): a new permutation every epoch, or the
+#: stored order every epoch.
+ORDERS = ("shuffle", "fixed")
 
 
 class Batches:
@@ -36,6 +53,8 @@ class Batches:
         rank, world: this process and the number of processes of a run on several (``torchrun``): every
             process draws the same permutation and takes its ``1/world`` of each global batch, so together
             they see what a single process sees (``batch_size`` is the global batch).
+        order: ``"shuffle"`` (a permutation per epoch) or ``"fixed"`` (the stored order every epoch); see
+            the module docstring.
 
     >>> data = TensorData(torch.arange(10.0)[:, None], torch.arange(10))
     >>> b = Batches(data, 4, generator=torch.Generator().manual_seed(0), drop_last=True)
@@ -45,6 +64,10 @@ class Batches:
     >>> b.load_state_dict(state)  # resumed: epoch 0 after its first batch, then epoch 1
     >>> [y.tolist() for _, y in b.epoch(0, skip=1)] == first[1:], [y.tolist() for _, y in b.epoch(1)] == second
     (True, True)
+    >>> fixed = Batches(data, 4, generator=torch.Generator(), drop_last=False, order="fixed")
+    >>> [y.tolist() for _, y in fixed.epoch(0)] == [y.tolist() for _, y in fixed.epoch(1)] == [
+    ...     [0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    True
     """
 
     def __init__(
@@ -58,11 +81,17 @@ class Batches:
         pin_memory: bool = False,
         rank: int = 0,
         world: int = 1,
+        order: str = "shuffle",
     ):
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}; got {order!r}")
+        self.order = order
         self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
         self.generator, self.num_workers, self.pin_memory = generator, num_workers, pin_memory
         self.rank, self.world = rank, world  # this process's share of every (global) batch
-        self._sampler = RandomSampler(dataset, generator=generator)
+        self._sampler = (
+            RandomSampler(dataset, generator=generator) if order == "shuffle" else SequentialSampler(dataset)
+        )
         self._epoch: int | None = None  # the epoch whose permutation was drawn last
         self._start: torch.Tensor | None = None  # the generator's state before that draw
         self._pending: tuple[int, torch.Tensor] | None = None  # from load_state_dict: redraw this epoch
@@ -81,7 +110,12 @@ class Batches:
         self._epoch, self._start = epoch, self.generator.get_state()
         if self._on_device:  # a permutation drawn and cut on the device: nothing waits for it
             n, bs = len(self.dataset), self.batch_size
-            perm = torch.randperm(n, generator=self.generator, device=self.generator.device)
+            dev = self.generator.device
+            perm = (
+                torch.randperm(n, generator=self.generator, device=dev)
+                if self.order == "shuffle"
+                else torch.arange(n, device=dev)
+            )
             order = list(perm[: len(self) * bs].view(-1, bs) if self.drop_last else perm.split(bs))[skip:]
             return (self.dataset[self._share(idx)] for idx in order)
         order = [self._share(idx) for idx in BatchSampler(self._sampler, self.batch_size, self.drop_last)][

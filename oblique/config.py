@@ -24,10 +24,12 @@ from typing import Any
 
 import torch
 
+from oblique.batches import ORDERS as BATCH_ORDERS
 from oblique.options import Option, OptionError, check_folder
 from oblique.text import short as _short
 
 __all__ = [
+    "BATCH_ORDERS",
     "OPTIMIZERS",
     "PRECISIONS",
     "RUN_OPTIONS",
@@ -198,6 +200,12 @@ class RunConfig:
         "recipe (100 for resnet1d)",
         minimum=1,
         maximum=MAX_BATCH_SIZE,
+    )
+    batch_order: str = _setting(
+        "shuffle",
+        "the order of the training batches: shuffle (a new permutation every epoch) or fixed (the stored "
+        "order, the same batches every epoch, as the MNIST-1D paper's loop takes them); default shuffle",
+        choices=BATCH_ORDERS,
     )
     seed: int = _setting(0, "random seed; default 0", minimum=0, maximum=SEED_LIMIT, max_exclusive=True)
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N; default auto", execution=_RESUMABLE)

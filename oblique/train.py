@@ -355,6 +355,7 @@ def build(cfg: RunConfig, dist: Dist | None = None) -> Built:
         pin_memory=pin,
         rank=dist.rank,
         world=dist.world,
+        order=cfg.batch_order,
     )
 
     test_loader = test_batches(

@@ -100,6 +100,31 @@ def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_ends_equal(
     _same_run(uninterrupted[IDS[VARIANTS.index((method, hp))]], out)
 
 
+@pytest.mark.parametrize("order", ["fixed", "shuffle"])
+def test_either_batch_order_is_recorded_and_resumes_mid_epoch_exactly(order, tmp_path):
+    straight = tmp_path / "straight"
+    train(RunConfig(method="baseline", batch_order=order, out=str(straight), **QUICK))
+    assert records.read_config(straight)["batch_order"] == order
+    out = tmp_path / "resumed"
+    with pytest.raises(RunInterrupted):
+        _interrupted_at(out, 17, method="baseline", batch_order=order)  # the fifth step of the second epoch
+    assert resume(out)["resumed_at"] == [17]
+    _same_run(straight, out)
+    if order == "shuffle":  # a run recorded before the setting existed resumes in today's default order
+        old = tmp_path / "old"
+        with pytest.raises(RunInterrupted):
+            _interrupted_at(old, 17, method="baseline")
+        config = records.read_config(old)
+        del config["batch_order"]
+        (old / records.CONFIG).write_text(json.dumps(config))
+        resume(old)
+        _same_run(straight, old)
+    else:  # the fixed order is another run than the default's
+        shuffled = tmp_path / "shuffled"
+        train(RunConfig(method="baseline", out=str(shuffled), **QUICK))
+        assert (shuffled / records.METRICS).read_bytes() != (straight / records.METRICS).read_bytes()
+
+
 def _wait_for(path: Path, proc: subprocess.Popen, lines: int = 0, timeout: float = 120) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:

@@ -38,6 +38,11 @@ def test_every_method_under_ddp_equals_one_process_on_the_global_batch(ddp):
 
 
 @pytest.mark.slow
+def test_the_fixed_batch_order_under_ddp_equals_one_process(ddp):
+    assert ddp["fixed_order"]["max_diff"] <= 1e-12 and ddp["fixed_order"]["ranks_identical"]
+
+
+@pytest.mark.slow
 def test_a_nan_on_one_rank_stops_both_as_diverged(ddp):
     assert ddp["diverged_steps"] == [3, 3]
 

@@ -55,7 +55,14 @@ ALLOWED: dict[str, set[str]] = {
     "oblique.data": {"oblique.errors", "oblique.text", "oblique.options", "oblique.storage"},
     "oblique.methods": {"oblique.errors", "oblique.options", "oblique.geometry", "oblique.optim"},
     "oblique.config": LIBRARY_BASE
-    | {"oblique.recipes", "oblique.presets", "oblique.methods", "oblique.models", "oblique.data"},
+    | {
+        "oblique.recipes",
+        "oblique.presets",
+        "oblique.batches",
+        "oblique.methods",
+        "oblique.models",
+        "oblique.data",
+    },
     "oblique.train": LIBRARY_BASE
     | {
         "oblique.config",

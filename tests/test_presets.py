@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import replace
 
 import pytest
 
@@ -252,3 +253,77 @@ def test_mnist1d_paper_runs_end_to_end(capsys, tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["steps_per_epoch"] == 40  # 4000 training samples / batch 100
     assert max(r.get("step", 0) for r in records) == 40
+
+
+def test_mnist1d_paper_is_upstreams_own_loop_step_for_step(tmp_path):
+    """The preset (``batch_order = fixed``) against the MNIST-1D notebooks' own ``train_model`` and
+    ``ConvBase`` (tests/upstream_mnist1d.py) on the package's own generation, at a tiny size (1000 samples:
+    8 batches an epoch) and in float64: the same initial weights at upstream's seed 42, and the same loss
+    at each of the first 80 steps (ten passes over the batches, each wrapping back to the first)."""
+    import numpy as np
+    import torch
+    import upstream_mnist1d as upstream
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    from oblique import records
+    from oblique.fit import fit
+    from oblique.train import Built, build
+
+    steps, seed, samples = 80, 42, 1000
+    cfg = RunConfig.from_preset(
+        "mnist1d-paper",
+        method="baseline",
+        seed=seed,
+        epochs=10,
+        threads=1,
+        data_options={"num_samples": samples},
+    ).resolved()
+    cfg.validate()
+    assert cfg.batch_order == "fixed"
+
+    args = get_dataset_args()
+    args.num_samples = samples
+    data = make_dataset(args)  # upstream's generation; upstream's torch.Tensor rounds it to float32
+    data = {
+        k: data[k].astype(np.float32) if k.startswith("x") else data[k]
+        for k in ("x", "y", "x_test", "y_test")
+    }
+
+    def losses(order: str) -> tuple[list[float], Built]:
+        run = build(replace(cfg, batch_order=order))
+        assert np.array_equal(run.data.train.x[:, 0].numpy(), data["x"])  # the same samples, same order
+        run.model.double()
+        run.data.train.x = run.data.train.x.double()
+        with records.RunWriter(tmp_path / order) as writer:
+            fit(
+                run.model,
+                run.method,
+                run.optimizer,
+                run.batches,
+                epochs=cfg.epochs,
+                scheduler=run.scheduler,
+                log_every=steps,
+                writer=writer,
+            )
+        return [r["loss"] for r in records.read_metrics(tmp_path / order, "step")], run
+
+    ours, run = losses("fixed")
+    assert len(ours) == steps and len(run.batches) == 8
+
+    torch.manual_seed(seed)  # what upstream's set_seed(args.seed) does to torch
+    up_model = upstream.ConvBase(output_size=10)
+    initial = build(cfg).model.state_dict()  # the same initial weights:
+    assert all(torch.equal(v, initial[k]) for k, v in up_model.state_dict().items())
+    args = upstream.get_model_args()
+    args.total_steps, args.eval_every, args.checkpoint_every = steps - 1, 0, 0  # total_steps + 1 updates
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        up_model = up_model.double()
+        theirs = upstream.train_model(data, up_model, args)["train_losses"]
+    finally:
+        torch.set_default_dtype(default)
+    assert len(theirs) == steps
+    assert ours == pytest.approx(theirs, rel=1e-12, abs=0)
+    shuffled, _ = losses("shuffle")  # the other order is another trajectory
+    assert shuffled != pytest.approx(theirs, rel=1e-6)
