@@ -256,13 +256,13 @@ def test_mnist1d_paper_runs_end_to_end(capsys, tmp_path):
 
 
 def test_mnist1d_paper_is_upstreams_own_loop_step_for_step(tmp_path):
-    """The preset (``batch_order = fixed``) against the MNIST-1D notebooks' own ``train_model`` and
-    ``ConvBase`` (tests/upstream_mnist1d.py) on the package's own generation, at a tiny size (1000 samples:
-    8 batches an epoch) and in float64: the same initial weights at upstream's seed 42, and the same loss
-    at each of the first 80 steps (ten passes over the batches, each wrapping back to the first)."""
+    """The preset (``batch_order = fixed``) against a direct loop over upstream's in-order batches (the
+    MNIST-1D notebooks' ``train_model`` takes step ``t``'s batch as ``x[(t·B) mod n : (t·B) mod n + B]``),
+    on the package's own generation, at a tiny size (1000 samples: 8 batches an epoch) and in float64, from
+    the same initial weights: the same loss at each of the first 80 steps (ten passes over the batches,
+    each wrapping back to the first); the shuffled order is another trajectory."""
     import numpy as np
     import torch
-    import upstream_mnist1d as upstream
     from mnist1d.data import get_dataset_args, make_dataset
 
     from oblique import records
@@ -310,19 +310,32 @@ def test_mnist1d_paper_is_upstreams_own_loop_step_for_step(tmp_path):
     ours, run = losses("fixed")
     assert len(ours) == steps and len(run.batches) == 8
 
-    torch.manual_seed(seed)  # what upstream's set_seed(args.seed) does to torch
-    up_model = upstream.ConvBase(output_size=10)
-    initial = build(cfg).model.state_dict()  # the same initial weights:
-    assert all(torch.equal(v, initial[k]) for k, v in up_model.state_dict().items())
-    args = upstream.get_model_args()
-    args.total_steps, args.eval_every, args.checkpoint_every = steps - 1, 0, 0  # total_steps + 1 updates
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        up_model = up_model.double()
-        theirs = upstream.train_model(data, up_model, args)["train_losses"]
-    finally:
-        torch.set_default_dtype(default)
+    # upstream's loop, written out directly: step t trains on x[(t·B) mod n : +B] in stored order (its
+    # notebooks' train_model), Adam at the recipe's lr, cross-entropy, from the same initial weights
+    model = build(cfg).model.double()
+    # upstream's reference CNN, built from its published shapes at its seed: three Conv1d of 25 channels
+    # (kernel 5 then 3, stride 2, padding 1) and a linear classifier over 125 features, 5210 parameters
+    torch.manual_seed(seed)
+    layers = [
+        torch.nn.Conv1d(1, 25, 5, stride=2, padding=1),
+        torch.nn.Conv1d(25, 25, 3, stride=2, padding=1),
+        torch.nn.Conv1d(25, 25, 3, stride=2, padding=1),
+        torch.nn.Linear(125, 10),
+    ]
+    reference = [t.double() for layer in layers for t in (layer.weight, layer.bias)]
+    assert sum(t.numel() for t in reference) == 5210
+    assert [torch.equal(a, b) for a, b in zip(model.parameters(), reference, strict=True)] == [True] * 8
+    x = torch.from_numpy(data["x"]).double().unsqueeze(1)  # (n, 1, 40)
+    y = torch.from_numpy(data["y"]).long()
+    opt = torch.optim.Adam(model.parameters(), cfg.lr)
+    theirs, batch = [], cfg.batch_size
+    for step in range(steps):
+        i = (step * batch) % len(x)
+        loss = torch.nn.functional.cross_entropy(model(x[i : i + batch]), y[i : i + batch])
+        theirs.append(loss.item())
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
     assert len(theirs) == steps
     assert ours == pytest.approx(theirs, rel=1e-12, abs=0)
     shuffled, _ = losses("shuffle")  # the other order is another trajectory
