@@ -184,7 +184,7 @@ def _check_identity(path: Path, own: dict, run: dict, refuse: str) -> None:
         theirs, mine = own["config"] or {}, run.get("config") or {}
         differ = [k for k in sorted(set(theirs) | set(mine)) if storage.dumps_json(theirs.get(k)) != storage.dumps_json(mine.get(k))]
         named = ", ".join(
-            f"{k} {_short(theirs.get(k))} there, {_short(mine.get(k))} in {CONFIG}" for k in differ[:3]
+            f"{k} {_short(theirs.get(k))} in the checkpoint, {_short(mine.get(k))} in {CONFIG}" for k in differ[:3]
         )
         raise RecordError(
             f"{path} belongs to a run with other settings than {config} ({named or 'their digests differ'}); "
