@@ -73,7 +73,6 @@ class Dist:
         dist.all_gather_object(out, obj)
         return out
 
-
     def lost_ranks(self, wait_s: float = 2.0) -> list[int]:
         """The other ranks on this machine whose process is gone (a rank elsewhere cannot be looked at from
         here), waiting up to ``wait_s`` for one that is still exiting."""
@@ -127,4 +126,6 @@ def from_env(device_spec: str = "auto") -> Dist:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     peers: list[Any] = [None] * world
     dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
-    return Dist(rank=rank, world=world, device=device, local_world=local_world, peers=[tuple(p) for p in peers])
+    return Dist(
+        rank=rank, world=world, device=device, local_world=local_world, peers=[tuple(p) for p in peers]
+    )

@@ -182,9 +182,14 @@ def _check_identity(path: Path, own: dict, run: dict, refuse: str) -> None:
         )
     if own["config_sha256"] != storage.content_digest(run.get("config")):
         theirs, mine = own["config"] or {}, run.get("config") or {}
-        differ = [k for k in sorted(set(theirs) | set(mine)) if storage.dumps_json(theirs.get(k)) != storage.dumps_json(mine.get(k))]
+        differ = [
+            k
+            for k in sorted(set(theirs) | set(mine))
+            if storage.dumps_json(theirs.get(k)) != storage.dumps_json(mine.get(k))
+        ]
         named = ", ".join(
-            f"{k} {_short(theirs.get(k))} in the checkpoint, {_short(mine.get(k))} in {CONFIG}" for k in differ[:3]
+            f"{k} {_short(theirs.get(k))} in the checkpoint, {_short(mine.get(k))} in {CONFIG}"
+            for k in differ[:3]
         )
         raise RecordError(
             f"{path} belongs to a run with other settings than {config} ({named or 'their digests differ'}); "
@@ -232,7 +237,11 @@ def remove_leftovers(run_dir: str | os.PathLike) -> list[Path]:
     (``.checkpoint.pt.*.tmp``, ...: :func:`oblique.storage.remove_temporaries`); return them. Only for
     the process that holds the folder's lock."""
     root = Path(run_dir)
-    return [tmp for name in (CONFIG, SUMMARY, MODEL, CHECKPOINT) for tmp in storage.remove_temporaries(root / name)]
+    return [
+        tmp
+        for name in (CONFIG, SUMMARY, MODEL, CHECKPOINT)
+        for tmp in storage.remove_temporaries(root / name)
+    ]
 
 
 class RunWriter:

@@ -335,7 +335,9 @@ def resume_command(run_dir: str | os.PathLike, dist: Dist | None = None) -> str:
     if dist.local_world == dist.world:
         return f"torchrun --nproc_per_node={dist.world} -m oblique run --resume {run_dir}"
     nodes = dist.world // max(1, dist.local_world)
-    return f"torchrun --nnodes={nodes} --nproc_per_node={dist.local_world} ... -m oblique run --resume {run_dir}"
+    return (
+        f"torchrun --nnodes={nodes} --nproc_per_node={dist.local_world} ... -m oblique run --resume {run_dir}"
+    )
 
 
 def _rank_lost(work: Path, dist: Dist) -> str:

@@ -448,7 +448,9 @@ def test_an_old_checkpoint_without_identity_is_refused_in_one_line(killed, tmp_p
     shutil.copytree(killed / "seed0", run)
     state = torch.load(run / records.CHECKPOINT, weights_only=True)
     old = {k: v for k, v in state.items() if k not in ("run", "digest", "step")}
-    torch.save({**old, "format": 1, "metrics_offset": state["run"]["metrics_offset"]}, run / records.CHECKPOINT)
+    torch.save(
+        {**old, "format": 1, "metrics_offset": state["run"]["metrics_offset"]}, run / records.CHECKPOINT
+    )
     assert main(["run", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "written by an older oblique" in err and "--overwrite" in err
@@ -510,7 +512,17 @@ def test_resume_removes_the_temporaries_a_killed_write_left(killed, tmp_path):
     assert [p.name for p in run.glob("*.tmp")] == [".other.tmp"]
 
 
-QUICK_FLAGS = ["--epochs", "2", "--batch-size", "500", "--drift-every", "5", "--threads", "1", "--no-progress"]
+QUICK_FLAGS = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "500",
+    "--drift-every",
+    "5",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 @pytest.mark.parametrize("final_checkpoint", ["written", "not written"])
