@@ -162,7 +162,7 @@ def check_checkpoint(run_dir: str | os.PathLike, state: dict, run: dict | None =
     contents = {k: v for k, v in state.items() if k != "digest"}
     try:
         intact = storage.content_digest(contents) == state["digest"]
-    except TypeError:
+    except (TypeError, ValueError, RuntimeError):  # something no checkpoint of ours holds (a sparse tensor)
         intact = False
     if not intact:
         raise RecordError(f"{path}: its contents do not match their digest (changed since written); {refuse}")
@@ -182,15 +182,18 @@ def _check_identity(path: Path, own: dict, run: dict, refuse: str) -> None:
         )
     if own["config_sha256"] != storage.content_digest(run.get("config")):
         theirs, mine = own["config"] or {}, run.get("config") or {}
-        differ = [
-            k
-            for k in sorted(set(theirs) | set(mine))
-            if storage.dumps_json(theirs.get(k)) != storage.dumps_json(mine.get(k))
-        ]
-        named = ", ".join(
-            f"{k} {_short(theirs.get(k))} in the checkpoint, {_short(mine.get(k))} in {CONFIG}"
-            for k in differ[:3]
-        )
+        try:
+            differ = [
+                k
+                for k in sorted(set(theirs) | set(mine), key=str)
+                if storage.dumps_json(theirs.get(k)) != storage.dumps_json(mine.get(k))
+            ]
+            named = ", ".join(
+                f"{k} {_short(theirs.get(k))} in the checkpoint, {_short(mine.get(k))} in {CONFIG}"
+                for k in differ[:3]
+            )
+        except (TypeError, ValueError):  # settings no config of ours holds
+            named = ""
         raise RecordError(
             f"{path} belongs to a run with other settings than {config} ({named or 'their digests differ'}); "
             f"{refuse}"
@@ -217,14 +220,17 @@ def _check_metrics_prefix(metrics: Path, path: Path, offset: int, sha: str, refu
             f"emptied); {refuse}"
         )
     digest = hashlib.sha256()
-    with open(metrics, "rb") as f:
-        left = offset
-        while left:
-            chunk = f.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            digest.update(chunk)
-            left -= len(chunk)
+    try:
+        with open(metrics, "rb") as f:
+            left = offset
+            while left:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                left -= len(chunk)
+    except OSError as e:
+        raise RecordError(f"{metrics}: cannot be read ({e.strerror or e})") from None
     if digest.hexdigest() != sha:
         raise RecordError(
             f"{metrics}: its first {offset} bytes are not the records {path} was taken after (changed since); "

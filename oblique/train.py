@@ -315,10 +315,16 @@ def _save_model(cfg: RunConfig, run: Built, writer: records.RunWriter, state: Fi
     final["rng"] = final["rng"] * dist.world
     try:
         writer.checkpoint(final)
-        kept = f"its final checkpoint is kept in {writer.root}: free space, then '{resume}' writes it (no step is trained again)"
+        kept = (
+            f"its final checkpoint is kept in {writer.root}: free space, then '{resume}' writes it "
+            "(no step is trained again)"
+        )
     except OSError:
         if (writer.root / records.CHECKPOINT).is_file():
-            kept = f"its last checkpoint is kept in {writer.root}: free space, then '{resume}' trains on from there"
+            kept = (
+                f"its last checkpoint is kept in {writer.root}: free space, then '{resume}' trains on "
+                "from there"
+            )
         else:
             kept = "no checkpoint could be kept either: free space, then train it again with --overwrite"
     with contextlib.suppress(OSError):
@@ -348,7 +354,10 @@ def _rank_lost(work: Path, dist: Dist) -> str:
         then = f"its last checkpoint is in {work}: continue it with '{resume_command(work, dist)}'"
     else:
         then = f"{work} holds no checkpoint yet: start the run again with --overwrite"
-    return f"{who} of the {dist.world} processes of this run stopped (killed or crashed) while it trained; {then}"
+    return (
+        f"{who} of the {dist.world} processes of this run stopped (killed or crashed) while it trained; "
+        f"{then}"
+    )
 
 
 def _checked(cfg: RunConfig) -> RunConfig:

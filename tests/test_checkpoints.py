@@ -327,7 +327,7 @@ def test_a_redirected_log_gets_plain_lines_not_a_bar(tmp_path):
     assert any(line.startswith("nl: ") and "step" in line for line in text.splitlines())
 
 
-# --------------------------------------------------------------------------- a checkpoint that is not the run's own
+# --------------------------------------------------------------------------- not the run's own checkpoint
 def _md5s(folder: Path) -> dict[str, str]:
     """The md5 of every file of a run folder (its lock files aside)."""
     import hashlib
