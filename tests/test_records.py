@@ -112,7 +112,7 @@ def test_a_corrupt_summary_is_a_record_error_of_both_paths(tmp_path):
 
 
 def test_a_resumed_writer_never_writes_past_the_end_of_its_file(tmp_path):
-    """Note [checkpoint identity]: a position beyond the end of metrics.jsonl is refused, never padded."""
+    """A position beyond the end of metrics.jsonl is refused, never padded (Note [checkpoint identity])."""
     run = tmp_path / "run"
     _write_metrics(run, [json.dumps(META) + "\n"])
     before = (run / records.METRICS).read_bytes()
