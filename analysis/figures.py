@@ -130,21 +130,46 @@ def _finite_range(arrays) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- figure 1
-def fig_drift(study: Study | str | os.PathLike, metrics: tuple[str, ...] = tuple(DRIFT_PANELS)):
-    """Figure 1: drift over training per method, mean over layers, mean and min–max band over seeds."""
-    study = _study(study)
+def _drift_frames(study: Study, needs: list[str], figure: str, echo: Echo) -> dict[str, tuple] | None:
+    """The drift records of every reference run as frames: method -> (its label, its runs' frames), in
+    the methods' order. Runs without one (or whose records lack the columns ``needs``) are left out with a
+    one-line note; None, with a note that ``figure`` is skipped and why, when no run holds one."""
     ref = reference_runs(study)
+    found: dict[str, tuple[str, list[pd.DataFrame]]] = {}
+    missing = 0
+    for method in method_order(ref["method"]):
+        rows = ref[ref["method"] == method]
+        for name in rows["run"]:
+            df = records.metrics_frame(study.run_dir(name), "drift")
+            if df.empty or not set(needs) <= set(df.columns):
+                missing += 1
+                continue
+            found.setdefault(method, (_label(rows.iloc[0]), []))[1].append(df)
+    if not found:
+        echo(f"{figure} skipped: no run of the reference setting holds a drift record (metrics.jsonl)")
+        return None
+    if missing:
+        echo(f"{figure}: {missing} runs hold no drift record (metrics.jsonl) and are left out")
+    return found
+
+
+def fig_drift(
+    study: Study | str | os.PathLike, metrics: tuple[str, ...] = tuple(DRIFT_PANELS), echo: Echo = print
+):
+    """Figure 1: drift over training per method, mean over layers, mean and min–max band over seeds. Runs
+    without drift records are left out (with a note); None when no run has any."""
+    study = _study(study)
+    found = _drift_frames(study, ["epoch", *metrics], "figure 1 (drift)", echo)
+    if found is None:
+        return None
     with print_style():
         fig, axes = new_figure(len(metrics))
         for ax, key in zip(axes[0], metrics, strict=True):
             seen = []
-            for method in method_order(ref["method"]):
-                rows = ref[ref["method"] == method]
-                frames = [
-                    records.metrics_frame(study.run_dir(n), "drift")[["epoch", key]] for n in rows["run"]
-                ]
+            for method, (label, dfs) in found.items():
+                frames = [df[["epoch", key]] for df in dfs]
                 table = pd.concat(frames).groupby("epoch")[key].agg(["mean", "min", "max"]).clip(lower=FLOOR)
-                label = f"{_label(rows.iloc[0])}, {len(frames)} seed{'s' * (len(frames) > 1)}"
+                label = f"{label}, {len(frames)} seed{'s' * (len(frames) > 1)}"
                 _band(ax, table.index, table["mean"], table["min"], table["max"], method, label)
                 seen.append(table.to_numpy())
             ax.set_yscale("log")
@@ -159,15 +184,17 @@ def fig_drift(study: Study | str | os.PathLike, metrics: tuple[str, ...] = tuple
     return fig
 
 
-def fig_drift_layers(study: Study | str | os.PathLike, key: str):
-    """Figure 1, per layer: one panel per targeted layer, mean over seeds of ``key`` (log y)."""
+def fig_drift_layers(study: Study | str | os.PathLike, key: str, echo: Echo = print):
+    """Figure 1, per layer: one panel per targeted layer, mean over seeds of ``key`` (log y). Runs without
+    drift records are left out (with a note); None when no run has any."""
     study = _study(study)
-    ref = reference_runs(study)
+    found = _drift_frames(study, ["epoch", "layers"], f"figure 1, {key} per layer", echo)
+    if found is None:
+        return None
     curves: dict[str, dict[str, pd.Series]] = {}
-    for method in method_order(ref["method"]):
+    for method, (_, dfs) in found.items():
         per_layer: dict[str, list[pd.Series]] = {}
-        for name in ref[ref["method"] == method]["run"]:
-            df = records.metrics_frame(study.run_dir(name), "drift")
+        for df in dfs:
             for layer in df["layers"].iloc[0]:
                 values = [d[layer][key] for d in df["layers"]]
                 per_layer.setdefault(layer, []).append(pd.Series(values, index=df["epoch"]))
@@ -559,7 +586,8 @@ def write_figures(
     per_layer: bool = False,
     echo: Echo = print,
 ) -> list[Path]:
-    """Write figures 1–5 and 1b (PNG and PDF) and table 6 (``table.md``, ``table.tex``) of a study.
+    """Write figures 1–5 and 1b (PNG and PDF) and table 6 (``table.md``, ``table.tex``) of a study. A
+    figure whose records no run holds (drift records, ``model.pt``) is left out with a one-line note.
 
     Args:
         study_dir: a study folder (``oblique study --out``).
@@ -579,13 +607,16 @@ def write_figures(
         echo("no finished run in this study yet: no figures")
         return []
     paths: list[Path] = []
-    paths += save(fig_drift(study), out_dir, "fig1_drift")
+    drift = fig_drift(study, echo=echo)
+    if drift is not None:
+        paths += save(drift, out_dir, "fig1_drift")
     norms = fig_filter_norms(study, echo)
     if norms is not None:
         paths += save(norms, out_dir, "fig1b_filter_norms")
-    if per_layer:
-        for key in DRIFT_PANELS:
-            paths += save(fig_drift_layers(study, key), out_dir, f"fig1_drift_layers_{key}")
+    for key in DRIFT_PANELS if per_layer and drift is not None else ():  # its notes are figure 1's
+        layers = fig_drift_layers(study, key, echo=lambda line: None)
+        if layers is not None:
+            paths += save(layers, out_dir, f"fig1_drift_layers_{key}")
     paths += save(fig_loss(study), out_dir, "fig2_loss")
     paths += save(fig_strength(study, echo), out_dir, "fig3_strength")
     paths += save(fig_batch_size(study, echo), out_dir, "fig4_batch_size")

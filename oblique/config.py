@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from oblique import storage
 from oblique.batches import ORDERS as BATCH_ORDERS
 from oblique.options import Option, OptionError, check_folder
 from oblique.text import short as _short
@@ -316,6 +317,24 @@ class RunConfig:
         except ValueError:
             pass
         return replace(self, **filled)
+
+    def identity(self) -> dict[str, Any]:
+        """What this run computes: every setting but those of how it executes (:class:`Execution`),
+        resolved, as ``config.json`` records them and a resume reads them back (through JSON and
+        :func:`run_config_from`): the config a run starts with and the one read from its ``config.json``
+        have the same identity. Every checkpoint records it (Note [checkpoint identity] in
+        :mod:`oblique.records`).
+
+        >>> cfg = RunConfig(seed=3)
+        >>> cfg.identity() == RunConfig(seed=3, device="cpu", log_every=5).identity()  # how, not what
+        True
+        >>> "seed" in cfg.identity(), "device" in cfg.identity()
+        (True, False)
+        """
+        recorded = storage.loads_json(storage.dumps_json(asdict(self.resolved())))
+        again = asdict(run_config_from(recorded, source="config.json").resolved())
+        execution = set(self.execution_settings())
+        return storage.loads_json(storage.dumps_json({k: v for k, v in again.items() if k not in execution}))
 
     def resolved_out(self) -> Path:
         """The run directory this config writes to."""

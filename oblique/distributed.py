@@ -10,18 +10,24 @@ writes records, shows progress, evaluates and saves. The ranks agree, at every f
 [sync-free step] in :mod:`oblique.fit`), on the loss (averaged: the global batch's), on divergence (a
 non-finite loss on any rank stops every rank at the same step) and on a stop asked for by a signal
 (SIGTERM from torchrun or a scheduler): no rank is ever left waiting in a collective.
+
+A rank whose process is gone (``kill -9``, out of memory, a crash) breaks the next collective of the others
+(:func:`is_peer_failure`); each rank knows every rank's machine and process (gathered once, at the start), so
+a survivor can say which one of those on its machine is gone (:meth:`Dist.lost_ranks`).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "from_env"]
+__all__ = ["Dist", "from_env", "is_peer_failure"]
 
 
 @dataclass
@@ -31,6 +37,8 @@ class Dist:
     rank: int = 0
     world: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # for collectives
+    local_world: int = 1  #: the ranks on this machine
+    peers: list[tuple[str, int]] = field(default_factory=list)  #: (machine, process id) of each rank
 
     @property
     def active(self) -> bool:
@@ -65,6 +73,42 @@ class Dist:
         dist.all_gather_object(out, obj)
         return out
 
+    def lost_ranks(self, wait_s: float = 2.0) -> list[int]:
+        """The other ranks on this machine whose process is gone (a rank elsewhere cannot be looked at from
+        here), waiting up to ``wait_s`` for one that is still exiting."""
+        here = socket.gethostname()
+        mine = [r for r, (host, _) in enumerate(self.peers) if r != self.rank and host == here]
+        deadline = time.monotonic() + wait_s
+        while True:
+            lost = [r for r in mine if not _alive(self.peers[r][1])]
+            if lost or time.monotonic() >= deadline:
+                return lost
+            time.sleep(0.05)
+
+
+def is_peer_failure(e: BaseException) -> bool:
+    """Whether ``e`` is a collective that failed because another rank is gone: torch's distributed
+    errors, and gloo's, which torch raises as a plain RuntimeError naming gloo."""
+    text = str(e)
+    return isinstance(e, dist.DistError) or any(w in text for w in ("gloo", "NCCL", "Connection reset"))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` (of this machine) runs: a zombie (killed, not yet reaped) does not."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
 
 def from_env(device_spec: str = "auto") -> Dist:
     """The ranks of this run as torchrun set them; starts the process group (gloo on the CPU, nccl on GPUs)
@@ -79,4 +123,9 @@ def from_env(device_spec: str = "auto") -> Dist:
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    return Dist(rank=rank, world=world, device=device)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    peers: list[Any] = [None] * world
+    dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
+    return Dist(
+        rank=rank, world=world, device=device, local_world=local_world, peers=[tuple(p) for p in peers]
+    )

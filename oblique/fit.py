@@ -138,6 +138,8 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.run_dir: Path | None = None  # where the checkpoint is, once written
+        self.resume: str | None = None  # the command that continues the run (oblique.train.resume_command)
+        self.rank = 0  # under torchrun: the rank it stopped (rank 0 reports)
 
 
 class StopOnSignal:
@@ -548,16 +550,20 @@ class _Loop:
 
 
 # --------------------------------------------------------------------------- checkpoints
-CHECKPOINT_FORMAT = 1
+#: The layout of the state in a checkpoint; 2: with the run's identity and digest (Note [checkpoint
+#: identity] in :mod:`oblique.records`).
+CHECKPOINT_FORMAT = 2
 
 
 def checkpoint_state(
     model, method, optimizer, scheduler, batches: Batches, state: FitState, rng: list[dict] | None = None
 ) -> dict:
     """Everything an exact resume needs (Note [exact resume]): tensors and plain containers only. ``rng``:
-    every rank's random states (default: this process's)."""
+    every rank's random states (default: this process's). ``step``: the steps taken (the writer records it
+    in the run's identity, Note [checkpoint identity] in :mod:`oblique.records`)."""
     return {
         "format": CHECKPOINT_FORMAT,
+        "step": state.step,
         "fit_state": asdict(state),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),

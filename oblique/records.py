@@ -27,13 +27,31 @@ as floats by every reader here (the codec of :mod:`oblique.storage`).
     The final ``state_dict`` of the model (load with ``torch.load(..., weights_only=True)``).
 ``checkpoint.pt``
     While a run is unfinished: everything an exact resume needs (Note [exact resume] in
-    :mod:`oblique.fit`) and ``metrics_offset``, the bytes of ``metrics.jsonl`` it covers. Read with
-    :func:`read_checkpoint` (``weights_only``). Removed when the run finishes.
+    :mod:`oblique.fit`), the identity of its run and the digest of it all (Note [checkpoint identity]).
+    Read with :func:`read_checkpoint` (``weights_only``), checked with :func:`check_checkpoint`. Removed
+    when the run finishes.
 ``.lock``, ``.lock.pid``
     The folder lock (:class:`oblique.storage.FolderLock`) of the process writing the run, and its PID.
 
+Note [checkpoint identity]: a resume trusts nothing it did not write. Every checkpoint carries, beside
+the state of the run, ``run``, the identity of the run it belongs to:
+
+- ``config``: the settings that say what the run computes (:meth:`oblique.config.RunConfig.identity`:
+  every setting but those of how it executes), and ``config_sha256``, their digest
+  (:func:`oblique.storage.content_digest`);
+- ``seed``: the run's seed; ``step``: the steps taken;
+- ``metrics_offset`` and ``metrics_sha256``: how many bytes of ``metrics.jsonl`` the state is after, and
+  the SHA-256 of those bytes;
+
+and ``digest``, the :func:`oblique.storage.content_digest` of everything else in it. A resume
+(:func:`check_checkpoint`) refuses, in one line and before it writes anything, a checkpoint whose
+contents do not match their digest, one of another run (another seed, other settings than
+``config.json``), and one whose ``metrics.jsonl`` is not the one it was taken after (cut short, emptied,
+changed): it never cuts ``metrics.jsonl`` back to, or writes past, a position the file does not hold.
+
 Files are written atomically (:func:`oblique.storage.write_atomic`: a temporary file in the same folder,
-then ``os.replace``). Readers treat
+then ``os.replace``; a process killed mid-write leaves ``.NAME.*.tmp``, removed when the run starts or
+resumes: :func:`remove_leftovers`). Readers treat
 every file as untrusted: a truncated last line of ``metrics.jsonl`` (a run killed mid-write) is dropped; a
 line anywhere else that is not JSON or not a record of the schema is skipped with a :class:`RecordWarning`
 naming the file and the line; a ``summary.json`` of the wrong shape is a :class:`RecordError`. A run counts
@@ -48,6 +66,7 @@ cannot read included.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Callable
@@ -67,6 +86,7 @@ __all__ = [
     "RecordError",
     "RecordWarning",
     "RunWriter",
+    "check_checkpoint",
     "is_finished",
     "list_runs",
     "metrics_frame",
@@ -74,6 +94,7 @@ __all__ = [
     "read_config",
     "read_metrics",
     "read_summary",
+    "remove_leftovers",
 ]
 
 SCHEMA_VERSION = 1
@@ -90,13 +111,143 @@ class RecordWarning(ObliqueWarning):
     names the file and the line."""
 
 
+#: what the ``run`` of a checkpoint holds (Note [checkpoint identity]), key -> check
+_IDENTITY_KEYS: dict[str, Callable[[Any], bool]] = {
+    "config": lambda v: v is None or isinstance(v, dict),
+    "config_sha256": lambda v: v is None or isinstance(v, str),
+    "seed": lambda v: v is None or _int(v),
+    "step": lambda v: _int(v) and v >= 0,
+    "metrics_offset": lambda v: _int(v) and v >= 0,
+    "metrics_sha256": lambda v: isinstance(v, str),
+}
+
+
 def read_checkpoint(run_dir: str | os.PathLike) -> dict:
     """The run's ``checkpoint.pt`` (see :meth:`RunWriter.checkpoint`), read by
-    :func:`oblique.storage.read_torch` (tensors and plain containers only)."""
-    state = storage.read_torch(Path(run_dir) / CHECKPOINT)
-    if not isinstance(state, dict) or not isinstance(state.get("metrics_offset"), int):
-        raise RecordError(f"{Path(run_dir) / CHECKPOINT}: not a checkpoint of this oblique")
+    :func:`oblique.storage.read_torch` (tensors and plain containers only), with its identity and digest
+    there and of the right kinds (Note [checkpoint identity]; :func:`check_checkpoint` checks them).
+
+    Raises:
+        RecordError: unreadable, not a checkpoint, or one of an older oblique (without an identity).
+    """
+    path = Path(run_dir) / CHECKPOINT
+    state = storage.read_torch(path)
+    if isinstance(state, dict) and "run" not in state and _int(state.get("metrics_offset")):
+        raise RecordError(
+            f"{path}: written by an older oblique, without the identity and the digest this one checks; "
+            f"it is not resumed: start the run over with --overwrite"
+        )
+    run = state.get("run") if isinstance(state, dict) else None
+    if not (
+        isinstance(run, dict)
+        and isinstance(state.get("digest"), str)
+        and all(key in run and ok(run[key]) for key, ok in _IDENTITY_KEYS.items())
+    ):
+        raise RecordError(f"{path}: not a checkpoint of this oblique")
     return state
+
+
+def check_checkpoint(run_dir: str | os.PathLike, state: dict, run: dict | None = None) -> None:
+    """Check that ``state`` (:func:`read_checkpoint`) is the run's own (Note [checkpoint identity]): its
+    contents match their digest; with ``run`` (what the run folder says of its run: ``config``, as
+    :meth:`oblique.config.RunConfig.identity` gives it, and ``seed``), it belongs to that run; and
+    ``metrics.jsonl`` holds, byte for byte, the records it was taken after. Reads only.
+
+    Raises:
+        RecordError: one line that names the file and what does not match.
+    """
+    root = Path(run_dir)
+    path = root / CHECKPOINT
+    refuse = "it is not resumed: put back the run's own files, or start the run over with --overwrite"
+    contents = {k: v for k, v in state.items() if k != "digest"}
+    try:
+        intact = storage.content_digest(contents) == state["digest"]
+    except (TypeError, ValueError, RuntimeError):  # something no checkpoint of ours holds (a sparse tensor)
+        intact = False
+    if not intact:
+        raise RecordError(f"{path}: its contents do not match their digest (changed since written); {refuse}")
+    own = state["run"]
+    if run is not None:
+        _check_identity(path, own, run, refuse)
+    _check_metrics_prefix(root / METRICS, path, own["metrics_offset"], own["metrics_sha256"], refuse)
+
+
+def _check_identity(path: Path, own: dict, run: dict, refuse: str) -> None:
+    """The checkpoint's run (``own``) is ``run``: the same seed, the same settings."""
+    config = path.parent / CONFIG
+    if own["seed"] != run.get("seed"):
+        raise RecordError(
+            f"{path} belongs to another run (seed {own['seed']}), not to the one of {config} "
+            f"(seed {run.get('seed')}); {refuse}"
+        )
+    if own["config_sha256"] != storage.content_digest(run.get("config")):
+        theirs, mine = own["config"] or {}, run.get("config") or {}
+        try:
+            differ = [
+                k
+                for k in sorted(set(theirs) | set(mine), key=str)
+                if storage.dumps_json(theirs.get(k)) != storage.dumps_json(mine.get(k))
+            ]
+            named = ", ".join(
+                f"{k} {_short(theirs.get(k))} in the checkpoint, {_short(mine.get(k))} in {CONFIG}"
+                for k in differ[:3]
+            )
+        except (TypeError, ValueError):  # settings no config of ours holds
+            named = ""
+        raise RecordError(
+            f"{path} belongs to a run with other settings than {config} ({named or 'their digests differ'}); "
+            f"{refuse}"
+        )
+
+
+def _short(value: Any) -> str:
+    text = storage.dumps_json(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_metrics_prefix(metrics: Path, path: Path, offset: int, sha: str, refuse: str) -> None:
+    """``metrics`` holds at least ``offset`` bytes, whose SHA-256 is ``sha``."""
+    try:
+        size = metrics.stat().st_size
+    except FileNotFoundError:
+        size = None
+    except OSError as e:
+        raise RecordError(f"{metrics}: cannot be read ({e.strerror or e})") from None
+    if size is None or size < offset:
+        has = "is missing" if size is None else f"holds {size} bytes"
+        raise RecordError(
+            f"{metrics} {has}, not the {offset} bytes of records {path} was taken after (cut short or "
+            f"emptied); {refuse}"
+        )
+    digest = hashlib.sha256()
+    try:
+        with open(metrics, "rb") as f:
+            left = offset
+            while left:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                left -= len(chunk)
+    except OSError as e:
+        raise RecordError(f"{metrics}: cannot be read ({e.strerror or e})") from None
+    if digest.hexdigest() != sha:
+        raise RecordError(
+            f"{metrics}: its first {offset} bytes are not the records {path} was taken after (changed since); "
+            f"{refuse}"
+        )
+
+
+def remove_leftovers(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of the run folder's own files that a process killed mid-write left
+    (``.checkpoint.pt.*.tmp``, ...: :func:`oblique.storage.remove_temporaries`); return them. Only for
+    the process that holds the folder's lock."""
+    root = Path(run_dir)
+    return [
+        tmp
+        for name in (CONFIG, SUMMARY, MODEL, CHECKPOINT)
+        for tmp in storage.remove_temporaries(root / name)
+    ]
 
 
 class RunWriter:
@@ -111,22 +262,47 @@ class RunWriter:
 
     Args:
         root: the run directory (created if missing).
+        resume_at: for a resumed run, the bytes of ``metrics.jsonl`` its checkpoint is after (where
+            :meth:`open` cuts the file back to).
+        lazy: leave :meth:`open` to the caller.
+        run: what identifies the run in its checkpoints (Note [checkpoint identity]): ``config``
+            (:meth:`oblique.config.RunConfig.identity`) and ``seed``; None for a loop run without a
+            config (its checkpoints carry the position in ``metrics.jsonl`` only).
     """
 
-    def __init__(self, root: str | os.PathLike, *, resume_at: int | None = None, lazy: bool = False):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        resume_at: int | None = None,
+        lazy: bool = False,
+        run: dict | None = None,
+    ):
         self.root = Path(root)
         self.resume_at = resume_at
+        self.run = dict(run or {})
         self._metrics: storage.JsonLinesWriter | None = None
         if not lazy:
             self.open()
 
     def open(self) -> None:
         """Create the folder; for a resumed run, cut ``metrics.jsonl`` back to ``resume_at`` (the
-        checkpoint's position) and append from there: no line is doubled. ``lazy=True`` leaves this to the
-        caller, once it has checked the folder."""
+        checkpoint's position) and append from there: no line is doubled. A file shorter than
+        ``resume_at`` is refused, never padded (:func:`check_checkpoint` says why before). ``lazy=True``
+        leaves this to the caller, once it has checked the folder.
+
+        Raises:
+            RecordError: ``metrics.jsonl`` is missing or holds fewer bytes than ``resume_at``.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         if self.resume_at is not None and self._metrics is None:
             path = self.root / METRICS
+            size = path.stat().st_size if path.is_file() else -1
+            if size < self.resume_at:
+                raise RecordError(
+                    f"{path}: holds {max(size, 0)} bytes, fewer than the {self.resume_at} to resume after; "
+                    "it is not written past its end"
+                )
             with open(path, "r+b") as f:
                 f.truncate(self.resume_at)
             self._metrics = storage.JsonLinesWriter(path, mode="a")
@@ -137,6 +313,13 @@ class RunWriter:
         if self._metrics is None:
             return 0
         return self._metrics.offset
+
+    @property
+    def metrics_sha256(self) -> str:
+        """The SHA-256 of the bytes of ``metrics.jsonl`` written so far."""
+        if self._metrics is None:
+            return hashlib.sha256().hexdigest()
+        return self._metrics.sha256
 
     # ---------------------------------------------------------------- files written once
     def config(self, config: dict) -> None:
@@ -152,9 +335,21 @@ class RunWriter:
         storage.save_torch(self.root / MODEL, state_dict)
 
     def checkpoint(self, state: dict) -> None:
-        """``checkpoint.pt``: ``state`` (tensors and plain containers only) plus ``metrics_offset``, the
-        position reached in ``metrics.jsonl``; replaces the previous checkpoint atomically."""
-        storage.save_torch(self.root / CHECKPOINT, {**state, "metrics_offset": self.metrics_offset})
+        """``checkpoint.pt``: ``state`` (tensors and plain containers only; its ``step``, the steps taken,
+        goes into the identity), ``run`` (the identity of the run and of the records it is after) and
+        ``digest`` (of everything else): Note [checkpoint identity]. Replaces the previous checkpoint
+        atomically."""
+        config = self.run.get("config")
+        identity = {
+            "config": config,
+            "config_sha256": storage.content_digest(config) if config is not None else None,
+            "seed": self.run.get("seed"),
+            "step": state.get("step", 0),
+            "metrics_offset": self.metrics_offset,
+            "metrics_sha256": self.metrics_sha256,
+        }
+        contents = {**state, "run": identity}
+        storage.save_torch(self.root / CHECKPOINT, {**contents, "digest": storage.content_digest(contents)})
 
     def drop_checkpoint(self) -> None:
         """Remove ``checkpoint.pt`` (a finished run needs none: ``model.pt`` holds its weights)."""

@@ -9,7 +9,9 @@ the study folder's :mod:`oblique.study.folder`, the bench's :mod:`oblique.cost.r
   as the strings ``"nan"``, ``"inf"``, ``"-inf"`` and read back as floats; :func:`read_json` reads a
   file with it; :class:`JsonLinesWriter` appends one object per line, flushed at once.
 - :func:`save_torch` and :func:`read_torch`: ``torch.save`` through the atomic writer, and
-  ``torch.load(..., weights_only=True)`` of an untrusted file.
+  ``torch.load(..., weights_only=True)`` of an untrusted file; :func:`content_digest`, the SHA-256 of what
+  such a file holds (tensors and plain containers), the same before it is saved and after it is read.
+- :func:`remove_temporaries`: the temporary files a killed :func:`write_atomic` left beside a file.
 - :class:`FolderLock`: the exclusive lock of a run or study folder (``.lock``, the holder's PID in
   ``.lock.pid``).
 
@@ -20,7 +22,10 @@ the project's files; :mod:`oblique.records` names it too, as the error of the ru
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import glob
+import hashlib
 import json
 import math
 import os
@@ -39,10 +44,12 @@ __all__ = [
     "FolderLockedError",
     "JsonLinesWriter",
     "RecordError",
+    "content_digest",
     "dumps_json",
     "loads_json",
     "read_json",
     "read_torch",
+    "remove_temporaries",
     "save_torch",
     "write_atomic",
     "write_json_atomic",
@@ -126,7 +133,7 @@ def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[Binar
     path = Path(path)
     try:  # a folder that cannot be made or written: the error names the target, not a temporary file
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
     except OSError as e:
         raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     try:
@@ -146,6 +153,23 @@ def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[Binar
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that :func:`write_atomic` left beside ``path`` when its process was
+    killed mid-write (``.NAME.*.tmp``); return them. Call it only where no other process writes ``path``
+    (under the folder's :class:`FolderLock`): a write in progress has such a file too."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -179,23 +203,36 @@ def _first_line(e: BaseException) -> str:
 
 
 class JsonLinesWriter:
-    """Appends JSON objects to a file, one line each (:func:`dumps_json`), flushed at once.
+    """Appends JSON objects to a file, one line each (:func:`dumps_json`), flushed at once, and keeps the
+    SHA-256 of everything the file holds (:attr:`sha256`).
 
     Args:
         path: the file.
-        mode: ``"w"`` starts it over, ``"a"`` appends to what it holds.
+        mode: ``"w"`` starts it over, ``"a"`` appends to what it holds (read once, for the digest).
     """
 
     def __init__(self, path: str | os.PathLike, mode: str = "w"):
         self.path = Path(path)
+        self._sha = hashlib.sha256()
+        if mode == "a" and self.path.exists():
+            with open(self.path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    self._sha.update(chunk)
         self._f = open(self.path, mode)
 
     def write(self, record: dict) -> None:
+        line = dumps_json(record) + "\n"
         try:
-            self._f.write(dumps_json(record) + "\n")
+            self._f.write(line)
             self._f.flush()
         except OSError as e:  # a full disk: say which file (the bare error names none)
             raise OSError(e.errno, e.strerror or str(e), str(self.path)) from e
+        self._sha.update(line.encode())
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 (hex) of the file's bytes so far: what it held when opened, and every line since."""
+        return self._sha.hexdigest()
 
     @property
     def offset(self) -> int:
@@ -231,6 +268,51 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
             raise OSError(errno.EIO, f"cannot be written ({str(e).splitlines()[0]})", str(path)) from e
 
     write_atomic(path, write)
+
+
+def content_digest(obj: Any) -> str:
+    """The SHA-256 (hex) of what ``obj`` holds: every tensor's dtype, shape and bytes, every plain value
+    (numbers, text, bytes, None, true and false) with its type, mappings key by key in sorted order, and
+    lists and tuples alike. The digest of an object is the digest of what :func:`read_torch` reads back
+    after :func:`save_torch`, wherever its tensors were (a GPU's are read on the CPU), so a file can carry
+    the digest of its own contents and a reader can tell whether they are what was written.
+
+    >>> content_digest({"a": [1, 2.0]}) == content_digest({"a": (1, 2.0)})
+    True
+    >>> content_digest({"a": 1}) == content_digest({"a": 1.0})
+    False
+
+    Raises:
+        TypeError: something other than tensors and plain containers.
+    """
+    sha = hashlib.sha256()
+    _digest_into(sha, obj)
+    return sha.hexdigest()
+
+
+def _digest_into(sha, obj: Any) -> None:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous()
+        sha.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        sha.update(t.reshape(-1).view(torch.uint8).numpy())  # the tensor's bytes, whatever its dtype
+    elif isinstance(obj, dict):
+        items = sorted(obj.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0])))
+        sha.update(f"D{len(items)}:".encode())
+        for key, value in items:
+            _digest_into(sha, key)
+            _digest_into(sha, value)
+    elif isinstance(obj, list | tuple):  # torch.Size too
+        sha.update(f"L{len(obj)}:".encode())
+        for value in obj:
+            _digest_into(sha, value)
+    elif obj is None or isinstance(obj, bool | int | float | str | bytes | complex):
+        sha.update(f"{type(obj).__name__}:{obj!r};".encode())  # repr: a float's every bit
+    elif isinstance(obj, torch.dtype | torch.device):
+        sha.update(f"{type(obj).__name__}:{obj};".encode())
+    else:
+        raise TypeError(f"content_digest takes tensors and plain containers; got {type(obj).__name__}")
 
 
 def read_torch(path: str | os.PathLike) -> Any:

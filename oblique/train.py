@@ -40,13 +40,34 @@ from oblique import records, storage
 from oblique.batches import Batches
 from oblique.config import ConfigError, RunConfig, environment, run_config_from
 from oblique.data import Data, TensorData, get_dataset
-from oblique.distributed import Dist, from_env
-from oblique.fit import FitState, RunInterrupted, StopOnSignal, fit, restore_checkpoint, test_batches
+from oblique.distributed import Dist, from_env, is_peer_failure
+from oblique.errors import ObliqueError
+from oblique.fit import (
+    FitState,
+    RunInterrupted,
+    StopOnSignal,
+    checkpoint_state,
+    fit,
+    restore_checkpoint,
+    test_batches,
+)
 from oblique.geometry import drift_record, model_drift
 from oblique.methods import Method, OptimizerConfig
 from oblique.models import get_model
 
-__all__ = ["RESUME_OVERRIDES", "Built", "build", "prepare_out", "remove_run", "resume", "summarize", "train"]
+__all__ = [
+    "RESUME_OVERRIDES",
+    "Built",
+    "ModelNotSaved",
+    "RankLost",
+    "build",
+    "prepare_out",
+    "remove_run",
+    "resume",
+    "resume_command",
+    "summarize",
+    "train",
+]
 
 
 def _lr_factor(cfg: RunConfig, steps_per_epoch: int, total: int):
@@ -88,12 +109,14 @@ def train(cfg: RunConfig) -> dict:
     cfg = _checked(cfg)
     run = build(cfg, dist)
     out, work = cfg.resolved_out(), _work_dir(cfg)
-    with _main_rank_writes(dist, work) as writer:
+    record = _config_record(cfg, run, out, dist)
+    recorded = run_config_from(_settings_in(record), source=str(work / records.CONFIG))
+    with _main_rank_writes(dist, work, _identity(recorded)) as writer:
         if writer is not None:
             prepare_out(cfg, work)
             writer.open()
-            writer.config(_config_record(cfg, run, out, dist))
-        summary = _fit_and_record(cfg, run, writer, FitState(), dist)
+            writer.config(record)
+        summary = _fit_and_record(cfg, run, writer, FitState(), dist, work)
     if dist.main:
         _swap_in(work, out)
     return summary
@@ -108,42 +131,73 @@ def resume(run_dir: str | os.PathLike, **execution: Any) -> dict:
     """Continue the killed or interrupted run in ``run_dir`` from its last checkpoint, with the settings
     recorded in its ``config.json``; return the summary. The records end as an uninterrupted run's would.
 
+    The checkpoint must be the run's own (Note [checkpoint identity] in :mod:`oblique.records`): intact,
+    of this run (its seed and settings those of ``config.json``) and taken after the records that
+    ``metrics.jsonl`` holds; anything else is refused before a byte is written.
+
     Args:
         execution: any of :data:`RESUME_OVERRIDES` (``device``, ``log_every``, ``checkpoint_every``,
             ``progress``) to change how the run goes on; None or absent: as recorded.
 
     Raises:
         ConfigError: ``run_dir`` holds no run, a finished run, or no checkpoint to resume from.
-        oblique.storage.RecordError: the checkpoint or the config cannot be read.
+        oblique.storage.RecordError: the checkpoint or the config cannot be read, or the checkpoint is not
+            the run's own.
     """
     work = Path(run_dir)
     cfg = _recorded_config(work, execution)
     dist = from_env(cfg.device)
     run = build(cfg, dist)
-    ckpt = records.read_checkpoint(work)
-    with _main_rank_writes(dist, work, resume_at=ckpt["metrics_offset"]) as writer:
+    with _main_rank_writes(dist, work, _identity(cfg)) as writer:
         if writer is not None and records.is_finished(work):
             raise ConfigError(f"{work} holds a finished run; there is nothing to resume")
+        ckpt = records.read_checkpoint(work)
+        refusal = _refusal(work, ckpt, cfg)  # judged on the checkpoint as read: restoring hands it to the run
         state = restore_checkpoint(
             ckpt, run.model, run.method, run.optimizer, run.scheduler, run.batches, rank=dist.rank
         )
+        if refusal is not None:  # (one that does not even fit this run's pieces said so above)
+            raise refusal
         state.resumed_at.append(state.step)
         if writer is not None:
+            records.remove_leftovers(work)
+            writer.resume_at = ckpt["run"]["metrics_offset"]
             writer.open()
-        summary = _fit_and_record(cfg, run, writer, state, dist)
+        summary = _fit_and_record(cfg, run, writer, state, dist, work)
     if dist.main:
         _swap_in(work, cfg.resolved_out())
     return summary
 
 
+def _settings_in(recorded: dict) -> dict[str, Any]:
+    """The run settings of a ``config.json`` record (it holds more: what the machine made of them)."""
+    return {k: v for k, v in recorded.items() if k in RunConfig.field_names()}
+
+
+def _identity(cfg: RunConfig) -> dict:
+    """What identifies the run in its checkpoints (:class:`oblique.records.RunWriter`'s ``run``), from its
+    settings as ``config.json`` records them (the method's own strength filled in, ...)."""
+    return {"config": cfg.identity(), "seed": cfg.seed}
+
+
+def _refusal(work: Path, ckpt: dict, cfg: RunConfig) -> storage.RecordError | None:
+    """Why the checkpoint in ``work`` is not to be resumed from (:func:`oblique.records.check_checkpoint`),
+    or None."""
+    try:
+        records.check_checkpoint(work, ckpt, _identity(cfg))
+    except storage.RecordError as e:
+        return e
+    return None
+
+
 @contextlib.contextmanager
-def _main_rank_writes(dist: Dist, work: Path, resume_at: int | None = None):
+def _main_rank_writes(dist: Dist, work: Path, run: dict):
     """On the main rank, the run folder locked and its :class:`~oblique.records.RunWriter` (opened by the
-    caller once the folder is checked); on the others, None."""
+    caller once the folder is checked), recording ``run`` in its checkpoints; on the others, None."""
     if not dist.main:
         yield None
         return
-    with storage.FolderLock(work, "run folder"), records.RunWriter(work, resume_at=resume_at, lazy=True) as w:
+    with storage.FolderLock(work, "run folder"), records.RunWriter(work, lazy=True, run=run) as w:
         yield w
 
 
@@ -162,7 +216,7 @@ def _recorded_config(work: Path, execution: dict[str, Any]) -> RunConfig:
         raise storage.RecordError(
             f"{work / records.CONFIG}: expected a table of settings; got {recorded!r:.60}"
         )
-    settings = {k: v for k, v in recorded.items() if k in RunConfig.field_names()}
+    settings = _settings_in(recorded)
     unknown = sorted(set(execution) - set(RESUME_OVERRIDES))
     if unknown:
         raise ConfigError(
@@ -176,49 +230,134 @@ def _recorded_config(work: Path, execution: dict[str, Any]) -> RunConfig:
 
 
 def _fit_and_record(
-    cfg: RunConfig, run: Built, writer: records.RunWriter | None, state: FitState, dist: Dist
+    cfg: RunConfig, run: Built, writer: records.RunWriter | None, state: FitState, dist: Dist, work: Path
 ) -> dict:
     """Fit (from ``state``), then write ``model.pt`` and ``summary.json`` and drop the checkpoint; on an
-    interruption write the summary with status ``interrupted`` and re-raise. Without a writer (a rank
-    other than the main one) nothing is written."""
+    interruption write the summary with status ``interrupted`` and re-raise; when another rank's process
+    is gone (killed, crashed), the same summary and :class:`RankLost`. Without a writer (a rank other than
+    the main one) nothing is written."""
     with StopOnSignal() as stop:
         try:
-            fit(
-                run.model,
-                run.method,
-                run.optimizer,
-                run.batches,
-                epochs=cfg.epochs,
-                test_loader=run.test_loader,
-                scheduler=run.scheduler,
-                device=run.device,
-                drift_every=cfg.drift_every,
-                eval_every=cfg.eval_every,
-                log_every=cfg.log_every,
-                precision=cfg.precision,
-                writer=writer,
-                progress=cfg.progress,
-                state=state,
-                checkpoint_every=cfg.checkpoint_every,
-                stop=stop,
-                forward=run.forward,
-                dist=dist,
-            )
+            _fit(cfg, run, writer, state, dist, stop)
             if writer is None:
                 return {"status": "diverged" if state.diverged_step is not None else "ok", "rank": dist.rank}
             summary = summarize(cfg, run.model, run.method, state)
             if cfg.save_model:
-                writer.model(run.model.state_dict())
+                _save_model(cfg, run, writer, state, dist)
         except KeyboardInterrupt as e:
             # also when Ctrl-C lands after the run finished but before its records were all written
             if writer is not None:
                 writer.summary(summarize(cfg, run.model, run.method, state, interrupted=True))
-                if isinstance(e, RunInterrupted) and (writer.root / records.CHECKPOINT).is_file():
-                    e.run_dir = writer.root
+            if isinstance(e, RunInterrupted):
+                e.rank = dist.rank
+                if (work / records.CHECKPOINT).is_file():
+                    e.run_dir, e.resume = work, resume_command(work, dist)
             raise
+        except RuntimeError as e:
+            if not (dist.active and is_peer_failure(e)):
+                raise
+            if writer is not None:
+                writer.summary(summarize(cfg, run.model, run.method, state, interrupted=True))
+            raise RankLost(_rank_lost(work, dist)) from None
         writer.summary(summary)
         writer.drop_checkpoint()
     return summary
+
+
+def _fit(
+    cfg: RunConfig, run: Built, writer: records.RunWriter | None, state: FitState, dist: Dist, stop
+) -> None:
+    """:func:`oblique.fit.fit` as the config says, on what :func:`build` built."""
+    fit(
+        run.model,
+        run.method,
+        run.optimizer,
+        run.batches,
+        epochs=cfg.epochs,
+        test_loader=run.test_loader,
+        scheduler=run.scheduler,
+        device=run.device,
+        drift_every=cfg.drift_every,
+        eval_every=cfg.eval_every,
+        log_every=cfg.log_every,
+        precision=cfg.precision,
+        writer=writer,
+        progress=cfg.progress,
+        state=state,
+        checkpoint_every=cfg.checkpoint_every,
+        stop=stop,
+        forward=run.forward,
+        dist=dist,
+    )
+
+
+class ModelNotSaved(ObliqueError, OSError):
+    """The training is over but ``model.pt`` cannot be written (a full disk); the message says what was
+    kept (the final checkpoint, else the last one) and how to continue."""
+
+
+class RankLost(ObliqueError, RuntimeError):
+    """Under torchrun, another rank's process is gone (killed, crashed); the message names it and says how
+    to continue the run."""
+
+
+def _save_model(cfg: RunConfig, run: Built, writer: records.RunWriter, state: FitState, dist: Dist) -> None:
+    """``model.pt``. When it cannot be written, the finished training is kept as a checkpoint (its random
+    states given to every rank: none draws again), or, if that cannot be written either, the last
+    checkpoint stays; the summary says ``interrupted``, and :class:`ModelNotSaved` says what is kept."""
+    try:
+        writer.model(run.model.state_dict())
+        return
+    except OSError as e:
+        failure = f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)
+    resume = resume_command(writer.root, dist)
+    final = checkpoint_state(run.model, run.method, run.optimizer, run.scheduler, run.batches, state)
+    final["rng"] = final["rng"] * dist.world
+    try:
+        writer.checkpoint(final)
+        kept = (
+            f"its final checkpoint is kept in {writer.root}: free space, then '{resume}' writes it "
+            "(no step is trained again)"
+        )
+    except OSError:
+        if (writer.root / records.CHECKPOINT).is_file():
+            kept = (
+                f"its last checkpoint is kept in {writer.root}: free space, then '{resume}' trains on "
+                "from there"
+            )
+        else:
+            kept = "no checkpoint could be kept either: free space, then train it again with --overwrite"
+    with contextlib.suppress(OSError):
+        writer.summary(summarize(cfg, run.model, run.method, state, interrupted=True))
+    raise ModelNotSaved(f"{failure}; the training is over but {records.MODEL} is not written: {kept}")
+
+
+def resume_command(run_dir: str | os.PathLike, dist: Dist | None = None) -> str:
+    """The command that continues the run in ``run_dir``: ``oblique run --resume RUN_DIR``, under torchrun
+    with the ranks this run has (its processes per node, and nodes)."""
+    dist = dist or Dist()
+    if not dist.active:
+        return f"oblique run --resume {run_dir}"
+    if dist.local_world == dist.world:
+        return f"torchrun --nproc_per_node={dist.world} -m oblique run --resume {run_dir}"
+    nodes = dist.world // max(1, dist.local_world)
+    return (
+        f"torchrun --nnodes={nodes} --nproc_per_node={dist.local_world} ... -m oblique run --resume {run_dir}"
+    )
+
+
+def _rank_lost(work: Path, dist: Dist) -> str:
+    """What :class:`RankLost` says: which rank is gone (those on this machine can be told), and what next."""
+    lost = dist.lost_ranks()
+    who = f"rank{'s' * (len(lost) > 1)} {', '.join(map(str, lost))}" if lost else "another rank"
+    if (work / records.CHECKPOINT).is_file():
+        then = f"its last checkpoint is in {work}: continue it with '{resume_command(work, dist)}'"
+    else:
+        then = f"{work} holds no checkpoint yet: start the run again with --overwrite"
+    return (
+        f"{who} of the {dist.world} processes of this run stopped (killed or crashed) while it trained; "
+        f"{then}"
+    )
 
 
 def _checked(cfg: RunConfig) -> RunConfig:
@@ -270,7 +409,14 @@ def _work_dir(cfg: RunConfig) -> Path:
 
 
 def _replacement(out: Path) -> Path:
-    return out.with_name(out.name + ".new")
+    real = _real(out)
+    return real.with_name(real.name + ".new")
+
+
+def _real(out: Path) -> Path:
+    """``out``, or the folder it links to: a run replaced through a symlink is replaced where it is, and
+    the link stays."""
+    return out.resolve() if out.is_symlink() else out
 
 
 def prepare_out(cfg: RunConfig, work: Path | None = None) -> Path:
@@ -282,6 +428,7 @@ def prepare_out(cfg: RunConfig, work: Path | None = None) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     for name in (records.CONFIG, records.METRICS, records.SUMMARY, records.MODEL, records.CHECKPOINT):
         (work / name).unlink(missing_ok=True)
+    records.remove_leftovers(work)
     return work
 
 
@@ -290,6 +437,7 @@ def _swap_in(work: Path, out: Path) -> None:
     the same folder or the replacement is not over."""
     if work.resolve() != _replacement(out).resolve() or not records.is_finished(work):
         return
+    out = _real(out)
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():

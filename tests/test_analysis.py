@@ -289,3 +289,37 @@ def test_plot_checks_its_inputs_before_writing_anything(world, tmp_path):
     for bench in ("missing.json", "garbage.csv", "badbench.json", "BINARY", "EMPTY"):
         refused(world, ["plot", str(study), "--bench", bench], "oblique: error: ")
         assert digest(study) == before and not (study / "figures").exists()
+
+
+def _without_drift(study, runs=None) -> None:
+    """Every drift line removed from the metrics.jsonl of ``runs`` (default: every run) of ``study``."""
+    for path in sorted((study / "runs").glob("*/metrics.jsonl")):
+        if runs is None or path.parent.name in runs:
+            lines = path.read_text().splitlines(keepends=True)
+            path.write_text("".join(ln for ln in lines if '"type": "drift"' not in ln))
+
+
+def test_plot_draws_what_it_can_of_runs_without_drift_records(single, tmp_path, capsys):
+    study = tmp_path / "s"
+    shutil.copytree(single, study)
+    shutil.rmtree(study / "figures", ignore_errors=True)
+    _without_drift(study)
+    assert main(["plot", str(study), "--per-layer"]) == 0
+    out, err = capsys.readouterr()
+    notes = [line for line in out.splitlines() if line.startswith("figure 1 ")]
+    assert notes == [
+        "figure 1 (drift) skipped: no run of the reference setting holds a drift record (metrics.jsonl)"
+    ]
+    assert "Traceback" not in err and not err.strip(), err
+    written = {p.name for p in (study / "figures").iterdir()}
+    assert not any(name.startswith("fig1_drift") for name in written)
+    assert {f"{s}.png" for s in STEMS if s != "fig1_drift"} <= written
+    # one run without them: figure 1 drawn from the others, with a note
+    shutil.rmtree(study)
+    shutil.copytree(single, study)
+    nl = next(p.parent.name for p in (study / "runs").glob("nl*/metrics.jsonl"))
+    _without_drift(study, runs={nl})
+    notes: list[str] = []
+    fig = fig_drift(study, echo=notes.append)
+    assert notes == ["figure 1 (drift): 1 runs hold no drift record (metrics.jsonl) and are left out"]
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["baseline, 1 seed"]

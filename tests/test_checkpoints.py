@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import torch
 
 from oblique import list_methods, records, storage
 from oblique.cli import main
-from oblique.config import ConfigError, RunConfig
+from oblique.config import ConfigError, RunConfig, run_config_from
 from oblique.fit import RunInterrupted
 from oblique.train import resume, train
 
@@ -349,3 +350,263 @@ def test_a_redirected_log_gets_plain_lines_not_a_bar(tmp_path):
     text = log.read_text()
     assert "\r" not in text and len(text) < 2000
     assert any(line.startswith("nl: ") and "step" in line for line in text.splitlines())
+
+
+# --------------------------------------------------------------------------- not the run's own checkpoint
+def _md5s(folder: Path) -> dict[str, str]:
+    """The md5 of every file of a run folder (its lock files aside)."""
+    import hashlib
+
+    return {
+        p.name: hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(storage.LOCK_FILE)
+    }
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """Two runs stopped after 3 of their 12 steps, seeds 0 and 1, with their checkpoints."""
+    root = tmp_path_factory.mktemp("killed")
+    for seed in (0, 1):
+        with pytest.raises(RunInterrupted):
+            _interrupted_at(root / f"seed{seed}", 3, seed=seed)
+    return root
+
+
+def _zeros_in_a_tensor(run: Path, killed: Path) -> None:
+    """64 zero bytes written inside the largest tensor of the checkpoint (a disk's or a hand's damage)."""
+    import zipfile
+
+    path = run / records.CHECKPOINT
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name, extra = int.from_bytes(f.read(2), "little"), int.from_bytes(f.read(2), "little")
+        f.seek(info.header_offset + 30 + name + extra + info.file_size // 2)
+        f.write(bytes(64))
+
+
+def _resaved(change, seal: bool = False):
+    """A checkpoint read, changed by ``change`` and saved again by torch (its zip records intact); with
+    ``seal``, its digest made to match its new contents."""
+
+    def corrupt(run: Path, killed: Path) -> None:
+        state = torch.load(run / records.CHECKPOINT, weights_only=True)
+        change(state)
+        if seal:
+            state["digest"] = storage.content_digest({k: v for k, v in state.items() if k != "digest"})
+        torch.save(state, run / records.CHECKPOINT)
+
+    return corrupt
+
+
+def _offset(state: dict) -> None:
+    state["run"]["metrics_offset"] = 10**9
+
+
+def _other_seed(run: Path, killed: Path) -> None:
+    (run / records.CHECKPOINT).write_bytes((killed / "seed1" / records.CHECKPOINT).read_bytes())
+
+
+def _method_edited(run: Path, killed: Path) -> None:
+    config = json.loads((run / records.CONFIG).read_text())
+    config["method"] = "wd"
+    (run / records.CONFIG).write_text(json.dumps(config))
+
+
+def _metrics_cut(run: Path, killed: Path) -> None:
+    data = (run / records.METRICS).read_bytes()
+    (run / records.METRICS).write_bytes(data[: len(data) // 2])
+
+
+def _metrics_emptied(run: Path, killed: Path) -> None:
+    (run / records.METRICS).write_bytes(b"")
+
+
+def _metrics_changed(run: Path, killed: Path) -> None:
+    data = (run / records.METRICS).read_bytes()
+    (run / records.METRICS).write_bytes(data.replace(b'"step": 2', b'"step": 7', 1))
+
+
+REFUSED = {
+    "zero-bytes-in-a-tensor": (_zeros_in_a_tensor, "not a readable torch file"),
+    "a-tensor-changed": (
+        _resaved(lambda s: s["model"][next(iter(s["model"]))].zero_()),
+        "contents do not match their digest",
+    ),
+    "offset-1e9": (_resaved(_offset), "contents do not match their digest"),
+    "offset-1e9-sealed": (_resaved(_offset, seal=True), "bytes of records"),
+    "seed-1-checkpoint-in-seed-0-run": (_other_seed, "belongs to another run (seed 1)"),
+    "config-nl-edited-to-wd": (_method_edited, '(method "nl" in the checkpoint, "wd" in config.json)'),
+    "metrics-cut": (_metrics_cut, "(cut short or emptied)"),
+    "metrics-emptied": (_metrics_emptied, "holds 0 bytes, not the"),
+    "metrics-changed": (_metrics_changed, "are not the records"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_resume_refuses_a_checkpoint_that_is_not_the_runs_own(case, killed, tmp_path, capsys):
+    """Note [checkpoint identity] in oblique.records: a damaged checkpoint, another run's, one whose
+    config.json or metrics.jsonl is not what it was taken after is refused in one line, and nothing on disk
+    changes (metrics.jsonl is never cut back to, or padded up to, a position it does not hold)."""
+    corrupt, expect = REFUSED[case]
+    run = tmp_path / "run"
+    shutil.copytree(killed / "seed0", run)
+    corrupt(run, killed)
+    before = _md5s(run)
+    assert main(["run", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("oblique: error: ") and err.count("\n") == 1 and expect in err, err
+    assert _md5s(run) == before
+
+
+def test_the_run_the_refusals_started_from_resumes(killed, tmp_path, uninterrupted):
+    shutil.copytree(killed / "seed0", tmp_path / "run")
+    assert main(["run", "--resume", str(tmp_path / "run"), "--no-progress"]) == 0
+    _same_run(uninterrupted["nl"], tmp_path / "run")
+
+
+def test_an_old_checkpoint_without_identity_is_refused_in_one_line(killed, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(killed / "seed0", run)
+    state = torch.load(run / records.CHECKPOINT, weights_only=True)
+    old = {k: v for k, v in state.items() if k not in ("run", "digest", "step")}
+    torch.save(
+        {**old, "format": 1, "metrics_offset": state["run"]["metrics_offset"]}, run / records.CHECKPOINT
+    )
+    assert main(["run", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "written by an older oblique" in err and "--overwrite" in err
+
+
+def test_a_checkpoint_records_whose_run_it_is(killed):
+    ckpt = records.read_checkpoint(killed / "seed1")
+    run = ckpt["run"]
+    assert run["seed"] == 1 and run["step"] == ckpt["step"] == 3
+    recorded = records.read_config(killed / "seed1")
+    cfg = run_config_from({k: v for k, v in recorded.items() if k in RunConfig.field_names()})
+    assert run["config"] == cfg.identity() and run["config"]["seed"] == 1 and "device" not in run["config"]
+    assert run["config_sha256"] == storage.content_digest(run["config"])
+    metrics = (killed / "seed1" / records.METRICS).read_bytes()
+    assert run["metrics_offset"] == len(metrics)  # the run stopped right after its checkpoint
+    import hashlib
+
+    assert run["metrics_sha256"] == hashlib.sha256(metrics).hexdigest()
+
+
+# --------------------------------------------------------------------------- leftovers, a full disk, a symlink
+#: ``oblique ARGV`` that is killed (SIGKILL) halfway through writing its first checkpoint
+_KILLED_MID_CHECKPOINT = """
+import os, signal, sys
+import torch
+from oblique.cli import main
+real = torch.save
+def save(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and "digest" in obj:  # the checkpoint: a part of it, then the kill
+        f.write(b"PK\\x03\\x04 half a checkpoint")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(obj, f, *args, **kwargs)
+torch.save = save
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_during_the_first_checkpoint_leaves_a_temporary_the_next_start_removes(tmp_path, reference):
+    out = tmp_path / "run"
+    argv = ["run", *ARGS, "--out", str(out)]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_MID_CHECKPOINT, *argv, "--checkpoint-every", "1"])
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.name.startswith(".checkpoint.pt.") for p in out.glob("*.tmp")] == [True]
+    assert not (out / records.CHECKPOINT).exists()
+    assert main(argv) == 0  # no checkpoint: the run starts again, and clears what the kill left
+    assert not list(out.glob("*.tmp"))
+    _same_run(reference, out)
+
+
+def test_resume_removes_the_temporaries_a_killed_write_left(killed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(killed / "seed0", run)
+    for name in (".checkpoint.pt.k1ll3d.tmp", ".summary.json.x.tmp", ".model.pt.y.tmp"):
+        (run / name).write_bytes(b"half")
+    (run / ".other.tmp").write_bytes(b"not the run's")
+    assert main(["run", "--resume", str(run), "--no-progress"]) == 0
+    assert [p.name for p in run.glob("*.tmp")] == [".other.tmp"]
+
+
+QUICK_FLAGS = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "500",
+    "--drift-every",
+    "5",
+    "--threads",
+    "1",
+    "--no-progress",
+]
+
+
+@pytest.mark.parametrize("final_checkpoint", ["written", "not written"])
+def test_a_full_disk_at_model_pt_keeps_a_checkpoint_and_says_so(
+    final_checkpoint, tmp_path, monkeypatch, capsys, uninterrupted
+):
+    """The training is over, model.pt cannot be written: the final state is kept as a checkpoint (or, when
+    that cannot be written either, the last periodic one stays), one line says so, and the resume ends
+    with the records of an uninterrupted run."""
+    import errno
+
+    real_checkpoint = records.RunWriter.checkpoint
+    full = {"on": False}
+
+    def model(self, state_dict):
+        full["on"] = True
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.root / records.MODEL))
+
+    def checkpoint(self, state):
+        if full["on"] and final_checkpoint == "not written":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.root / records.CHECKPOINT))
+        real_checkpoint(self, state)
+
+    monkeypatch.setattr(records.RunWriter, "model", model)
+    monkeypatch.setattr(records.RunWriter, "checkpoint", checkpoint)
+    out = tmp_path / "run"
+    assert main(["run", *QUICK_FLAGS, "--checkpoint-every", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"oblique: error: {out / records.MODEL}: No space left on device; the training is over but model.pt "
+        "is not written: "
+    )
+    kept = "its final checkpoint is kept" if final_checkpoint == "written" else "its last checkpoint is kept"
+    assert kept in err and f"'oblique run --resume {out}'" in err
+    assert records.read_summary(out)["status"] == "interrupted" and not (out / records.MODEL).exists()
+    steps = records.read_checkpoint(out)["step"]
+    assert steps == (24 if final_checkpoint == "written" else 12)
+    monkeypatch.undo()
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    _same_run(uninterrupted["nl"], out)
+
+
+def test_overwrite_through_a_symlink_replaces_the_run_it_links_to(tmp_path):
+    real, link = tmp_path / "real", tmp_path / "link"
+    train(RunConfig(out=str(real), **QUICK))
+    link.symlink_to(real, target_is_directory=True)
+    train(RunConfig(out=str(link), overwrite=True, lr=0.05, **QUICK))
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert records.is_finished(real) and records.read_config(real)["lr"] == 0.05
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]  # no link.old, real.new, ...
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0", "1e309", "nan"])
+def test_a_bad_log_interval_in_the_environment_is_one_line(value, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OBLIQUE_LOG_EVERY", value)
+    assert main(["run", *QUICK_FLAGS, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "oblique: error: the environment variable OBLIQUE_LOG_EVERY must be a number > 0 and <= 86400; "
+        f"got '{value}'\n"
+    )
+    assert not (tmp_path / "r").exists()

@@ -133,3 +133,86 @@ def test_sigterm_under_torchrun_stops_every_rank_interrupted_with_a_checkpoint(t
     assert summary["status"] == "interrupted" and (out / records.CHECKPOINT).exists()
     steps = [r["step"] for r in records.read_metrics(out, "step")]
     assert steps == list(range(1, summary["steps"] + 1)) and summary["steps"] % 5 == 0  # stopped at a flush
+
+
+def _rank_pid(torchrun: subprocess.Popen, rank: int) -> int:
+    """The process id of ``rank``, one of torchrun's children (its ``RANK`` in its environment)."""
+    for child in Path("/proc").iterdir():
+        try:
+            if (
+                child.name.isdigit()
+                and int((child / "stat").read_text().rsplit(")", 1)[1].split()[1]) == torchrun.pid
+            ):
+                if f"RANK={rank}".encode() in (child / "environ").read_bytes().split(b"\0"):
+                    return int(child.name)
+        except OSError:
+            continue
+    raise AssertionError(f"rank {rank} of torchrun {torchrun.pid} not found")
+
+
+def _wait(until, proc: subprocess.Popen, timeout: float = 300) -> None:
+    import time
+
+    t0 = time.monotonic()
+    while not until():
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        assert time.monotonic() - t0 < timeout
+        time.sleep(0.05)
+
+
+def _errors(err: str) -> list[str]:
+    """The lines the ranks print (torchrun's own report and log lines aside)."""
+    return [line for line in err.splitlines() if line.startswith(("oblique:", "[rank"))]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="finds a rank's process through /proc (Linux)")
+def test_sigterm_then_a_killed_rank_under_torchrun_each_end_in_one_line_and_the_run_resumes(tmp_path):
+    """README, "Scale out" and "When things go wrong": SIGTERM to torchrun stops every rank with a
+    checkpoint (torchrun itself exits 1, rank 0 says how to continue); ``kill -9`` of one rank leaves the
+    survivor saying, in one line, which rank died and how to resume; the run then resumes to its end."""
+    import signal
+
+    out = tmp_path / "run"
+    resume = f"torchrun --nproc_per_node=2 -m oblique run --resume {out}"
+    args = ["--model", "cnn", "--epochs", "4", "--batch-size", "200", "--threads", "1", "--no-progress"]
+    args += ["--log-every", "5", "--checkpoint-every", "1", "--out", str(out)]
+    pipes = dict(env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*TORCHRUN, "-m", "oblique", "run", *args], **pipes)
+    _wait(
+        lambda: len(records.read_metrics(out, "step")) >= 10 if (out / records.METRICS).exists() else False,
+        proc,
+    )
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1  # torchrun's own status after a signal (README)
+    assert _errors(err) == [
+        f"oblique: interrupted; the run's checkpoint is in {out}: continue it with '{resume}'"
+    ]
+    first = records.read_summary(out)["steps"]
+
+    proc = subprocess.Popen(
+        [*TORCHRUN, "-m", "oblique", "run", "--resume", str(out), "--no-progress"], **pipes
+    )
+    _wait(lambda: records.read_checkpoint(out)["step"] > first, proc)  # a checkpoint of the resumed run
+    os.kill(_rank_pid(proc, 1), signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert _errors(err) == [
+        "oblique: error: rank 1 of the 2 processes of this run stopped (killed or crashed) while it trained; "
+        f"its last checkpoint is in {out}: continue it with '{resume}'"
+    ]
+    assert records.read_summary(out)["status"] == "interrupted"
+
+    done = subprocess.run(
+        [*TORCHRUN, "-m", "oblique", "run", "--resume", str(out), "--no-progress"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = records.read_summary(out)
+    assert summary["status"] == "ok" and len(summary["resumed_at"]) == 2
+    steps = [r["step"] for r in records.read_metrics(out, "step")]
+    assert steps == list(range(1, summary["steps"] + 1)) == list(range(1, 4 * 30 + 1))

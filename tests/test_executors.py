@@ -445,3 +445,72 @@ def test_ctrl_c_cancels_the_ray_tasks_and_a_rerun_finishes_every_run_once(tmp_pa
         ]
         assert steps == list(range(1, len(steps) + 1))
     assert sum(line.startswith(("nl", "baseline")) for line in p2.stderr.splitlines()) == 4 - len(before)
+
+
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """Every process of this machine: pid -> (parent, state, command line) (Linux: /proc)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                rest = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, IndexError):
+                continue
+            table[int(entry.name)] = (int(rest[1]), rest[0], cmd.strip())
+    return table
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """The processes ``pid`` started, and theirs: pid -> command line."""
+    table, found, frontier = _processes(), {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _, cmd) in table.items():
+            if ppid == parent and child not in found:
+                found[child] = cmd
+                frontier.append(child)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="the watchdog watches through /proc (Linux)")
+def test_a_study_killed_outright_takes_its_local_ray_instance_with_it(tmp_path):
+    """SIGKILL to ``oblique study --executor ray`` (a local instance): within seconds nothing of that
+    instance is left, Ray's agents included (on their own they outlive it by a minute)."""
+    if not os.environ.get("CI"):
+        pytest.importorskip("ray")
+    out = tmp_path / "s"
+    argv = [
+        *OBLIQUE,
+        "study",
+        "--methods",
+        "baseline",
+        "--seeds",
+        "2",
+        "--epochs",
+        "40",
+        "--batch-sizes",
+        "500",
+    ]
+    argv += ["--executor", "ray", "--out", str(out), "--no-progress", "--no-figures", "--no-bench"]
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while (
+        p.poll() is None and time.monotonic() < deadline and not ((out / "runs").is_dir() and _training(out))
+    ):
+        time.sleep(0.1)
+    assert p.poll() is None, "the study ended before it could be killed: " + p.communicate()[1]
+    time.sleep(1.5)  # the watchdog notes the instance's processes once a second
+    family = _descendants(p.pid)
+    assert any(cmd == "ray::DashboardAgent" for cmd in family.values()), family
+    p.kill()
+    p.communicate(timeout=60)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        table = _processes()
+        left = {pid: cmd for pid, cmd in family.items() if pid in table and table[pid][1] not in "ZX"}
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, f"left running after the study process was killed: {sorted(left.values())}"

@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "oblique.errors": set(),
     "oblique.text": set(),
     "oblique.options": {"oblique.errors", "oblique.text"},
-    "oblique.progress": set(),
+    "oblique.progress": {"oblique.options"},  # $OBLIQUE_LOG_EVERY is a declared option
     "oblique.clock": set(),
     "oblique.storage": {"oblique.errors"},
     "oblique.distributed": set(),

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from oblique import records, storage
 
@@ -108,3 +109,35 @@ def test_a_corrupt_summary_is_a_record_error_of_both_paths(tmp_path):
     (tmp_path / "summary.json").write_text("{half")
     with pytest.raises(records.RecordError, match="summary.json: not valid JSON"):
         records.read_summary(tmp_path)
+
+
+def test_a_resumed_writer_never_writes_past_the_end_of_its_file(tmp_path):
+    """A position beyond the end of metrics.jsonl is refused, never padded (Note [checkpoint identity])."""
+    run = tmp_path / "run"
+    _write_metrics(run, [json.dumps(META) + "\n"])
+    before = (run / records.METRICS).read_bytes()
+    for at in (len(before) + 1, 10**9):
+        with pytest.raises(storage.RecordError, match="it is not written past its end"):
+            records.RunWriter(run, resume_at=at)
+        assert (run / records.METRICS).read_bytes() == before
+    with records.RunWriter(run, resume_at=len(before)) as w:  # its end: appended to
+        w.step(1, 0.5, loss=1.0, lr=0.1, reg=None)
+    assert [r["type"] for r in records.read_metrics(run)] == ["meta", "step"]
+
+
+def test_a_checkpoint_holds_the_identity_it_is_checked_by(tmp_path):
+    run = tmp_path / "run"
+    identity = {"config": {"method": "nl", "seed": 4}, "seed": 4}
+    with records.RunWriter(run, run=identity) as w:
+        w.meta(steps_per_epoch=2, total_steps=2, targets="conv", layers=["c"])
+        w.checkpoint({"step": 0, "w": torch.ones(2)})
+        w.step(1, 0.5, loss=1.0, lr=0.1, reg=None)  # written after it: a resume cuts it off
+    ckpt = records.read_checkpoint(run)
+    records.check_checkpoint(run, ckpt, identity)
+    with pytest.raises(storage.RecordError, match=r"belongs to another run \(seed 4\)"):
+        records.check_checkpoint(run, ckpt, {**identity, "seed": 5})
+    with pytest.raises(storage.RecordError, match=r'\(method "nl" in the checkpoint, "wd" in config.json\)'):
+        records.check_checkpoint(run, ckpt, {"config": {"method": "wd", "seed": 4}, "seed": 4})
+    ckpt["w"] += 1
+    with pytest.raises(storage.RecordError, match="do not match their digest"):
+        records.check_checkpoint(run, ckpt, identity)

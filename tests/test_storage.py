@@ -155,3 +155,53 @@ def test_a_corrupt_torch_file_is_a_record_error(tmp_path):
             continue
         assert i % 3 == 1 and _read_as_saved(got, saved), f"garbage read from example {i}: {got!r}"
     assert refusals[0] == refusals[2] == 40 and refusals[1] > 0
+
+
+def test_the_content_digest_of_a_torch_file_is_the_same_before_and_after(tmp_path):
+    """Note [checkpoint identity] in oblique.records: a file can carry the digest of its contents."""
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))])
+    opt.param_groups[0]["params"][0].grad = torch.ones(3)
+    opt.step()
+    state = {
+        "w": torch.arange(6.0).reshape(2, 3).t(),  # not contiguous
+        "half": torch.ones(2, dtype=torch.bfloat16),
+        "flags": torch.tensor([True, False]),
+        "optimizer": opt.state_dict(),
+        "python": (3, tuple(range(5)), None),
+        "nan": float("nan"),
+    }
+    digest = storage.content_digest(state)
+    storage.save_torch(tmp_path / "s.pt", state)
+    assert storage.content_digest(storage.read_torch(tmp_path / "s.pt")) == digest
+    changed = storage.read_torch(tmp_path / "s.pt")
+    changed["w"][0, 0] = -0.0  # one bit
+    assert storage.content_digest(changed) != digest
+    for other in ({**state, "half": state["half"].float()}, {**state, "nan": 0.0}, {**state, "extra": None}):
+        assert storage.content_digest(other) != digest
+    with pytest.raises(TypeError, match="tensors and plain containers"):
+        storage.content_digest({"path": Path("x")})
+
+
+def test_the_json_lines_writer_keeps_the_digest_of_its_file(tmp_path):
+    import hashlib
+
+    p = tmp_path / "m.jsonl"
+    with storage.JsonLinesWriter(p) as w:
+        w.write({"a": 1})
+    with storage.JsonLinesWriter(p, mode="a") as w:  # appending: the digest of what was there, and more
+        w.write({"b": float("inf")})
+        assert w.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_remove_temporaries_removes_only_those_of_its_file(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    for name in (
+        ".checkpoint.pt.abc.tmp",
+        ".checkpoint.pt.x_y.tmp",
+        ".model.pt.abc.tmp",
+        "checkpoint.pt.tmp",
+    ):
+        (tmp_path / name).write_text("left")
+    removed = storage.remove_temporaries(target)
+    assert sorted(p.name for p in removed) == [".checkpoint.pt.abc.tmp", ".checkpoint.pt.x_y.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.pt.abc.tmp", "checkpoint.pt.tmp"]

@@ -36,6 +36,7 @@ from oblique.cli.run import (
 from oblique.cli.study import cmd_plot, cmd_study, setup_plot, setup_study
 from oblique.config import read_toml, run_config_from
 from oblique.errors import ObliqueError, ObliqueWarning, UsageError
+from oblique.progress import log_every_seconds
 
 __all__ = [
     "COMMANDS",
@@ -121,6 +122,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if not args.command:
             parser.print_help()
             raise UsageError(f"no command given; one of {', '.join(COMMANDS)} (see 'oblique --help')")
+        log_every_seconds()  # a bad $OBLIQUE_LOG_EVERY: one line, before any work
         return COMMANDS[args.command][1](args)
     except ObliqueError as e:
         print(f"oblique: error: {one_line(e.render(flag))}", file=sys.stderr)
@@ -131,10 +133,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     except KeyboardInterrupt as e:
         run_dir = getattr(e, "run_dir", None)
-        if run_dir is not None:  # a run stopped by a signal, with its checkpoint written
+        if getattr(e, "rank", 0) != 0:  # another rank of a torchrun: rank 0 reports
+            pass
+        elif run_dir is not None:  # a run stopped by a signal, with its checkpoint written
+            command = getattr(e, "resume", None) or f"oblique run --resume {run_dir}"
             print(
-                f"oblique: interrupted; the run's checkpoint is in {run_dir}: continue it with "
-                f"'oblique run --resume {run_dir}'",
+                f"oblique: interrupted; the run's checkpoint is in {run_dir}: continue it with '{command}'",
                 file=sys.stderr,
             )
         else:

@@ -26,6 +26,12 @@ hands the rest to :class:`RayExecutor`). Each task runs :func:`oblique.study.tas
   ``study_error.txt`` says so and the study goes on (Ray does not retry: ``max_retries=0``; rerunning the
   study retries it). A study process that is killed outright takes its tasks with it (Ray's ownership):
   they resume from their last periodic checkpoint.
+- **A local instance dies with the study process**, however it ends. Ray's own agents
+  (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) outlive a study process killed with SIGKILL by a
+  minute (they try to report the death to the Ray instance that died with it); so the study process
+  starts a watchdog beside the local instance (:data:`_WATCHDOG`, on Linux), which, the moment the study
+  process is gone, kills what is left of the processes that instance started. A cluster it connects to
+  is never touched.
 
 Ray is an optional extra (``pip install "oblique[ray]"``); only this module imports it, and only when
 an executor runs (:func:`import_ray`).
@@ -37,7 +43,10 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -94,6 +103,7 @@ class RayExecutor(Executor):
     stop_timeout_s: float = 300.0
     echo: Callable[[str], None] | None = None
     _started: bool = field(default=False, init=False, repr=False)
+    _watchdog: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
@@ -142,7 +152,7 @@ class RayExecutor(Executor):
         old_term = signal.getsignal(signal.SIGTERM) if main else None
         options = {"logging_level": logging.WARNING, "log_to_driver": True, **self.init_options}
         try:
-            ray.init(address=self.address, **options)
+            context = ray.init(address=self.address, **options)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
             where = self.address or "a local Ray instance"
             raise StudyError(
@@ -153,13 +163,22 @@ class RayExecutor(Executor):
             if main and old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
         self._started = True
+        session = (getattr(context, "address_info", None) or {}).get("session_dir")
+        if self.address is None and session:
+            self._watchdog = _start_watchdog(session)
 
     def disconnect(self) -> None:
-        """``ray.shutdown`` when :meth:`connect` initialized Ray (a caller's own connection stays)."""
+        """``ray.shutdown`` when :meth:`connect` initialized Ray (a caller's own connection stays); then
+        the watchdog of a local instance ends, killing what Ray left of it."""
         if self._started:
             self._started = False
             with _sigint_ignored():
                 import_ray().shutdown()
+        if self._watchdog is not None:
+            watchdog, self._watchdog = self._watchdog, None
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                watchdog.stdin.close()
+                watchdog.wait(timeout=10)
 
     # ----------------------------------------------------------------------------------------- internals
 
@@ -218,6 +237,70 @@ class RayExecutor(Executor):
                         finished(outcome)
             for ref in pending:  # pragma: no cover - a run that does not reach a step boundary in time
                 ray.cancel(ref, force=True)
+
+
+#: The watchdog of a local Ray instance (a Python program, run beside the study process): while the study
+#: process lives it notes, every second, the processes of the instance (the study process's children that
+#: name its session folder, and all their descendants: raylet, GCS, the agents, the workers, each with its
+#: start time); when the study process is gone (its end of the watchdog's stdin closed: it disconnected,
+#: or died), it kills those still running, unless their number now belongs to another process.
+_WATCHDOG = r"""
+import os, select, signal, sys
+owner, session = int(sys.argv[1]), sys.argv[2]
+
+def table():
+    procs = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    rest = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            procs[int(name)] = (int(rest[1]), rest[19])  # parent, start time
+    return procs
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+known = {}
+while True:
+    procs = table()
+    frontier = [p for p, (parent, _) in procs.items() if parent == owner and session in cmdline(p)]
+    while frontier:
+        pid = frontier.pop()
+        if pid not in known and pid != os.getpid():
+            known[pid] = procs[pid][1]
+            frontier += [c for c, (parent, _) in procs.items() if parent == pid]
+    if select.select([sys.stdin], [], [], 1.0)[0] and not os.read(sys.stdin.fileno(), 4096):
+        break
+procs = table()
+for pid, started in known.items():
+    if pid in procs and procs[pid][1] == started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+def _start_watchdog(session: str) -> subprocess.Popen | None:
+    """The :data:`_WATCHDOG` of the local Ray instance whose session folder is ``session``, in a session
+    of its own (a Ctrl-C at the terminal is the study process's to handle); None where there is no
+    ``/proc`` to watch from."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), session],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _result(ray, ref, task: Task) -> Outcome | None:
