@@ -57,6 +57,6 @@ def filter_norms(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     model = method.prepare(model)
     model.load_state_dict(state)
     return {
-        name: w.reshape(w.shape[0], -1).double().norm(dim=1).numpy()  # F = W.reshape(C_out, -1): (n, p)
-        for name, w in method.effective_weights(model).items()
+        name: f.double().norm(dim=1).numpy()  # F (n, p), read through the layer's layout
+        for name, f in method.effective_filters(model).items()
     }

@@ -322,7 +322,7 @@ class _Loop:
         self.steps_per_epoch, self.log_every = len(batches), log_every
         self.autocast = precision == "bf16"
         # bf16: the layers whose parametrized weight is computed once per step outside autocast (fixed in a fit)
-        self.cast_targets = [m for _, m in method.target_modules(model)] if self.autocast else []
+        self.cast_targets = method.target_modules(model) if self.autocast else []
         self.clock = Clock(device)
         self.pending: list[_StepRecord | _DriftRecord] = []  # in the order they are written
         self.spans: list[tuple] = []  # CUDA: the regularizer's event marks, read at the next flush
@@ -364,7 +364,7 @@ class _Loop:
     # ---------------------------------------------------------------- stepping
     def start(self, total: int) -> None:
         """The first records: ``meta`` and the drift before training."""
-        names, table = model_drift_tensor(self.model, weights=self.method.effective_weights(self.model))
+        names, table = model_drift_tensor(self.model, weights=self.method.effective_filters(self.model))
         self.writer.meta(
             steps_per_epoch=self.steps_per_epoch, total_steps=total, targets=self.method.targets, layers=names
         )
@@ -425,8 +425,8 @@ class _Loop:
         if not self.autocast:
             return F.cross_entropy(self.forward(x), y)
         with parametrize.cached():  # every parametrized weight once, in float32, outside autocast
-            for module in self.cast_targets:
-                module.weight  # noqa: B018 - computes and caches it
+            for target in self.cast_targets:
+                target.weight  # noqa: B018 - computes and caches it
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 return F.cross_entropy(self.forward(x), y)
 
@@ -439,7 +439,7 @@ class _Loop:
     def drift(self) -> None:
         """Buffer a drift record of every targeted layer (device tensors)."""
         if self.writer is not None and not self.broken:
-            weights = self.method.effective_weights(self.model)
+            weights = self.method.effective_filters(self.model)
             self.pending.append(
                 _DriftRecord(self.state.step, *model_drift_tensor(self.model, weights=weights))
             )

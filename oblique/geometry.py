@@ -35,13 +35,14 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from oblique.layers import ROWS, Layout, Target, resolve_targets
+
 __all__ = [
     "drift_record",
     "drift_terms",
     "model_drift_tensor",
     "DRIFT_KEYS",
     "EPS",
-    "TARGETS",
     "drift",
     "filter_matrix",
     "mean_drift",
@@ -54,20 +55,15 @@ __all__ = [
 #: The drift metric names, in the order of docs/DESIGN.md, "Drift metrics". This tuple is the contract.
 DRIFT_KEYS = ("norm_dev_mean", "norm_dev_max", "ddiag_dev", "offdiag_dev")
 
-#: Valid values of the ``targets`` option: which layers a method acts on.
-TARGETS = ("conv", "conv+linear")
-
 #: Row norms below this are treated as zero by the projection (see Note [zero filter]).
 EPS = 1e-12
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def filter_matrix(weight: torch.Tensor) -> torch.Tensor:
+def filter_matrix(weight: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
     """Return the filter matrix ``(C_out, C_in·k…)`` of a conv or linear weight (a view when possible).
 
     Args:
         weight: a tensor with at least two dimensions, the first being the output channels.
+        layout: how the weight holds its filters (:mod:`oblique.layers`); default: rows, as above.
 
     Raises:
         ValueError: if ``weight`` has fewer than two dimensions.
@@ -75,6 +71,8 @@ def filter_matrix(weight: torch.Tensor) -> torch.Tensor:
     >>> filter_matrix(torch.zeros(8, 3, 5, 5)).shape
     torch.Size([8, 75])
     """
+    if layout is not None:
+        return layout.filters(weight)
     if weight.dim() < 2:
         raise ValueError(
             f"Expected a weight with at least 2 dimensions (C_out, C_in, *kernel). Got shape {tuple(weight.shape)}."
@@ -101,18 +99,22 @@ def project_oblique(weight: torch.Tensor, eps: float = EPS) -> torch.Tensor:
 
 
 @torch.no_grad()
-def project_oblique_(weights: Iterable[torch.Tensor], eps: float = EPS) -> None:
-    """Project every filter of every tensor in ``weights`` onto the unit sphere, in place (``copy_``-free).
+def project_oblique_(weights: Iterable[torch.Tensor | Target], eps: float = EPS) -> None:
+    """Project every filter of every weight onto the unit sphere, in place.
 
-    All tensors are handled with multi-tensor ops: one ``_foreach_norm`` call per distinct filter length
-    is avoided by viewing every weight as its filter matrix and scaling rows in place.
+    ``weights``: tensors (their filters are the rows of ``W.reshape(C_out, -1)``) or :class:`Target` s (their
+    filters are read and written through the target's layout: a transposed convolution's output filters,
+    the columns of a ``Conv1D``). A filter matrix that is a view of the weight is scaled in place; any other
+    is scaled and written back.
     """
-    for w in weights:
-        f = filter_matrix(w)
-        norms = torch.linalg.vector_norm(f, dim=1, keepdim=True)
-        f.div_(norms.clamp_min(eps))  # f is a view of w for contiguous weights
-        if f.data_ptr() != w.data_ptr():  # pragma: no cover - non-contiguous weight
-            w.copy_(f.view_as(w))
+    for item in weights:
+        w, layout = (item.weight, item.layout) if isinstance(item, Target) else (item, ROWS)
+        f = layout.filters(w)
+        norms = torch.linalg.vector_norm(f, dim=1, keepdim=True)  # (n, 1)
+        if f.untyped_storage().data_ptr() == w.untyped_storage().data_ptr():
+            f.div_(norms.clamp_min(eps))  # f is a view of w
+        else:
+            w.copy_(layout.weight(f / norms.clamp_min(eps), w.shape))
 
 
 def drift(weight: torch.Tensor) -> dict[str, float]:
@@ -155,19 +157,16 @@ def _metrics(terms: list[float]) -> dict[str, float]:
     return dict(zip(DRIFT_KEYS, (mean, worst, ddiag, math.sqrt(off_sq)), strict=True))
 
 
-def targeted_modules(model: nn.Module, targets: str = "conv") -> list[tuple[str, nn.Module]]:
-    """The layers a method acts on, as ``(qualified name, module)`` in model order.
+def targeted_modules(model: nn.Module, targets: str = "conv", exclude=None) -> list[Target]:
+    """The parameters a method acts on (:func:`oblique.layers.resolve_targets`), in model order, each once.
 
-    ``"conv"`` selects every ``Conv1d/2d/3d``; ``"conv+linear"`` adds every ``nn.Linear``. Only the
-    ``weight`` of these layers is ever targeted: biases and normalization parameters never are.
+    ``"conv"`` selects the weight of every ``Conv1d/2d/3d``; ``"conv+linear"`` adds every ``nn.Linear``;
+    :mod:`oblique.layers` lists every kind. Biases and normalization parameters are never targeted.
 
     Raises:
-        ValueError: on an unknown ``targets`` value.
+        oblique.options.OptionError: on an unknown ``targets`` value.
     """
-    if targets not in TARGETS:
-        raise ValueError(f"targets must be one of {', '.join(TARGETS)}; got {targets!r}")
-    kinds = _CONV + ((nn.Linear,) if targets == "conv+linear" else ())
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, kinds)]
+    return resolve_targets(model, targets, exclude)
 
 
 def mean_drift(per_layer: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -186,10 +185,11 @@ def model_drift(
 
     Args:
         model: the network.
-        targets: ``"conv"`` or ``"conv+linear"``.
-        weights: the effective weights by layer name (what ``Method.effective_weights`` returns). When
-            omitted, ``module.weight`` of every targeted layer is used, which already is the effective
-            weight for parametrized layers.
+        targets: which layers (:mod:`oblique.layers`): ``"conv"``, ``"conv+linear"``, ``"all"``, ...
+        weights: the effective filter matrices by layer name (what ``Method.effective_filters`` returns), or
+            weights whose filters are the rows of ``W.reshape(C_out, -1)``. When omitted, the filters of every
+            targeted parameter as the forward pass uses it (a parametrization's value) are read through its
+            layout.
     """
     return drift_record(model_drift_tensor(model, targets, weights))
 
@@ -203,7 +203,8 @@ def model_drift_tensor(
     :func:`model_drift` reads in one transfer (:func:`drift_record`). ``None`` for a model without
     targeted layers."""
     if weights is None:
-        weights = {name: m.weight for name, m in targeted_modules(model, targets)}
+        with torch.no_grad():
+            weights = {t.name: t.filters() for t in targeted_modules(model, targets)}
     names = list(weights)
     if not names:
         return names, None

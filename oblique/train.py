@@ -617,7 +617,7 @@ def _final_drift(model: nn.Module, method: Method) -> dict:
     """The drift of the weights the run ended with; NaN when they went non-finite where a
     reparametrization cannot even be computed (a diverged ONI or OLM run)."""
     try:
-        return model_drift(model, weights=method.effective_weights(model))
+        return model_drift(model, weights=method.effective_filters(model))
     except torch.linalg.LinAlgError:
         return drift_record(([], None))
 

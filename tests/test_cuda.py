@@ -86,7 +86,7 @@ def test_bf16_on_cuda_keeps_the_manifold_maths_in_float32(name):
     method = get_method(name)
     model = method.prepare(get_model("resnet20", num_classes=10, in_channels=3).cuda())
     seen = []
-    for _, module in method.target_modules(model):
+    for module in {id(t.module): t.module for t in method.target_modules(model)}.values():
         module.register_forward_pre_hook(lambda mod, args: seen.append(mod.weight.dtype))
     opt = method.make_optimizer(model, OptimizerConfig(lr=0.01))
     batches = Batches(_on_gpu(32), 8, generator=torch.Generator(device="cuda").manual_seed(0), drop_last=True)

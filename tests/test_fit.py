@@ -93,7 +93,7 @@ def test_bf16_trains_with_the_manifold_maths_in_float32(method, hp):
     after the optimizer's step and the projections are float32."""
     m, model, optimizer = _prepared(method, hp)
     seen: list[torch.dtype] = []
-    for _, module in m.target_modules(model):
+    for module in {id(t.module): t.module for t in m.target_modules(model)}.values():
         module.register_forward_pre_hook(lambda mod, args: seen.append(mod.weight.dtype))
     batches = Batches(_synthetic(16), 4, generator=torch.Generator().manual_seed(0), drop_last=True)
     state = fit(model, m, optimizer, batches, epochs=1, log_every=2, precision="bf16")

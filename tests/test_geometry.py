@@ -125,10 +125,11 @@ def _net():
 
 def test_targeted_modules():
     net = _net()
-    assert [n for n, _ in targeted_modules(net, "conv")] == ["0", "2"]
-    assert [n for n, _ in targeted_modules(net, "conv+linear")] == ["0", "2", "4"]
-    with pytest.raises(ValueError, match="conv, conv\\+linear"):
-        targeted_modules(net, "all")
+    assert [t.name for t in targeted_modules(net, "conv")] == ["0", "2"]
+    assert [t.name for t in targeted_modules(net, "conv+linear")] == ["0", "2", "4"]
+    assert [t.name for t in targeted_modules(net, "linear+conv")] == ["0", "2", "4"]
+    with pytest.raises(ValueError, match="layer kinds joined by \\+"):
+        targeted_modules(net, "convs")
 
 
 def test_model_drift_layers_and_mean():

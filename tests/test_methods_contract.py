@@ -291,14 +291,15 @@ class _PerKernelRowSphere(ObliqueRSGD):
     """The pitfall, on purpose: the 4-D conv weight itself made a geoopt.Sphere parameter."""
 
     def prepare(self, model):
-        for _, m in self.target_modules(model):
+        for t in self.target_modules(model):
+            m = t.module
             m.weight = geoopt.ManifoldParameter(
                 m.weight.detach() / m.weight.detach().norm(dim=-1, keepdim=True), manifold=geoopt.Sphere()
             )
         return model
 
     def target_weights(self, model):
-        return [m.weight for _, m in self.target_modules(model)]
+        return [t.weight for t in self.target_modules(model)]
 
 
 def test_kernel_row_check_catches_the_pitfall():

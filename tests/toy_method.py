@@ -37,7 +37,7 @@ class ToyPenalty(Method):
 
     def _squared_norms(self, model: nn.Module) -> list[torch.Tensor]:
         """Every targeted layer's squared filter norms, ``(C_out,)`` each."""
-        return [filter_matrix(m.weight).pow(2).sum(dim=1) for _, m in self.target_modules(model)]
+        return [t.filters().pow(2).sum(dim=1) for t in self.target_modules(model)]
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         sq = self._squared_norms(model)

@@ -110,16 +110,16 @@ def prepare_entry(
 def reparam_fn(entry: Entry) -> Callable[[], None] | None:
     """The parametrization's forward + backward alone (every targeted weight, unit output gradient);
     ``None`` when no targeted weight is computed (the method does not parametrize)."""
-    mods = [mod for _, mod in entry.method.target_modules(entry.model)]
+    found = entry.method.target_modules(entry.model)
     with torch.enable_grad():
-        probe = [mod.weight for mod in mods]
+        probe = [t.weight for t in found]
     if not any(w.grad_fn is not None for w in probe):
         return None
     ones = [torch.ones_like(w) for w in probe]
 
     def run() -> None:
         with torch.enable_grad():
-            ws = [mod.weight for mod in mods]
+            ws = [t.weight for t in found]
             pairs = [(w, g) for w, g in zip(ws, ones, strict=True) if w.grad_fn is not None]
             torch.autograd.backward([w for w, _ in pairs], grad_tensors=[g for _, g in pairs])
 

@@ -61,6 +61,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from oblique.geometry import filter_matrix
+from oblique.layers import ROWS, Layout
 from oblique.methods.base import Hyper, Method
 
 __all__ = [
@@ -230,9 +231,12 @@ class GroupedOrthogonal(nn.Module):
         by ``row_scale`` (``(k, m, 1)``) when given."""
         raise NotImplementedError
 
+    #: how the weight holds its filters (:mod:`oblique.layers`); set by ``prepare`` for other layouts
+    layout: Layout = ROWS
+
     def per_layer(self, weight: torch.Tensor) -> torch.Tensor:
         """This layer's effective weight computed on its own (the reference form), in the weight's shape."""
-        z = filter_matrix(weight)  # (n, p)
+        z = self.layout.filters(weight)  # (n, p)
         if self.center:
             z = center(z)  # (n, p), every row ⟂ 1
         gamma = self.scale.to(z.dtype)  # (n,)
@@ -242,7 +246,7 @@ class GroupedOrthogonal(nn.Module):
             block = z[rows].reshape(count, size, -1)  # (k, m, p)
             out.append(self.orthogonalize(block, gamma[rows].view(count, size, 1)).reshape(count * size, -1))
             start += count * size
-        return (out[0] if len(out) == 1 else torch.cat(out, dim=0)).view(weight.shape)
+        return self.layout.weight(out[0] if len(out) == 1 else torch.cat(out, dim=0), weight.shape)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         shared = self.shared
@@ -433,6 +437,7 @@ class GroupedReparamMethod(Method):
     """
 
     kind = "reparam"
+    replaces_weights = True
 
     def build(self, weight: torch.Tensor) -> GroupedOrthogonal:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -441,28 +446,31 @@ class GroupedReparamMethod(Method):
         raise NotImplementedError
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        mods = self.unparametrized_targets(model)
-        for _, module in mods:
-            p = self.build(module.weight).to(device=module.weight.device)
-            parametrize.register_parametrization(module, "weight", p)
-        if self.hp["batched"] and mods:
-            plan = BatchedOrthogonalization([m.parametrizations.weight for _, m in mods])
-            for _, module in mods:
-                module.parametrizations.weight[0].shared = plan
+        found = self.unparametrized_targets(model)
+        for t in found:
+            with torch.no_grad():
+                p = self.build(t.filters()).to(device=t.weight.device)  # built on the filter matrix (n, p)
+            p.layout = t.layout
+            parametrize.register_parametrization(t.module, t.param, p)
+        rows = [t for t in found if t.layout == ROWS]  # other layouts compute on their own (per_layer)
+        if self.hp["batched"] and rows:
+            plan = BatchedOrthogonalization([t.module.parametrizations[t.param] for t in rows])
+            for t in rows:
+                t.module.parametrizations[t.param][0].shared = plan
         return model
 
     def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
         """The unconstrained ``Z`` of every targeted layer (``parametrizations.weight.original``)."""
-        return [m.parametrizations.weight.original for _, m in self.target_modules(model)]
+        return [t.module.parametrizations[t.param].original for t in self.target_modules(model)]
 
     def parametrizations(self, model: nn.Module) -> list[GroupedOrthogonal]:
         """The parametrization module of every targeted layer (holds the groups and the scale γ)."""
-        return [m.parametrizations.weight[0] for _, m in self.target_modules(model)]
+        return [t.module.parametrizations[t.param][0] for t in self.target_modules(model)]
 
     def analytic_flops(self, model: nn.Module) -> float:
         # forward per group from `group_flops`, backward ≈ twice the forward (one pass per matmul operand)
         total = 0.0
         for z, par in zip(self.target_weights(model), self.parametrizations(model), strict=True):
-            p = filter_matrix(z).shape[1]
+            p = par.layout.filters(z).shape[1]
             total += 3.0 * par.group_flops(p, self.group_flops) + 4.0 * z.numel()  # + centring and scale
         return total

@@ -12,7 +12,7 @@ used by the trainer, the bench and the study runner in exactly this order::
         method.before_step(model)                 # closed-form gradients added straight to .grad
         opt.step()
         method.after_step(model, step)            # projections
-    method.effective_weights(model)               # what the forward pass computes with: drift is read here
+    method.effective_filters(model)               # what the forward pass computes with: drift is read here
 
 Subclasses set the class attributes and override only the hooks they need. A method's hyperparameters
 are declared once, as a tuple of :class:`Hyper`; the constructor validates them, ``config()`` records them
@@ -21,8 +21,9 @@ resolved, and ``oblique methods`` lists them.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from oblique.geometry import TARGETS, targeted_modules
+from oblique.layers import Target, TargetsError, parse_targets, resolve_targets
 from oblique.options import Option, OptionError
 
 __all__ = [
@@ -68,8 +69,6 @@ Hyper = Option
 
 #: The strength λ every method takes: a finite number >= 0 (its default is the method's own).
 STRENGTH = Option("strength", 0.0, "the regularization factor λ", minimum=0.0)
-#: Which layers' weights a method acts on.
-TARGET_CHOICES = Option("targets", "conv", "which layers' weights the method acts on", choices=TARGETS)
 
 
 @dataclass
@@ -181,7 +180,10 @@ class Method:
     Args:
         strength: the regularization factor λ (soft methods); ``None`` takes the class default.
             Must be >= 0.
-        targets: ``"conv"`` or ``"conv+linear"`` — which layers' weights the method acts on.
+        targets: which layers' weights the method acts on: layer kinds joined by ``+`` (``"conv"``,
+            ``"conv+linear"``, ``"all"``; :mod:`oblique.layers`).
+        exclude: layers to leave out: glob patterns matched against module and record names (``["fc",
+            "layer1.*"]``), or a function ``(module name, module) -> bool``.
         **hyperparameters: the method's declared :attr:`hyperparameters`.
 
     Raises:
@@ -222,9 +224,42 @@ class Method:
     #: hyperparameters, e.g. ``"{iters} Newton iterations per group"``; empty: the note of the kind
     cost_note: ClassVar[str] = ""
 
-    def __init__(self, strength: float | None = None, targets: str = "conv", **hyperparameters: Any):
+    #: whether :meth:`prepare` replaces the targeted parameters (a parametrization, a manifold parameter):
+    #: then a weight tied to another layer is refused (Note [shared weights] in :mod:`oblique.layers`)
+    replaces_weights: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # every prepare checks the targets first (Method.check_targets), whatever a subclass writes
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("prepare")
+        if own is not None and not getattr(own, "_checks_targets", False):
+
+            @functools.wraps(own)
+            def prepare(self, model: nn.Module) -> nn.Module:
+                self.check_targets(model)
+                return own(self, model)
+
+            prepare._checks_targets = True
+            cls.prepare = prepare
+
+    def __init__(
+        self,
+        strength: float | None = None,
+        targets: str = "conv",
+        exclude: Sequence[str] | Callable[[str, nn.Module], bool] = (),
+        **hyperparameters: Any,
+    ):
         self.strength = STRENGTH.convert(self.default_strength if strength is None else strength)
-        self.targets = TARGET_CHOICES.convert(targets)
+        self.targets = parse_targets(targets)
+        if callable(exclude):
+            self.exclude: Any = exclude
+        elif isinstance(exclude, str) or not all(isinstance(g, str) for g in exclude):
+            raise OptionError(
+                f"exclude must be a list of glob patterns or a function (name, module) -> bool; got {exclude!r}",
+                settings=("exclude",),
+            )
+        else:
+            self.exclude = tuple(exclude)
         declared = {h.name: h for h in self.hyperparameters}
         unknown = sorted(set(hyperparameters) - set(declared))
         if unknown:
@@ -243,13 +278,16 @@ class Method:
     # ------------------------------------------------------------------ recording
     def config(self) -> dict[str, Any]:
         """Every setting of this method, resolved: recorded in ``config.json`` and ``summary.json``."""
-        return {
+        out = {
             "name": self.name,
             "kind": self.kind,
             "strength": self.strength,
             "targets": self.targets,
             "hyperparameters": dict(self.hp),
         }
+        if self.exclude:  # only when given: the records of runs without one stay as they were
+            out["exclude"] = list(self.exclude) if not callable(self.exclude) else repr(self.exclude)
+        return out
 
     def describe_cost(self) -> str:
         """Where this method's cost goes: :attr:`cost_note` formatted with the hyperparameters (:attr:`hp`),
@@ -263,33 +301,66 @@ class Method:
         return f"{type(self).__name__}(strength={self.strength}, targets={self.targets!r}{', ' if hp else ''}{hp})"
 
     # ------------------------------------------------------------------ targets
-    def target_modules(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
-        """The layers this method acts on, ``(name, module)`` in model order."""
-        return targeted_modules(model, self.targets)
+    def target_modules(self, model: nn.Module) -> list[Target]:
+        """The parameters this method acts on (:class:`oblique.layers.Target`), in model order, each once."""
+        return resolve_targets(model, self.targets, self.exclude)
 
-    def unparametrized_targets(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
-        """:meth:`target_modules`, for methods that parametrize the weight: refuses (``ValueError``) a
-        model whose targeted weight already carries a parametrization, before anything is changed."""
-        mods = self.target_modules(model)
-        for _, module in mods:
-            if parametrize.is_parametrized(module, "weight"):
-                raise ValueError(
-                    f"{self.name}: expected an unparametrized weight; got {module!r} already parametrized"
+    def check_targets(self, model: nn.Module) -> list[Target]:
+        """What :meth:`prepare` checks before it changes anything (every method's ``prepare`` calls it first):
+        :func:`~oblique.layers.resolve_targets` with ``check`` (nothing targeted is refused; parameters of a
+        known kind left out are warned of); a targeted weight that a parametrization or hook of someone
+        else's computes is refused (the method would act on a tensor the forward pass does not use); and a
+        method that replaces its weights (:attr:`replaces_weights`) refuses a weight tied to another layer.
+
+        Raises:
+            oblique.layers.TargetsError: one line naming the layer and what to do.
+        """
+        found = resolve_targets(model, self.targets, self.exclude, check=True)
+        if self.kind == "none":
+            return found
+        for t in found:
+            if t.is_parametrized():
+                plist = getattr(t.module.parametrizations, t.param)
+                what = ", ".join(type(p).__name__ for p in plist)
+                raise TargetsError(
+                    f"{self.name}: {t.name} already carries a parametrization ({what}); {self.name} acts on "
+                    f"plain weights: remove it (torch.nn.utils.parametrize.remove_parametrizations) or exclude "
+                    f"the layer"
                 )
-        return mods
+            if t.param not in t.module._parameters:
+                raise TargetsError(
+                    f"{self.name}: {t.name} is computed by a hook (e.g. the deprecated "
+                    f"torch.nn.utils.weight_norm or spectral_norm), not a parameter: remove the hook or "
+                    f"exclude the layer"
+                )
+            if self.replaces_weights and t.tied:
+                raise TargetsError(
+                    f"{self.name}: {t.name} is tied to {', '.join(t.tied)} (one tensor) and {self.name} would "
+                    f"break the tie: exclude one of them or untie them"
+                )
+        return found
+
+    def unparametrized_targets(self, model: nn.Module) -> list[Target]:
+        """:meth:`target_modules`, for methods that parametrize the weight (:meth:`prepare` has checked them
+        first: :meth:`check_targets`)."""
+        return self.target_modules(model)
 
     def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
-        """The *trainable* tensors this method acts on, one per targeted layer.
+        """The *trainable* tensors this method acts on, one per targeted parameter.
 
-        For a plain layer this is ``module.weight``. Methods that move the trainable tensor elsewhere (a
+        For a plain layer this is the parameter itself. Methods that move the trainable tensor elsewhere (a
         parametrization's ``original``, a manifold parameter) override this.
         """
-        return [m.weight for _, m in self.target_modules(model)]
+        return [t.weight for t in self.target_modules(model)]
 
     # ------------------------------------------------------------------ the hooks
     def prepare(self, model: nn.Module) -> nn.Module:
-        """Make ``model`` ready for this method (in place) and return it."""
+        """Make ``model`` ready for this method (in place) and return it. Every method's ``prepare`` first
+        calls :meth:`check_targets` (a subclass's is wrapped to)."""
+        self.check_targets(model)
         return model
+
+    prepare._checks_targets = True  # type: ignore[attr-defined]
 
     def make_optimizer(self, model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
         """The optimizer for ``model``: plain SGD/Adam over all trainable parameters, the optimizer's own
@@ -329,12 +400,18 @@ class Method:
             raise ValueError(f"method {self.name!r} keeps no state; got a state with {', '.join(state)}")
 
     def effective_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The weights the forward pass computes with, by layer name (detached).
+        """The weights the forward pass computes with, by record name (detached), in their own shapes.
 
-        ``module.weight`` is already the effective weight for ``torch.nn.utils.parametrize`` layers.
+        ``getattr(module, param)`` already is the effective weight for ``torch.nn.utils.parametrize`` layers.
         """
         with torch.no_grad():
-            return {name: m.weight.detach() for name, m in self.target_modules(model)}
+            return {t.name: t.weight.detach() for t in self.target_modules(model)}
+
+    def effective_filters(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The filter matrices ``(n, p)`` of :meth:`effective_weights`, read through each layer's layout:
+        what drift is measured on."""
+        with torch.no_grad():
+            return {t.name: t.filters(t.weight.detach()) for t in self.target_modules(model)}
 
 
 class StepMarks(NamedTuple):

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from oblique.geometry import EPS, filter_matrix, targeted_modules
+from oblique.layers import ROWS, Target
 from oblique.methods.base import CostTarget, Hyper, Method
 
 __all__ = ["FusedNormLossGrad", "NormLoss", "add_norm_loss_grad_", "norm_loss"]
@@ -58,8 +59,8 @@ class _ClampedRowNorm(torch.autograd.Function):
 
 
 def _weights(model_or_weights: nn.Module | Iterable[torch.Tensor], targets: str) -> list[torch.Tensor]:
-    if isinstance(model_or_weights, nn.Module):
-        return [m.weight for _, m in targeted_modules(model_or_weights, targets)]
+    if isinstance(model_or_weights, nn.Module):  # the filter matrices, through each layer's layout
+        return [t.filters() for t in targeted_modules(model_or_weights, targets)]
     return list(model_or_weights)
 
 
@@ -69,8 +70,9 @@ def norm_loss(model_or_weights: nn.Module | Iterable[torch.Tensor], targets: str
     .. math:: L_{nl} = \\sum_{l} \\sum_{i} \\left(1 - \\lVert F^{(l)}_i \\rVert_2\\right)^2
 
     Args:
-        model_or_weights: a model (its targeted layers' weights are used) or an iterable of weights.
-        targets: ``"conv"`` or ``"conv+linear"``, when a model is given.
+        model_or_weights: a model (the filter matrices of its targeted parameters are used, each once) or an
+            iterable of weights whose filters are the rows of ``W.reshape(C_out, -1)`` (or filter matrices).
+        targets: which layers (:mod:`oblique.layers`), when a model is given.
 
     Returns:
         A scalar tensor (not multiplied by any strength).
@@ -155,11 +157,17 @@ class FusedNormLossGrad:
     Args:
         weights: the targeted weights (leaf tensors, at least 2-D). Their identity, shapes, dtype, device
             and storage are fixed at construction (:meth:`is_current` says whether they still are).
+        others: targets whose filters are not the rows of the weight (:mod:`oblique.layers`: a transposed
+            convolution, a ``Conv1D``): eq. 6 is computed for each on its own, through its layout, and
+            written back into its gradient.
         gather: how to take the row norms (above); ``None`` picks by device.
     """
 
-    def __init__(self, weights: Sequence[torch.Tensor], gather: bool | None = None):
+    def __init__(
+        self, weights: Sequence[torch.Tensor], others: Sequence[Target] = (), gather: bool | None = None
+    ):
         self.weights = list(weights)
+        self.others = list(others)
         by_device: dict[tuple, list[torch.Tensor]] = {}
         for w in self.weights:
             filter_matrix(w)  # validates: at least 2-D
@@ -168,11 +176,14 @@ class FusedNormLossGrad:
             _Bucket(ws, gather if gather is not None else device.type != "cpu")
             for (_, device), ws in by_device.items()
         ]
+        self._other_ptrs = [t.weight.data_ptr() for t in self.others]
 
     def is_current(self) -> bool:
         """Whether the weights still have the dtype, device and storage they had at construction
         (``model.to(…)`` gives a parameter new data)."""
-        return all(b.is_current() for b in self.buckets)
+        return all(b.is_current() for b in self.buckets) and all(
+            t.weight.data_ptr() == p for t, p in zip(self.others, self._other_ptrs, strict=True)
+        )
 
     def workspace_tensors(self) -> list[torch.Tensor]:
         """The preallocated buffers, for a memory account (``oblique bench``): every bucket's row norms and
@@ -212,6 +223,17 @@ class FusedNormLossGrad:
             else:
                 torch._foreach_addcmul_(grads, b.weights, b.coef_views)
             values.append(torch.sub(b.norms, 1.0).square_().sum())  # eq. 1 over the bucket
+        for t in self.others:  # eq. 6 through the layout: coef_i · F_i written back in the weight's shape
+            w = t.weight
+            f = t.layout.filters(w)  # (n, p)
+            r = torch.linalg.vector_norm(f, dim=1)  # (n,)
+            coef = r.clamp_min(EPS).reciprocal().sub_(1.0).mul_(-2.0 * strength)
+            step = t.layout.weight(f * coef.unsqueeze(1), w.shape)
+            if w.grad is None:
+                w.grad = step
+            else:
+                w.grad.add_(step)
+            values.append(r.sub(1.0).square_().sum().to(values[0].device if values else r.device))
         if not values:
             return torch.zeros(())
         return values[0] if len(values) == 1 else torch.stack([v.cpu() for v in values]).sum()
@@ -300,7 +322,10 @@ class NormLoss(Method):
             or self._fused_model() is not model
             or not plan.is_current()
         ):
-            plan = self._fused = FusedNormLossGrad(self.target_weights(model))
+            found = self.target_modules(model)
+            plan = self._fused = FusedNormLossGrad(
+                [t.weight for t in found if t.layout == ROWS], [t for t in found if t.layout != ROWS]
+            )
             self._fused_model = weakref.ref(model)
         return plan
 
@@ -315,7 +340,7 @@ class NormLoss(Method):
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         if self.hp["form"] != "autograd" or self.strength == 0:
             return None
-        value = norm_loss(self.target_weights(model))
+        value = norm_loss([t.filters() for t in self.target_modules(model)])
         self._value = value.detach()
         return self.strength * value
 

@@ -57,24 +57,27 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from oblique.geometry import EPS, filter_matrix
+from oblique.geometry import EPS
+from oblique.layers import ROWS, Layout
 from oblique.methods.base import CostTarget, Hyper, Method, OptimizerConfig, param_groups
 
 __all__ = ["FilterView", "ObliqueRSGD", "project_rows_safe"]
 
 
 class FilterView(nn.Module):
-    """Parametrization ``(C_out, p) → (C_out, C_in, *kernel)``: the filter matrix viewed as the weight."""
+    """Parametrization ``(n, p) → weight``: the filter matrix written back as the weight by its layout
+    (:mod:`oblique.layers`; rows: a view, ``(C_out, p) → (C_out, C_in, *kernel)``)."""
 
-    def __init__(self, shape: torch.Size):
+    def __init__(self, shape: torch.Size, layout: Layout = ROWS):
         super().__init__()
         self.shape = tuple(shape)
+        self.layout = layout
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return f.view(self.shape)  # (C_out, p) -> (C_out, C_in, *kernel)
+        return self.layout.weight(f, self.shape)  # (n, p) -> the weight's shape
 
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
-        return filter_matrix(weight)  # (C_out, C_in, *kernel) -> (C_out, p)
+        return self.layout.filters(weight).contiguous()  # the weight -> (n, p)
 
 
 @torch.no_grad()
@@ -145,6 +148,7 @@ class ObliqueRSGD(Method):
     kind = "riemannian"
     summary = "Riemannian SGD on the oblique manifold: x ← retr_x(−η·(g − ⟨x,g⟩x)) per filter (geoopt.Sphere)"
     paper = "Absil et al. 2008; Bonnabel 2013; geoopt"
+    replaces_weights = True
     aims_at = "oblique, exactly"
     formula = "x ← retr_x(−η(g − ⟨x,g⟩x)) per filter"
     differences = (
@@ -175,9 +179,9 @@ class ObliqueRSGD(Method):
     def prepare(self, model: nn.Module) -> nn.Module:
         import geoopt  # only here and in the optimizers: a geoopt problem cannot break the other methods
 
-        for _, module in self.unparametrized_targets(model):
-            parametrize.register_parametrization(module, "weight", FilterView(module.weight.shape))
-            plist = module.parametrizations.weight
+        for t in self.unparametrized_targets(model):
+            parametrize.register_parametrization(t.module, t.param, FilterView(t.weight.shape, t.layout))
+            plist = t.module.parametrizations[t.param]
             point = project_rows_safe(
                 plist.original.detach()
             )  # (C_out, p), Note [projection at construction]
@@ -186,7 +190,7 @@ class ObliqueRSGD(Method):
 
     def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
         """The ``ManifoldParameter`` filter matrix ``(C_out, p)`` of every targeted layer."""
-        return [m.parametrizations.weight.original for _, m in self.target_modules(model)]
+        return [t.module.parametrizations[t.param].original for t in self.target_modules(model)]
 
     def make_optimizer(self, model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
         # filters on the sphere (no weight decay: the projection would remove it), the rest Euclidean

@@ -44,12 +44,12 @@ class PBWN(Method):
     )
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        project_oblique_(self.target_weights(model))
+        project_oblique_(self.target_modules(model))
         return model
 
     def after_step(self, model: nn.Module, step: int) -> None:
         if step % self.hp["every"] == 0:
-            project_oblique_(self.target_weights(model))
+            project_oblique_(self.target_modules(model))
 
     def analytic_flops(self, model: nn.Module) -> float:
         # row norms (2/entry) + division (1/entry), once every `every` steps

@@ -340,14 +340,15 @@ class SoftOrthogonality(Method):
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         if self.strength == 0:
             return None
-        return self.strength * so_penalty(self.target_weights(model), batched=self.hp["batched"])
+        filters = [t.filters() for t in self.target_modules(model)]  # (n, p) each, through its layout
+        return self.strength * so_penalty(filters, batched=self.hp["batched"])
 
     def analytic_flops(self, model: nn.Module) -> float:
         # Gram 2·m²·M, its square-sum 2m², backward 2·m²·M batched (closed form), 4·m²·M by autograd
         # (m = min(n, p), M = max(n, p))
         total = 0.0
-        for w in self.target_weights(model):
-            n, p = filter_matrix(w).shape
+        for t in self.target_modules(model):
+            n, p = t.filters().shape
             m, big = min(n, p), max(n, p)
             total += (4.0 if self.hp["batched"] else 6.0) * m * m * big + 2.0 * m * m
         return total
@@ -405,20 +406,20 @@ class SRIP(Method):
             return None
         persistent = self.hp["persistent"]
         if self.hp["batched"]:
-            names = [name for name, _ in mods]
+            names = [t.name for t in mods]
             starts = [self._vectors.get(name) if persistent else None for name in names]
             total, vectors = spectral_deviations(
-                [m.weight for _, m in mods], starts, self.hp["iters"], self._generator
+                [t.filters() for t in mods], starts, self.hp["iters"], self._generator
             )
             if persistent:
                 self._vectors.update(zip(names, vectors, strict=True))
             return self.strength * total
         terms = []
-        for name, module in mods:
-            v0 = self._vectors.get(name) if persistent else None
-            sigma, v = spectral_deviation(module.weight, v0, self.hp["iters"], self._generator)
+        for t in mods:
+            v0 = self._vectors.get(t.name) if persistent else None
+            sigma, v = spectral_deviation(t.filters(), v0, self.hp["iters"], self._generator)
             if persistent:
-                self._vectors[name] = v
+                self._vectors[t.name] = v
             terms.append(sigma)
         return self.strength * torch.stack(terms).sum()
 

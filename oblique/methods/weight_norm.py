@@ -7,6 +7,10 @@ Implemented with ``torch.nn.utils.parametrizations.weight_norm(module, "weight",
 filter (output channel), the norm taken over the *whole filter* ``F_i = W[i].reshape(-1)`` — never per kernel
 row. ``module.weight`` is then the effective weight; the trainable tensors are
 ``module.parametrizations.weight.original0`` (``g``, shape ``(C_out, 1, …)``) and ``original1`` (``v``).
+On a layer whose filters lie along another dimension (:mod:`oblique.layers`: a transposed convolution with
+one group, ``transformers``' ``Conv1D``) torch's parametrization is used with that ``dim``; where a filter
+is not all the entries of one index (a transposed convolution with groups) :class:`LayoutWeightNorm` does the
+same through the layout, with ``g`` of shape ``(n, 1)`` and the same names ``original0``/``original1``.
 
 With ``g="frozen"`` every ``g_i`` is set to 1 and not trained: the effective weight is ``v_i / ‖v_i‖``, so it
 lies *exactly* on the oblique manifold (a hard constraint by reparametrization).
@@ -21,11 +25,29 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from oblique.layers import Layout
 from oblique.methods.base import Hyper, Method
 
-__all__ = ["WeightNorm"]
+__all__ = ["LayoutWeightNorm", "WeightNorm"]
+
+
+class LayoutWeightNorm(nn.Module):
+    """Parametrization ``(g, v) → layout.weight(g_i · F_i(v)/‖F_i(v)‖)``: weight normalization of the filters
+    a :class:`~oblique.layers.Layout` reads (``g``: ``(n, 1)``; ``v``: the weight's shape)."""
+
+    def __init__(self, layout: Layout):
+        super().__init__()
+        self.layout = layout
+
+    def forward(self, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        f = self.layout.filters(v)  # (n, p)
+        return self.layout.weight(f * (g / torch.linalg.vector_norm(f, dim=1, keepdim=True)), v.shape)
+
+    def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.linalg.vector_norm(self.layout.filters(weight), dim=1, keepdim=True), weight
 
 
 class WeightNorm(Method):
@@ -35,6 +57,7 @@ class WeightNorm(Method):
     kind = "reparam"
     summary = "weight normalization w_i = g_i·v_i/‖v_i‖ per filter (g frozen at 1: exactly oblique)"
     paper = "Salimans & Kingma, NeurIPS 2016"
+    replaces_weights = True
     aims_at = "oblique with `g=frozen` (else each filter at its gain's norm)"
     formula = "wᵢ = gᵢ·vᵢ/‖vᵢ‖"
     differences = (
@@ -53,10 +76,13 @@ class WeightNorm(Method):
     )
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        for _, module in self.unparametrized_targets(model):
-            weight_norm(module, "weight", dim=0)
+        for t in self.unparametrized_targets(model):
+            if t.layout.filter_dim is not None:
+                weight_norm(t.module, t.param, dim=t.layout.filter_dim)
+            else:
+                parametrize.register_parametrization(t.module, t.param, LayoutWeightNorm(t.layout))
             if self.hp["g"] == "frozen":
-                g = module.parametrizations.weight.original0  # (C_out, 1, …)
+                g = t.module.parametrizations[t.param].original0  # (C_out, 1, …)
                 with torch.no_grad():
                     g.fill_(1.0)
                 g.requires_grad_(False)
@@ -67,11 +93,11 @@ class WeightNorm(Method):
 
         ``g`` (``original0``) is a per-filter scale and is returned by :meth:`target_scales`.
         """
-        return [m.parametrizations.weight.original1 for _, m in self.target_modules(model)]
+        return [t.module.parametrizations[t.param].original1 for t in self.target_modules(model)]
 
     def target_scales(self, model: nn.Module) -> list[torch.Tensor]:
         """The lengths ``g`` of every targeted layer (``parametrizations.weight.original0``)."""
-        return [m.parametrizations.weight.original0 for _, m in self.target_modules(model)]
+        return [t.module.parametrizations[t.param].original0 for t in self.target_modules(model)]
 
     def analytic_flops(self, model: nn.Module) -> float:
         # forward: row norms (2/entry) + scale (1/entry); backward of g·v/‖v‖: ≈ 5/entry
