@@ -7,9 +7,14 @@ Public API::
     oblique.norm_loss(model_or_weights, targets="conv")
     oblique.drift(weight), oblique.model_drift(model, targets=...), oblique.filter_matrix(weight)
     oblique.config.RunConfig, oblique.train.train(config); oblique.fit.fit (the training loop alone)
+    oblique.bake(model)                          # a prepared model back to plain weights
+    oblique.register_layer_kind(name, ...), oblique.layers.census(model, targets)
+    method.check(model) -> (ok, reason)
 """
 
+from oblique.bake import bake
 from oblique.geometry import DRIFT_KEYS, drift, filter_matrix, model_drift, project_oblique
+from oblique.layers import register_layer_kind
 from oblique.methods import get_method, list_methods, norm_loss
 
 __version__ = "0.1.0"
@@ -17,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DRIFT_KEYS",
     "__version__",
+    "bake",
     "drift",
     "filter_matrix",
     "get_method",
@@ -24,4 +30,5 @@ __all__ = [
     "model_drift",
     "norm_loss",
     "project_oblique",
+    "register_layer_kind",
 ]

@@ -477,7 +477,7 @@ def _survey(
                     holders.setdefault(id(o), []).append((id(module), _record_name(mname, pname)))
     found: list[Target] = []
     rows: list[CensusRow] = []
-    seen: dict[int, str] = {}  # id(tensor) -> the record name it was first seen under
+    seen: dict[int, str] = {}  # id(tensor) -> the record name it was first targeted under
     covered: set[int] = set()
     for mname, module in model.named_modules():
         kind = _kind_of(module)
@@ -508,11 +508,11 @@ def _survey(
             why = ""
             if raw is not None and id(raw) in seen:
                 why = f"tied to {seen[id(raw)]} (one weight, counted once)"
-            elif kind.name not in kinds:
-                why = f"kind {kind.name} not in targets"
             elif _excluded(exclude, mname, name, module):
                 why = "excluded"
-            if raw is not None and id(raw) not in seen:
+            elif kind.name not in kinds:
+                why = f"kind {kind.name} not in targets"
+            if not why and raw is not None:
                 seen[id(raw)] = name
             if not why:
                 others = tuple(dict.fromkeys(h for m, h in holders.get(id(raw), ()) if m != id(module)))

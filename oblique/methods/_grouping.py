@@ -459,6 +459,34 @@ class GroupedReparamMethod(Method):
                 t.module.parametrizations[t.param][0].shared = plan
         return model
 
+    promises = "orthogonal"
+
+    def check(self, model: nn.Module) -> tuple[bool, str]:
+        """Whether every group's effective rows, divided by their scale γ (the ``scale`` hyperparameter, or the
+        learned γ with ``learn_scale``), are orthonormal now:
+        ``max |(W_g W_gᵀ)/(γγᵀ) − I|`` within ``1000·ε`` of the dtype (1.2e-4 for float32). ONI's
+        Newton iteration is approximate: at few iterations on small groups it is not within (the result
+        says by how much). With ``scale=1`` (γ = 1) orthonormal rows are also on the oblique manifold."""
+        worst, where, tol = 0.0, "", 0.0
+        with torch.no_grad():
+            for t, par in zip(self.target_modules(model), self.parametrizations(model), strict=True):
+                f = t.filters().double()  # (n, p)
+                if not torch.isfinite(f).all():
+                    return False, f"{self.name}: {t.name} has non-finite weights"
+                gamma = par.scale if self.hp["learn_scale"] else torch.full_like(par.scale, self.hp["scale"])
+                f = f / gamma.double().unsqueeze(1)  # the promised scale: the learned γ, or the hp scale
+                tol = max(tol, 1000 * torch.finfo(t.weight.dtype).eps)
+                for g in f.split(par.sizes):
+                    gram = g @ g.T  # (m, m)
+                    dev = (gram - torch.eye(len(g), dtype=gram.dtype, device=gram.device)).abs().max().item()
+                    if dev >= worst:
+                        worst, where = dev, t.name
+        ok = worst <= tol
+        return ok, (
+            f"{self.name}: rows per group {'orthonormal' if ok else 'not orthonormal'} (times γ): "
+            f"max |W Wᵀ/γγᵀ − I| = {worst:.1e} at {where} (tolerance {tol:.1e})"
+        )
+
     def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
         """The unconstrained ``Z`` of every targeted layer (``parametrizations.weight.original``)."""
         return [t.module.parametrizations[t.param].original for t in self.target_modules(model)]

@@ -407,6 +407,51 @@ class Method:
         with torch.no_grad():
             return {t.name: t.weight.detach() for t in self.target_modules(model)}
 
+    def promise(self) -> str:
+        """What the method promises of the effective filters, as built: ``"oblique"`` (every filter of unit
+        norm: the hard oblique methods), ``"orthogonal"`` (orthonormal rows per group, times the scale:
+        ONI, OLM) or ``""`` (nothing exact: soft methods, plain training). :meth:`check` tests it."""
+        return self.promises
+
+    #: :meth:`promise` of the class (a method whose promise depends on a hyperparameter overrides it)
+    promises: ClassVar[str] = ""
+
+    def check(self, model: nn.Module) -> tuple[bool, str]:
+        """Whether the method's promise (:meth:`promise`) holds now, as ``(ok, reason)`` — geoopt's
+        ``check_point_on_manifold`` for the whole model. On the oblique manifold: every effective filter's
+        norm within ``100·ε`` of 1 (ε of the weight's dtype: 1.2e-5 for float32). Soft methods and plain
+        training promise nothing exact: ``(True, the measured drift)``. Non-finite weights: ``(False, ...)``.
+
+        >>> import oblique
+        >>> net = nn.Sequential(nn.Conv1d(1, 4, 3))
+        >>> m = oblique.get_method("pbwn")
+        >>> m.check(m.prepare(net))[0]
+        True
+        """
+        from oblique.geometry import model_drift
+
+        filters = self.effective_filters(model)
+        bad = [name for name, f in filters.items() if not torch.isfinite(f).all()]
+        if bad:
+            return False, f"{self.name}: {bad[0]} has non-finite weights"
+        if self.promise() == "oblique":
+            worst, where, tol = 0.0, "", 0.0
+            for name, f in filters.items():
+                dev = (torch.linalg.vector_norm(f.double(), dim=1) - 1).abs().max().item()
+                tol = max(tol, 100 * torch.finfo(f.dtype).eps)
+                if dev >= worst:
+                    worst, where = dev, name
+            ok = worst <= tol
+            return ok, (
+                f"{self.name}: {'on' if ok else 'off'} the oblique manifold: max |‖F_i‖ − 1| = {worst:.1e} at "
+                f"{where or '(the model)'} (tolerance {tol:.1e})"
+            )
+        mean = model_drift(model, weights=filters)["mean"]
+        return True, (
+            f"{self.name} promises no exact constraint; drift norm_dev_mean={mean['norm_dev_mean']:.3g}, "
+            f"norm_dev_max={mean['norm_dev_max']:.3g}, offdiag_dev={mean['offdiag_dev']:.3g}"
+        )
+
     def effective_filters(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The filter matrices ``(n, p)`` of :meth:`effective_weights`, read through each layer's layout:
         what drift is measured on."""

@@ -149,6 +149,7 @@ class ObliqueRSGD(Method):
     summary = "Riemannian SGD on the oblique manifold: x ← retr_x(−η·(g − ⟨x,g⟩x)) per filter (geoopt.Sphere)"
     paper = "Absil et al. 2008; Bonnabel 2013; geoopt"
     replaces_weights = True
+    promises = "oblique"
     aims_at = "oblique, exactly"
     formula = "x ← retr_x(−η(g − ⟨x,g⟩x)) per filter"
     differences = (

@@ -88,6 +88,10 @@ class WeightNorm(Method):
                 g.requires_grad_(False)
         return model
 
+    def promise(self) -> str:
+        """``"oblique"`` with ``g=frozen`` (every filter ``v_i/‖v_i‖``); nothing exact with a learnable ``g``."""
+        return "oblique" if self.hp["g"] == "frozen" else ""
+
     def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
         """The direction ``v`` of every targeted layer (``parametrizations.weight.original1``, weight-shaped).
 
