@@ -139,7 +139,16 @@ class RunConfig:
         None, "regularization factor λ; default: the method's own", by_method=True, optional=True
     )
     targets: str = _setting(
-        "conv", "which weights the method acts on: conv or conv+linear; default conv", by_method=True
+        "conv",
+        "which weights the method acts on: layer kinds joined by + (conv, conv_transpose, linear, attention, "
+        "embedding), or all (every kind but embedding); 'oblique targets MODEL' lists them; default conv",
+        by_method=True,
+    )
+    exclude: list[str] = _setting(
+        [],
+        "leave out the layers whose name matches this glob (e.g. fc, 'layer1.*'); repeatable",
+        by_method=True,
+        metavar="GLOB",
     )
     hp: dict[str, Any] = _setting({}, "a method hyperparameter; repeatable", metavar="NAME=VALUE")
     model: str = _setting("resnet1d", "model name; default resnet1d")
@@ -331,10 +340,18 @@ class RunConfig:
         >>> "seed" in cfg.identity(), "device" in cfg.identity()
         (True, False)
         """
-        recorded = storage.loads_json(storage.dumps_json(asdict(self.resolved())))
-        again = asdict(run_config_from(recorded, source="config.json").resolved())
+        recorded = storage.loads_json(storage.dumps_json(self.resolved().recorded()))
+        again = run_config_from(recorded, source="config.json").resolved().recorded()
         execution = set(self.execution_settings())
         return storage.loads_json(storage.dumps_json({k: v for k, v in again.items() if k not in execution}))
+
+    def recorded(self) -> dict[str, Any]:
+        """Every setting by name, as ``config.json`` and ``study.json`` record them: ``exclude`` only when
+        given, so a run without one is recorded (and identified) as runs were before it existed."""
+        out = asdict(self)
+        if not out["exclude"]:
+            del out["exclude"]
+        return out
 
     def resolved_out(self) -> Path:
         """The run directory this config writes to."""
@@ -433,14 +450,20 @@ class RunConfig:
         """
         from oblique.methods import get_method
 
-        for key in ("strength", "targets"):  # settings of their own: get_method takes them by these names
+        for key in (
+            "strength",
+            "targets",
+            "exclude",
+        ):  # settings of their own: get_method takes them by these names
             if key in self.hp:
                 raise ConfigError(
                     f"set {key} itself, not hp {key}={_short(self.hp[key], 40)}: {key} is a run setting, "
                     f"not a hyperparameter of {self.method}",
                     settings=(key, "hp"),
                 )
-        return get_method(self.method, strength=self.strength, targets=self.targets, **self.hp)
+        return get_method(
+            self.method, strength=self.strength, targets=self.targets, exclude=self.exclude, **self.hp
+        )
 
     def checked_method(self):
         """:meth:`build_method`, any other error of the method's own checks raised as a
@@ -467,6 +490,7 @@ def setting_kind(f) -> str:
     text = str(f.type)
     for kind, marker in (
         ("table", "dict["),
+        ("texts", "list[str"),
         ("floats", "list["),
         ("bool", "bool"),
         ("float", "float"),

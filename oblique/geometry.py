@@ -58,6 +58,7 @@ DRIFT_KEYS = ("norm_dev_mean", "norm_dev_max", "ddiag_dev", "offdiag_dev")
 #: Row norms below this are treated as zero by the projection (see Note [zero filter]).
 EPS = 1e-12
 
+
 def filter_matrix(weight: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
     """Return the filter matrix ``(C_out, C_in·k…)`` of a conv or linear weight (a view when possible).
 

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from oblique.errors import ObliqueError
+from oblique.errors import ObliqueError, ObliqueWarning
 from oblique.options import OptionError
 
 __all__ = [
@@ -75,7 +75,7 @@ class TargetsError(ObliqueError, ValueError):
     layer and what to do."""
 
 
-class TargetsWarning(UserWarning):
+class TargetsWarning(ObliqueWarning):
     """Weight-bearing parameters of a known kind that the chosen targets leave out."""
 
 
@@ -433,12 +433,26 @@ def resolve_targets(
     if check:
         if not found:
             present = _ordered({r.kind for r in rows if r.kind})
-            hint = f"layers of kind {', '.join(present)} would fit" if present else "it has no layer of a known kind"
+            hint = (
+                f"layers of kind {', '.join(present)} would fit"
+                if present
+                else "it has no layer of a known kind"
+            )
             raise TargetsError(
                 f"targets={targets} selects no layer of this {type(model).__name__}: {hint} (--targets "
                 f"{'+'.join(present) or '...'}; 'oblique targets MODEL' lists them; register_layer_kind adds "
                 f"a kind)"
             )
+        if exclude is not None and not callable(exclude):
+            names = [n for n, _ in model.named_modules()] + [r.name for r in rows]
+            idle = [g for g in exclude if not any(fnmatch.fnmatchcase(n, g) for n in names)]
+            if idle:
+                warnings.warn(
+                    f"exclude {', '.join(map(repr, idle))} matches no layer of this {type(model).__name__} "
+                    f"('oblique targets MODEL' lists the names)",
+                    TargetsWarning,
+                    stacklevel=3,
+                )
         left = [r for r in rows if r.kind and not r.targeted and r.why.startswith("kind ")]
         left = [r for r in left if not LAYER_KINDS[r.kind].opt_in and not _by_design(r.kind, targets)]
         if left:
@@ -517,10 +531,14 @@ def _survey(
             if not why:
                 others = tuple(dict.fromkeys(h for m, h in holders.get(id(raw), ()) if m != id(module)))
                 found.append(Target(name, mname, module, param, kind.name, layout, others))
-            rows.append(CensusRow(name, kind.name, shape, type(layout).__name__.lower(), not why, why or "targeted"))
+            rows.append(
+                CensusRow(name, kind.name, shape, type(layout).__name__.lower(), not why, why or "targeted")
+            )
     for pname, p in model.named_parameters():
         if p.dim() >= 2 and id(p) not in covered and not isinstance(p, nn.parameter.UninitializedParameter):
-            rows.append(CensusRow(pname, "", tuple(p.shape), "", False, "no known layer kind (register_layer_kind)"))
+            rows.append(
+                CensusRow(pname, "", tuple(p.shape), "", False, "no known layer kind (register_layer_kind)")
+            )
     return found, rows
 
 

@@ -50,6 +50,7 @@ KINDS = {
     "bool": "true or false",
     "str": "text",
     "floats": "a list of numbers",
+    "texts": "a list of text",
     "table": "a table of NAME = VALUE",
 }
 
@@ -128,6 +129,8 @@ def parse_text(text: str, kind: str) -> Any:
         return text
     if kind == "floats":
         return [float(t) for t in text.split(",") if t.strip()]
+    if kind == "texts":
+        return [t.strip() for t in text.split(",") if t.strip()]
     word = text.strip()
     if kind == "int" and word.lstrip("+-").isdigit():
         return int(word)
@@ -268,6 +271,8 @@ def _of_kind(value: Any, kind: str) -> bool:
         return isinstance(value, str)
     if kind == "floats":
         return isinstance(value, list | tuple) and all(is_number(v, finite=False) for v in value)
+    if kind == "texts":
+        return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
     return isinstance(value, dict) and all(isinstance(k, str) for k in value)  # table
 
 

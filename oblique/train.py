@@ -29,7 +29,7 @@ import contextlib
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -561,10 +561,11 @@ def _data_on(data: Data, device: torch.device, seed: int) -> Data:
 
 def _config_record(cfg: RunConfig, run: Built, out: Path, dist: Dist) -> dict:
     """``config.json``: every setting, resolved, and what this machine made of it."""
-    config = asdict(cfg)
+    config = cfg.recorded()
     config.update(
         out=str(out),
         method_config=run.method.config(),
+        targeted=[t.name for t in run.method.target_modules(run.model)],
         strength=run.method.strength,
         num_params=sum(p.numel() for p in run.model.parameters()),
         torch_version=torch.__version__,

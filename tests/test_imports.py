@@ -48,12 +48,20 @@ ALLOWED: dict[str, set[str]] = {
     "oblique.batches": {"oblique.data"},
     "oblique.recipes": set(),
     "oblique.presets": {"oblique.errors"},
-    "oblique.geometry": set(),
+    "oblique.layers": {"oblique.errors", "oblique.options"},
+    "oblique.geometry": {"oblique.layers"},
+    "oblique.bake": set(),
     "oblique.optim": set(),
     "oblique.records": {"oblique.errors", "oblique.options", "oblique.storage"},
     "oblique.models": {"oblique.errors"},
     "oblique.data": {"oblique.errors", "oblique.text", "oblique.options", "oblique.storage"},
-    "oblique.methods": {"oblique.errors", "oblique.options", "oblique.geometry", "oblique.optim"},
+    "oblique.methods": {
+        "oblique.errors",
+        "oblique.options",
+        "oblique.layers",
+        "oblique.geometry",
+        "oblique.optim",
+    },
     "oblique.config": LIBRARY_BASE
     | {
         "oblique.recipes",
@@ -94,10 +102,11 @@ ALLOWED: dict[str, set[str]] = {
         "oblique.optim",
     },
     "oblique.export": LIBRARY_BASE | {"oblique.records", "oblique.config"},
-    "oblique": {"oblique.geometry", "oblique.methods"},
+    "oblique": {"oblique.bake", "oblique.layers", "oblique.geometry", "oblique.methods"},
     "oblique.cli": LIBRARY_BASE
     | {
         "oblique",
+        "oblique.layers",
         "oblique.config",
         "oblique.presets",
         "oblique.records",

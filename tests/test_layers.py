@@ -71,38 +71,95 @@ def _mha_run(layer, x):
 
 #: name -> (layer builder, input builder, forward, param, independent filters, targets)
 CASES = {
-    "conv1d": (lambda: nn.Conv1d(3, 4, 3), lambda: torch.randn(2, 3, 7), None, "weight", _conv_filters, "all"),
-    "conv2d": (lambda: nn.Conv2d(3, 5, 3), lambda: torch.randn(2, 3, 6, 6), None, "weight", _conv_filters, "all"),
-    "conv3d": (lambda: nn.Conv3d(2, 3, 2), lambda: torch.randn(2, 2, 4, 4, 4), None, "weight", _conv_filters, "all"),
+    "conv1d": (
+        lambda: nn.Conv1d(3, 4, 3),
+        lambda: torch.randn(2, 3, 7),
+        None,
+        "weight",
+        _conv_filters,
+        "all",
+    ),
+    "conv2d": (
+        lambda: nn.Conv2d(3, 5, 3),
+        lambda: torch.randn(2, 3, 6, 6),
+        None,
+        "weight",
+        _conv_filters,
+        "all",
+    ),
+    "conv3d": (
+        lambda: nn.Conv3d(2, 3, 2),
+        lambda: torch.randn(2, 2, 4, 4, 4),
+        None,
+        "weight",
+        _conv_filters,
+        "all",
+    ),
     "conv2d_grouped": (
-        lambda: nn.Conv2d(4, 6, 3, groups=2), lambda: torch.randn(2, 4, 6, 6), None, "weight", _conv_filters, "all"
+        lambda: nn.Conv2d(4, 6, 3, groups=2),
+        lambda: torch.randn(2, 4, 6, 6),
+        None,
+        "weight",
+        _conv_filters,
+        "all",
     ),
     "conv2d_depthwise": (
-        lambda: nn.Conv2d(4, 4, 3, groups=4), lambda: torch.randn(2, 4, 6, 6), None, "weight", _conv_filters, "all"
+        lambda: nn.Conv2d(4, 4, 3, groups=4),
+        lambda: torch.randn(2, 4, 6, 6),
+        None,
+        "weight",
+        _conv_filters,
+        "all",
     ),
     "conv_transpose1d": (
-        lambda: nn.ConvTranspose1d(3, 4, 3), lambda: torch.randn(2, 3, 5), None, "weight", _transposed_filters(1), "all"
+        lambda: nn.ConvTranspose1d(3, 4, 3),
+        lambda: torch.randn(2, 3, 5),
+        None,
+        "weight",
+        _transposed_filters(1),
+        "all",
     ),
     "conv_transpose2d": (
-        lambda: nn.ConvTranspose2d(4, 6, 3), lambda: torch.randn(2, 4, 5, 5), None, "weight", _transposed_filters(1),
+        lambda: nn.ConvTranspose2d(4, 6, 3),
+        lambda: torch.randn(2, 4, 5, 5),
+        None,
+        "weight",
+        _transposed_filters(1),
         "all",
     ),
     "conv_transpose2d_g2": (
-        lambda: nn.ConvTranspose2d(4, 6, 3, groups=2), lambda: torch.randn(2, 4, 5, 5), None, "weight",
-        _transposed_filters(2), "all",
+        lambda: nn.ConvTranspose2d(4, 6, 3, groups=2),
+        lambda: torch.randn(2, 4, 5, 5),
+        None,
+        "weight",
+        _transposed_filters(2),
+        "all",
     ),
     "conv_transpose3d_g2": (
-        lambda: nn.ConvTranspose3d(4, 2, 2, groups=2), lambda: torch.randn(2, 4, 3, 3, 3), None, "weight",
-        _transposed_filters(2), "all",
+        lambda: nn.ConvTranspose3d(4, 2, 2, groups=2),
+        lambda: torch.randn(2, 4, 3, 3, 3),
+        None,
+        "weight",
+        _transposed_filters(2),
+        "all",
     ),
     "linear": (lambda: nn.Linear(5, 3), lambda: torch.randn(4, 5), None, "weight", _row_filters, "all"),
     "multihead_attention": (
-        lambda: nn.MultiheadAttention(8, 2, batch_first=True), lambda: torch.randn(2, 3, 8), _mha_run,
-        "in_proj_weight", _row_filters, "attention",
+        lambda: nn.MultiheadAttention(8, 2, batch_first=True),
+        lambda: torch.randn(2, 3, 8),
+        _mha_run,
+        "in_proj_weight",
+        _row_filters,
+        "attention",
     ),
     "hf_conv1d": (lambda: Conv1D(4, 6), lambda: torch.randn(3, 6), None, "weight", _column_filters, "all"),
     "embedding": (
-        lambda: nn.Embedding(10, 4), lambda: torch.randint(0, 10, (2, 5)), None, "weight", _row_filters, "embedding"
+        lambda: nn.Embedding(10, 4),
+        lambda: torch.randint(0, 10, (2, 5)),
+        None,
+        "weight",
+        _row_filters,
+        "embedding",
     ),
 }
 
@@ -296,8 +353,14 @@ def _gpt2():
 def _llama(tied: bool = False):
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(
-        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, hidden_size=16, intermediate_size=32,
-        vocab_size=40, max_position_embeddings=16, tie_word_embeddings=tied,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        hidden_size=16,
+        intermediate_size=32,
+        vocab_size=40,
+        max_position_embeddings=16,
+        tie_word_embeddings=tied,
     )
     return transformers.LlamaForCausalLM(cfg).eval()
 
@@ -305,20 +368,34 @@ def _llama(tied: bool = False):
 def test_targets_all_on_gpt2_and_llama_is_every_attention_and_mlp_matrix():
     """Acceptance 3."""
     gpt = {r.name: r for r in census(_gpt2(), "all")}
-    mats = [f"transformer.h.{i}.{m}" for i in range(2) for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
+    mats = [
+        f"transformer.h.{i}.{m}"
+        for i in range(2)
+        for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    ]
     assert all(gpt[n].targeted and gpt[n].layout == "columns" for n in mats)
     assert not gpt["transformer.wte"].targeted  # embedding: opt-in
     llama = {r.name: r for r in census(_llama(), "all")}
     mats = [
         f"model.layers.{i}.{m}"
         for i in range(2)
-        for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-                  "mlp.up_proj", "mlp.down_proj")
+        for m in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        )
     ]
     assert all(llama[n].targeted and llama[n].layout == "rows" for n in mats)
     for model in (_gpt2(), _llama()):
-        with pytest.raises(TargetsError, match=r"targets=conv selects no layer of this .*: layers of kind linear, "
-                           r"embedding would fit"):
+        with pytest.raises(
+            TargetsError,
+            match=r"targets=conv selects no layer of this .*: layers of kind linear, "
+            r"embedding would fit",
+        ):
             get_method("nl").prepare(model)
 
 
@@ -335,7 +412,9 @@ def test_every_method_keeps_a_tied_lm_head_or_refuses(name):
         model = method.prepare(model)
     except TargetsError as e:
         assert method.replaces_weights and "lm_head is tied to transformer.wte" in str(e)
-        assert model.lm_head.weight is model.transformer.wte.weight and not parametrize.is_parametrized(model.lm_head)
+        assert model.lm_head.weight is model.transformer.wte.weight and not parametrize.is_parametrized(
+            model.lm_head
+        )
         return
     opt = method.make_optimizer(model, OptimizerConfig(lr=0.01))
     ids = _ids()
@@ -413,8 +492,10 @@ def test_check_holds_on_the_manifold_and_fails_when_pushed_off(name):
         for t in method.target_modules(model):
             if parametrize.is_parametrized(t.module, t.param):
                 plist = t.module.parametrizations[t.param]
-                target = plist[0].scale if hasattr(plist[0], "scale") else (
-                    plist.original0 if hasattr(plist, "original0") else plist.original
+                target = (
+                    plist[0].scale
+                    if hasattr(plist[0], "scale")
+                    else (plist.original0 if hasattr(plist, "original0") else plist.original)
                 )
             else:
                 target = t.weight

@@ -15,7 +15,9 @@ from oblique.models import (
     list_models,
 )
 from oblique.models.cifar_resnet import CifarResNet
+from oblique.models.transformer1d import Transformer1D
 from oblique.models.wrn import WideResNet
+from oblique.recipes import RECIPES, recipe_for
 
 try:
     import torchvision  # noqa: F401
@@ -106,3 +108,49 @@ def test_resnet50_parameter_count():  # pragma: no cover - torchvision not insta
     with torch.device("meta"):
         m = get_model("resnet50", num_classes=1000, in_channels=3)
     assert _count(m) / 1e6 == pytest.approx(25.6, abs=0.05)
+
+
+def test_transformer1d_shapes_and_layers():
+    torch.manual_seed(0)
+    m = get_model("transformer1d")
+    assert isinstance(m, Transformer1D) and input_shape("transformer1d") == (1, 40)
+    assert m(torch.randn(3, 1, 40)).shape == (3, 10)
+    assert get_model("transformer1d", num_classes=7)(torch.randn(2, 1, 40)).shape == (2, 7)
+    attn = [x for x in m.modules() if isinstance(x, nn.MultiheadAttention)]
+    assert len(attn) == 2 and all(a.batch_first and a.num_heads == 4 for a in attn)
+    assert all(a.in_proj_weight.shape == (96, 32) and isinstance(a.out_proj, nn.Linear) for a in attn)
+    linears = [x for x in m.modules() if type(x) is nn.Linear]  # the MLPs' and the classifier
+    assert [tuple(x.weight.shape) for x in linears] == [(64, 32), (32, 64)] * 2 + [(10, 32)]
+    assert isinstance(m.embed, nn.Conv1d) and m.embed.kernel_size == m.embed.stride == (4,)
+    assert isinstance(m.pos, nn.Parameter) and m.pos.shape == (1, 10, 32)
+    assert not any(isinstance(x, nn.Embedding) for x in m.modules())
+
+
+def test_transformer1d_is_registered_with_a_recipe():
+    assert "transformer1d" in list_models() and "transformer1d" in RECIPES
+    assert recipe_for("transformer1d")["optimizer"] == "adam"
+
+
+def test_transformer1d_learns_a_tiny_batch():
+    torch.manual_seed(0)
+    m = get_model("transformer1d")
+    x, y = torch.randn(16, 1, 40), torch.randint(0, 10, (16,))
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    first = nn.functional.cross_entropy(m(x), y)
+    first.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+    opt.step()
+    for _ in range(29):
+        opt.zero_grad()
+        nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        after = nn.functional.cross_entropy(m(x), y)
+    assert after < 0.5 * first  # 30 Adam steps fit 16 random labels well below the starting loss
+
+
+def test_transformer1d_checks_its_arguments():
+    with pytest.raises(ValueError, match="multiple of patch"):
+        Transformer1D(length=42)
+    with pytest.raises(ValueError, match="multiple of heads"):
+        Transformer1D(dim=30)

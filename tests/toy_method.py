@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from oblique.geometry import filter_matrix
 from oblique.methods.base import CostTarget, Hyper, Method
 
 __all__ = ["BrokenToy", "ToyPenalty"]

@@ -34,6 +34,7 @@ from oblique.cli.run import (
     setup_run,
 )
 from oblique.cli.study import cmd_plot, cmd_study, setup_plot, setup_study
+from oblique.cli.targets import cmd_targets, setup_targets
 from oblique.config import read_toml, run_config_from
 from oblique.errors import ObliqueError, ObliqueWarning, UsageError
 from oblique.progress import log_every_seconds
@@ -61,6 +62,11 @@ COMMANDS: dict[
     "plot": (setup_plot, cmd_plot, "write the figures and tables of a study folder"),
     "bench": (setup_bench, cmd_bench, "time one training step of every method side by side (interleaved)"),
     "export": (setup_export, cmd_export, "run records as TensorBoard event files or a per-step CSV"),
+    "targets": (
+        setup_targets,
+        cmd_targets,
+        "list a model's weight-bearing parameters: targeted or not, and why",
+    ),
 }
 
 

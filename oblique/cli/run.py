@@ -46,6 +46,8 @@ def _run_flags() -> list[tuple[str, str, dict]]:
             kw.update(type=parse_bool, metavar="BOOL")
         elif kind == "table":
             kw.update(type=parse_hp, action="append", metavar=f.metadata.get("metavar", "NAME=VALUE"))
+        elif kind == "texts":  # repeatable: --exclude fc --exclude 'layer1.*'
+            kw.update(type=str, action="append", metavar=f.metadata.get("metavar", "TEXT"))
         else:
             kw["type"] = _TYPES[kind]
         out.append((name, f.name, kw))

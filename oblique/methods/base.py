@@ -29,7 +29,6 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from oblique.layers import Target, TargetsError, parse_targets, resolve_targets
 from oblique.options import Option, OptionError

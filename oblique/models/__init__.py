@@ -16,6 +16,7 @@ from torch import nn
 from oblique.errors import ObliqueError
 from oblique.models.cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from oblique.models.mnist1d import MNIST1DCNN, ResNet1D
+from oblique.models.transformer1d import Transformer1D
 from oblique.models.wrn import check_wrn, wide_resnet
 
 __all__ = [
@@ -54,6 +55,7 @@ def _resnet50(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> nn.Mod
 MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "resnet1d": (ResNet1D, "1-D ResNet with BatchNorm for MNIST-1D (width 16, two stages of one block)"),
     "cnn": (MNIST1DCNN, "the MNIST-1D paper's reference CNN (three Conv1d of 25 channels, no BN)"),
+    "transformer1d": (Transformer1D, "small pre-LN transformer for MNIST-1D (patch 4, width 32, 2 blocks)"),
 }
 for _d in CIFAR_RESNET_DEPTHS:
     MODELS[f"resnet{_d}"] = (
@@ -71,6 +73,7 @@ MODELS["resnet50"] = (_resnet50, "ImageNet ResNet-50 via torchvision (needs the 
 #: name -> input shape without the batch dimension (for synthetic inputs and ``oblique bench``).
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {name: (3, 32, 32) for name in MODELS}
 INPUT_SHAPES.update({"resnet1d": (1, 40), "cnn": (1, 40), "resnet50": (3, 224, 224)})
+INPUT_SHAPES["transformer1d"] = (1, 40)
 
 _WRN = re.compile(r"wrn(\d+)-(\d+)")
 

@@ -31,7 +31,7 @@ import itertools
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from oblique.config import RUN_OPTIONS, SEED_LIMIT, RunConfig, settings_from
@@ -208,7 +208,7 @@ def _planned_runs(spec, method, cls, declared, strength, bs, values, data_checke
     if (cfg.dataset, cfg.data_root) not in data_checked:
         cfg.check_data(download=bool(spec.base.get("download")))  # downloads, if asked, once, up front
         data_checked.add((cfg.dataset, cfg.data_root))
-    settings = _normalize({k: v for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS})
+    settings = _normalize({k: v for k, v in cfg.recorded().items() if k not in EXECUTION_FIELDS})
     lam = settings["strength"] if cls.uses_strength else None
     parts = [method] + ([f"lam{lam:g}"] if lam is not None else []) + [f"bs{settings['batch_size']}"]
     parts += [f"{k[3:] if k.startswith('hp.') else k}{_fmt(v)}" for k, v in values.items()]
