@@ -28,7 +28,10 @@ QUICK = ["--epochs", "1", "--no-progress", "--model", "cnn"]
         (["run", "--dataset", "mnist2d"], "--dataset must be one of mnist1d"),
         (["run", "--optimizer", "lbfgs"], "--optimizer must be one of sgd, adam"),
         (["run", "--schedule", "linear"], "--schedule must be one of constant, multistep, cosine"),
-        (["run", "--targets", "all"], "--targets must be one of conv, conv+linear; got 'all'"),
+        (
+            ["run", "--targets", "convs"],
+            "--targets must be layer kinds joined by + (from conv, conv_transpose, ",
+        ),
         (["run", "--strength", "-0.1"], "--strength must be a number >= 0; got -0.1"),
         (["run", "--batch-size", "0"], "--batch-size must be an integer from 1 to 1000000; got 0"),
         (["run", "--epochs", "0"], "--epochs must be an integer from 1 to 1000000"),
@@ -243,7 +246,11 @@ def test_an_error_line_escapes_control_characters(world):
         ),
         (["--strength=-1e-9"], "--strength must be a number >= 0; got -1e-09"),
         (["--strength", "inf"], "--strength must be a number >= 0; got inf"),
-        (["--targets", "linear"], "--targets must be one of conv, conv+linear; got 'linear'"),
+        (
+            ["--targets", "linear+conv2d"],
+            "--targets must be layer kinds joined by + (from conv, conv_transpose, linear, attention, embedding), "
+            "or all; got 'linear+conv2d'",
+        ),
     ],
 )
 def test_a_bad_method_setting_names_its_flag(argv, expect, capsys, tmp_path):

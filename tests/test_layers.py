@@ -163,6 +163,12 @@ CASES = {
     ),
 }
 
+
+def _exclude(case: str) -> list[str]:
+    """MultiheadAttention's out_proj is a Linear (kind linear): the attention cases target in_proj alone."""
+    return ["layer.out_proj"] if case == "multihead_attention" else []
+
+
 HARD_OBLIQUE = [("oblique-rsgd", {}), ("pbwn", {}), ("wn", {"g": "frozen"})]
 
 
@@ -187,7 +193,7 @@ def test_hard_oblique_methods_put_the_true_output_filters_on_the_sphere(case, me
     """Acceptance 1: after prepare and 5 optimizer steps the true output filters have unit norm within
     float32 rounding, and the drift is measured on exactly those vectors."""
     model, x, param, read, targets = _case(case)
-    method = get_method(method_name, targets=targets, exclude=["layer.out_proj"], **hp)
+    method = get_method(method_name, targets=targets, exclude=_exclude(case), **hp)
     model = method.prepare(model)
     opt = method.make_optimizer(model, OptimizerConfig(lr=0.1))
     for step in range(1, 6):
@@ -208,7 +214,7 @@ def test_norm_loss_closed_form_equals_autograd_in_float64(case):
     grads, values = [], []
     for form in ("closed", "autograd"):
         model, x, param, read, targets = _case(case, torch.float64)
-        method = get_method("nl", strength=0.3, targets=targets, exclude=["layer.out_proj"], form=form)
+        method = get_method("nl", strength=0.3, targets=targets, exclude=_exclude(case), form=form)
         model = method.prepare(model)
         w = getattr(model.layer, param)
         w.data.mul_(1.7)  # off the manifold, so the term is not small
@@ -522,3 +528,89 @@ def test_bake_keeps_a_plain_model_and_copies_nothing():
     net = nn.Sequential(nn.Conv1d(1, 2, 3))
     w = net[0].weight
     assert oblique.bake(copy.deepcopy(net)) is not None and oblique.bake(net)[0].weight is w
+
+
+# ------------------------------------------------------------------------------------ grouped convolutions
+@pytest.mark.parametrize("name", ["oni", "olm"])
+def test_oni_olm_orthogonalize_within_conv_groups_and_keep_depthwise_kernels_uncentred(name):
+    """Grouped: each convolution group orthonormal on its own (the cross-group Gram is left free); the whole-
+    layer form is the documented ``conv_groups=false``. Depthwise: a constant image still passes."""
+    torch.manual_seed(0)
+    grouped = nn.Sequential(nn.Conv2d(4, 6, 3, groups=2, bias=False))
+    method = get_method(name, scale=1.0, iters=15) if name == "oni" else get_method(name, scale=1.0)
+    method.prepare(grouped)
+    assert method.parametrizations(grouped)[0].sizes == [3, 3] and method.check(grouped)[0]
+    f = grouped[0].weight.detach().reshape(6, -1)
+    cross = (f[:3] @ f[3:].T).abs().max().item()
+    assert cross > 1e-2  # filters of different groups are not orthogonalized against each other
+    whole = nn.Sequential(nn.Conv2d(4, 6, 3, groups=2, bias=False))
+    get_method(name, conv_groups=False).prepare(whole)
+    assert get_method(name).parametrizations(whole)[0].sizes == [6]
+
+    depthwise = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4, bias=False))
+    method = get_method(name)
+    method.prepare(depthwise)
+    with torch.no_grad():
+        out = depthwise(torch.ones(1, 4, 5, 5))
+    assert out.abs().min().item() > 1e-3, "an uncentred depthwise kernel passes a constant image"
+    centred = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4, bias=False))
+    get_method(name, center_depthwise=True).prepare(centred)
+    with torch.no_grad():
+        assert centred(torch.ones(1, 4, 5, 5)).abs().max().item() < 1e-5  # the documented choice
+
+
+def test_oni_orthogonalizes_q_k_v_of_a_packed_in_proj_weight_each_on_its_own():
+    mha = _Holder(nn.MultiheadAttention(8, 2, batch_first=True), _mha_run)
+    method = get_method("olm", targets="attention", exclude=["layer.out_proj"], scale=1.0)
+    method.prepare(mha)
+    # q, k, v each (8, 8): centred rows span 7 dimensions, so two groups of 4 each (Note [tall groups])
+    assert method.parametrizations(mha)[0].sizes == [4] * 6 and method.check(mha)[0]
+
+
+# ------------------------------------------------------------------------------------ the command line
+def test_oblique_targets_prints_the_census(capsys):
+    from oblique.cli import main
+
+    assert main(["targets", "transformer1d", "--targets", "all", "--exclude", "fc"]) == 0
+    out = capsys.readouterr().out
+    assert "blocks.0.attn.in_proj_weight" in out and "attention" in out
+    assert "excluded" in out and out.rstrip().endswith("weight-bearing parameters targeted")
+    assert main(["targets", "resnet1d", "--targets", "linears"]) == 2
+    assert "--targets must be layer kinds joined by +" in capsys.readouterr().err
+
+
+def test_exclude_is_a_run_setting_recorded_only_when_given(tmp_path):
+    from oblique.config import RunConfig, run_config_from
+
+    cfg = run_config_from({"exclude": ["fc"], "targets": "conv+linear"}, source="run.toml")
+    assert cfg.exclude == ["fc"] and cfg.build_method().exclude == ("fc",)
+    assert "exclude" not in RunConfig().identity() and "exclude" not in RunConfig().recorded()
+    assert RunConfig(exclude=["fc"]).identity()["exclude"] == ["fc"]
+    with pytest.raises(oblique.options.OptionError, match="exclude must be a list of text; got 'fc'"):
+        run_config_from({"exclude": "fc"}, source="run.toml")
+
+
+def test_an_exclude_that_matches_nothing_is_warned_of():
+    net = nn.Sequential(nn.Conv1d(1, 2, 3))
+    with pytest.warns(TargetsWarning, match="exclude 'fc' matches no layer"):
+        get_method("nl", exclude=["fc"]).prepare(net)
+
+
+@pytest.mark.slow
+def test_a_run_records_its_targets_and_trains_the_transformer(tmp_path):
+    """Acceptance 7 (the run; the README gives its time): transformer1d with every kind targeted."""
+    import json
+
+    from oblique.cli import main
+
+    out = tmp_path / "t"
+    argv = ["run", "--model", "transformer1d", "--targets", "all", "--exclude", "fc", "--epochs", "1"]
+    assert main([*argv, "--no-progress", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["exclude"] == ["fc"] and "fc" not in config["targeted"]
+    assert (
+        "blocks.0.attn.in_proj_weight" in config["targeted"]
+        and "blocks.0.attn.out_proj" in config["targeted"]
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["drift"]["layers"]) == set(config["targeted"])

@@ -21,6 +21,15 @@ the oblique manifold — and filters are mutually orthogonal within their group,
 layer can have. A one-column layer (``p = 1``) is never centred (centring would zero it): each filter
 becomes its own group, ``±1``.
 
+Note [depthwise centring]: a grouped convolution's groups see disjoint input channels, so orthogonalizing
+filters of different groups against each other constrains nothing the layer needs; with ``conv_groups``
+(the default) the groups of filters never straddle two convolution groups (each convolution group is split
+as above, on its own). A depthwise convolution (one input channel per group) has one or a few filters per
+group, each a single kernel: centring it makes every kernel sum to zero, so the layer passes no constant
+signal (a constant image gives 0). Such filters are left uncentred unless ``center_depthwise`` asks for it;
+orthonormalizing a one-filter group is normalizing it (unit norm, times γ). An ungrouped convolution with
+one input channel (the stem of a 1-D ResNet) is centred as upstream centres it: ``center=false`` keeps it.
+
 Note [batched across layers]: a network has hundreds of targeted layers but only a handful of group
 shapes ``(m, p)`` (ResNet-110: 16×144, 32×288, 64×576 and three singletons). Orthogonalizing layer by layer
 runs every small matrix product once per layer, forward and backward — thousands of small operations a
@@ -61,7 +70,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from oblique.geometry import filter_matrix
-from oblique.layers import ROWS, Layout
+from oblique.layers import ROWS, Layout, Target
 from oblique.methods.base import Hyper, Method
 
 __all__ = [
@@ -89,6 +98,19 @@ GROUP_HYPERS = (
         maximum=1e6,  # far beyond any use; 1e308 would overflow float32 weights
     ),
     Hyper("learn_scale", False, "make γ a learnable per-filter parameter (upstream adjustScale)"),
+    Hyper(
+        "conv_groups",
+        True,
+        "orthogonalize within each group of a grouped or depthwise convolution (its groups see disjoint "
+        "inputs) and within each of q, k, v of a packed in_proj_weight; false: all of a layer's filters as "
+        "one matrix",
+    ),
+    Hyper(
+        "center_depthwise",
+        False,
+        "centre the filters of a grouped convolution with one input channel per group (depthwise) too: each "
+        "kernel then sums to zero and the layer passes no constant signal (false: left uncentred)",
+    ),
 )
 
 #: Every method with a batched form (oni, olm, so, srip) declares it; ``false`` is the per-layer reference.
@@ -203,6 +225,8 @@ class GroupedOrthogonal(nn.Module):
         center: subtract each row's mean first (ignored when ``p = 1``).
         scale: initial per-filter output scale γ.
         learn_scale: whether γ is a learnable parameter (shape ``(C_out,)``) or a fixed buffer.
+        conv_groups: the rows fall into this many consecutive blocks (a grouped convolution's groups): no
+            group of filters straddles two blocks.
     """
 
     def __init__(
@@ -212,11 +236,12 @@ class GroupedOrthogonal(nn.Module):
         center: bool = True,
         scale: float = math.sqrt(2.0),
         learn_scale: bool = False,
+        conv_groups: int = 1,
     ):
         super().__init__()
         n, p = shape[0], math.prod(shape[1:])
         self.center = center and p > 1
-        self.sizes = group_sizes(n, p, group_size, self.center)
+        self.sizes = group_sizes(n // conv_groups, p, group_size, self.center) * conv_groups
         gamma = torch.full((n,), float(scale))
         if learn_scale:
             self.scale = nn.Parameter(gamma)
@@ -439,8 +464,24 @@ class GroupedReparamMethod(Method):
     kind = "reparam"
     replaces_weights = True
 
-    def build(self, weight: torch.Tensor) -> GroupedOrthogonal:  # pragma: no cover - abstract
+    def build(self, weight: torch.Tensor, **groups: Any) -> GroupedOrthogonal:  # pragma: no cover - abstract
+        """The parametrization of one filter matrix ``weight`` (``(n, p)``); ``groups``: ``center`` and
+        ``conv_groups`` for this layer (:meth:`layer_groups`)."""
         raise NotImplementedError
+
+    def layer_groups(self, t: Target) -> dict[str, Any]:
+        """``center`` and ``conv_groups`` for target ``t``: a grouped convolution is orthogonalized within
+        its groups (``conv_groups``), and ``nn.MultiheadAttention``'s packed ``in_proj_weight`` within each of
+        q, k and v; a depthwise convolution (one input channel per group) is centred only with
+        ``center_depthwise`` (Note [depthwise centring])."""
+        groups = getattr(t.module, "groups", 1) if t.kind in ("conv", "conv_transpose") else 1
+        depthwise = groups > 1 and t.module.in_channels // groups == 1
+        if t.param == "in_proj_weight":  # nn.MultiheadAttention's packed q, k and v: three matrices
+            groups = 3
+        return {
+            "center": self.hp["center"] and (not depthwise or self.hp["center_depthwise"]),
+            "conv_groups": groups if self.hp["conv_groups"] else 1,
+        }
 
     def group_flops(self, m: int, p: int) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -449,7 +490,7 @@ class GroupedReparamMethod(Method):
         found = self.unparametrized_targets(model)
         for t in found:
             with torch.no_grad():
-                p = self.build(t.filters()).to(device=t.weight.device)  # built on the filter matrix (n, p)
+                p = self.build(t.filters(), **self.layer_groups(t)).to(device=t.weight.device)  # on F (n, p)
             p.layout = t.layout
             parametrize.register_parametrization(t.module, t.param, p)
         rows = [t for t in found if t.layout == ROWS]  # other layouts compute on their own (per_layer)

@@ -240,15 +240,15 @@ class OLM(GroupedReparamMethod):
         BATCHED_HYPER,
     )
 
-    def build(self, weight: torch.Tensor) -> OLMParametrization:
+    def build(self, weight: torch.Tensor, **groups) -> OLMParametrization:
         return OLMParametrization(
             weight.shape,
             eps=self.hp["eps"],
             float64=self.hp["float64"],
             group_size=self.hp["group_size"],
-            center=self.hp["center"],
             scale=self.hp["scale"],
             learn_scale=self.hp["learn_scale"],
+            **{"center": self.hp["center"], **groups},
         )
 
     def group_flops(self, m: int, p: int) -> float:

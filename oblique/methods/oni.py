@@ -151,15 +151,15 @@ class ONI(GroupedReparamMethod):
         BATCHED_HYPER,
     )
 
-    def build(self, weight: torch.Tensor) -> ONIParametrization:
+    def build(self, weight: torch.Tensor, **groups) -> ONIParametrization:
         return ONIParametrization(
             weight.shape,
             iters=self.hp["iters"],
             eps=self.hp["eps"],
             group_size=self.hp["group_size"],
-            center=self.hp["center"],
             scale=self.hp["scale"],
             learn_scale=self.hp["learn_scale"],
+            **{"center": self.hp["center"], **groups},
         )
 
     def group_flops(self, m: int, p: int) -> float:
