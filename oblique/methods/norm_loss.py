@@ -331,7 +331,7 @@ class NormLoss(Method):
 
     def __getstate__(self) -> dict:
         # the fused plan holds views of one model's weights: a copy (deepcopy, pickle) builds its own
-        return {**self.__dict__, "_fused": None, "_fused_model": None}
+        return {**super().__getstate__(), "_fused": None, "_fused_model": None}
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self._fused = None
