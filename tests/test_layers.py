@@ -614,3 +614,19 @@ def test_a_run_records_its_targets_and_trains_the_transformer(tmp_path):
     )
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["drift"]["layers"]) == set(config["targeted"])
+
+
+@pytest.mark.slow
+def test_a_study_compares_methods_on_the_transformer(tmp_path):
+    """Acceptance 7: a study over transformer1d with every kind targeted runs (two methods, one epoch)."""
+    import csv
+
+    from oblique.cli import main
+
+    out = tmp_path / "s"
+    argv = ["study", "--model", "transformer1d", "--targets", "all", "--methods", "nl,oni", "--seeds", "1"]
+    assert main([*argv, "--epochs", "1", "--no-bench", "--no-progress", "--out", str(out)]) == 0
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["method"] for r in rows) == ["nl", "oni"]
+    assert all(r["status"] == "ok" and r["targets"] == "all" for r in rows)
