@@ -4,7 +4,8 @@ A run folder keeps the final ``state_dict`` of the *prepared* model (``model.pt`
 own tensors, a manifold parameter's filter matrix). To see the weights the forward pass computes with, the
 model is built again from ``config.json`` (the model, the method with its resolved hyperparameters and
 targets), prepared by the method, loaded with ``torch.load(..., weights_only=True)``, and asked for its
-effective weights (``Method.effective_weights``) — the same weights the drift metrics are measured on.
+effective filters (``Method.effective_filters``: the effective weights read through each layer's layout) —
+the same filters the drift metrics are measured on.
 
 The number of classes is not a run setting (the data set gives it); it is read from the state_dict's last
 matrix, the classifier's weight in every model of :mod:`oblique.models`.

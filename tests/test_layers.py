@@ -119,6 +119,22 @@ CASES = {
         _transposed_filters(1),
         "all",
     ),
+    "conv_transpose1d_g2": (
+        lambda: nn.ConvTranspose1d(4, 6, 3, groups=2),
+        lambda: torch.randn(2, 4, 5),
+        None,
+        "weight",
+        _transposed_filters(2),
+        "all",
+    ),
+    "conv_transpose3d": (
+        lambda: nn.ConvTranspose3d(2, 3, 2),
+        lambda: torch.randn(2, 2, 3, 3, 3),
+        None,
+        "weight",
+        _transposed_filters(1),
+        "all",
+    ),
     "conv_transpose2d": (
         lambda: nn.ConvTranspose2d(4, 6, 3),
         lambda: torch.randn(2, 4, 5, 5),
