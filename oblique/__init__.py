@@ -10,17 +10,27 @@ Public API::
     oblique.bake(model)                          # a prepared model back to plain weights
     oblique.register_layer_kind(name, ...), oblique.layers.census(model, targets)
     method.check(model) -> (ok, reason)
+    oblique.OptimizerConfig, oblique.training_step   # your own loop (README, "Your own training loop")
 """
 
 from oblique.bake import bake
 from oblique.geometry import DRIFT_KEYS, drift, filter_matrix, model_drift, project_oblique
 from oblique.layers import register_layer_kind
-from oblique.methods import get_method, list_methods, norm_loss
+from oblique.methods import (
+    MethodUseError,
+    OptimizerConfig,
+    get_method,
+    list_methods,
+    norm_loss,
+    training_step,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DRIFT_KEYS",
+    "MethodUseError",
+    "OptimizerConfig",
     "__version__",
     "bake",
     "drift",
@@ -31,4 +41,5 @@ __all__ = [
     "norm_loss",
     "project_oblique",
     "register_layer_kind",
+    "training_step",
 ]

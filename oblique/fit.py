@@ -30,7 +30,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -219,6 +219,7 @@ def fit(
     stop: StopOnSignal | None = None,
     forward: nn.Module | None = None,
     dist: Dist | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> FitState:
     """The training loop of the method interface, on any model, optimizer and data.
 
@@ -249,6 +250,9 @@ def fit(
         dist: the ranks of a run on several processes (:mod:`oblique.distributed`): the loss is averaged
             over them, divergence and stops are agreed at flush points, only the main rank writes,
             evaluates and shows progress.
+        loss_fn: ``loss_fn(outputs, targets)`` → a scalar, for any task (a language model's ``(B, T, V)``
+            logits, a regression); default: cross-entropy of class logits. The evaluation on
+            ``test_loader`` measures classification error, so it is for the default loss only.
 
     Returns:
         The :class:`FitState` after the last step.
@@ -256,6 +260,17 @@ def fit(
     Raises:
         RunInterrupted: ``stop`` was signalled; the checkpoint is written (with a writer and Batches).
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(
+            "precision fp16 needs a CUDA GPU and a GradScaler, which fit does not drive: use bf16 (or fp32)"
+            if precision == "fp16"
+            else f"precision must be fp32 or bf16; got {precision!r}"
+        )
+    if loss_fn is not None and test_loader is not None:
+        raise ValueError(
+            "test_loader measures classification error with the default loss: with your own loss_fn, leave it "
+            "out and evaluate on your own"
+        )
     state = state or FitState()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dist = dist or Dist()
@@ -272,6 +287,7 @@ def fit(
         precision=precision,
         forward=forward,
         dist=dist,
+        loss_fn=loss_fn,
     )
     return loop.run(epochs, test_loader, drift_every, eval_every, checkpoint_every, stop, progress=progress)
 
@@ -314,9 +330,11 @@ class _Loop:
         precision: str,
         forward=None,
         dist: Dist,
+        loss_fn=None,
     ):
         self.model, self.method, self.optimizer, self.batches = model, method, optimizer, batches
         self.forward = forward if forward is not None else model
+        self.loss_fn = loss_fn if loss_fn is not None else F.cross_entropy
         self.dist = dist
         self.scheduler, self.writer, self.state, self.device = scheduler, writer, state, device
         self.steps_per_epoch, self.log_every = len(batches), log_every
@@ -423,12 +441,12 @@ class _Loop:
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not self.autocast:
-            return F.cross_entropy(self.forward(x), y)
+            return self.loss_fn(self.forward(x), y)
         with parametrize.cached():  # every parametrized weight once, in float32, outside autocast
             for target in self.cast_targets:
                 target.weight  # noqa: B018 - computes and caches it
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                return F.cross_entropy(self.forward(x), y)
+                return self.loss_fn(self.forward(x), y)
 
     def _regularizer_time(self, marks) -> None:
         if self.clock.cuda:

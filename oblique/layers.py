@@ -30,7 +30,7 @@ and ``module.param`` otherwise (``blocks.0.attn.in_proj_weight``).
 Note [shared weights]: a parameter held by two modules (an LM head tied to the embedding) is one weight.
 It is found by identity and targeted once, under the first name that targets it; the other holders are
 listed in :attr:`Target.tied`. A method that replaces the parameter (a parametrization, a manifold
-parameter) would break the tie, so it refuses one (:meth:`Target.shared_with`).
+parameter) would break the tie, so it refuses one (:attr:`oblique.methods.base.Method.replaces_weights`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from oblique.options import OptionError
 __all__ = [
     "ALL",
     "LAYER_KINDS",
+    "CensusRow",
     "Columns",
     "LayerKind",
     "Layout",
@@ -95,10 +96,6 @@ class Layout:
 
     def weight(self, f: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
         raise NotImplementedError
-
-    def rows(self, shape: Sequence[int]) -> int:
-        """The number of filters ``n`` of a parameter of ``shape``."""
-        return self.filters(torch.empty(shape, device="meta")).shape[0]
 
 
 @dataclass(frozen=True)
@@ -358,16 +355,8 @@ class Target:
         """The filter matrix ``(n, p)`` of :attr:`weight` (or of ``weight``, a tensor of its shape)."""
         return self.layout.filters(self.weight if weight is None else weight)
 
-    def to_weight(self, f: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
-        """A filter matrix written back in the parameter's shape (``shape``: another one's)."""
-        return self.layout.weight(f, tuple(self.weight.shape) if shape is None else shape)
-
     def is_parametrized(self) -> bool:
         return parametrize.is_parametrized(self.module, self.param)
-
-    def shared_with(self) -> tuple[str, ...]:
-        """:attr:`tied`: the other holders of this tensor."""
-        return self.tied
 
 
 def _record_name(module_name: str, param: str) -> str:

@@ -26,8 +26,10 @@ from oblique.methods.base import (
     CostTarget,
     Hyper,
     Method,
+    MethodUseError,
     OptimizerConfig,
     build_torch_optimizer,
+    training_step,
 )
 from oblique.methods.baseline import Baseline
 from oblique.methods.norm_loss import NormLoss, add_norm_loss_grad_, norm_loss
@@ -46,6 +48,7 @@ __all__ = [
     "CostTarget",
     "Hyper",
     "Method",
+    "MethodUseError",
     "OptimizerConfig",
     "RegistrationError",
     "UnknownMethodError",
@@ -53,6 +56,7 @@ __all__ = [
     "build_torch_optimizer",
     "get_method",
     "get_method_class",
+    "training_step",
     "list_methods",
     "markdown_table",
     "norm_loss",

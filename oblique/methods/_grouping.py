@@ -71,7 +71,7 @@ from torch.nn.utils import parametrize
 
 from oblique.geometry import filter_matrix
 from oblique.layers import ROWS, Layout, Target
-from oblique.methods.base import Hyper, Method
+from oblique.methods.base import Hyper, Method, full_precision
 
 __all__ = [
     "BATCHED_HYPER",
@@ -274,10 +274,11 @@ class GroupedOrthogonal(nn.Module):
         return self.layout.weight(out[0] if len(out) == 1 else torch.cat(out, dim=0), weight.shape)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        shared = self.shared
-        if shared is not None and shared.owns(self, weight):
-            return shared.weight(self)
-        return self.per_layer(weight)
+        with full_precision():  # under a caller's autocast too: the weight in its own dtype (float32)
+            shared = self.shared
+            if shared is not None and shared.owns(self, weight):
+                return shared.weight(self)
+            return self.per_layer(weight)
 
     def group_flops(self, p: int, per_group: Callable[[int, int], float]) -> float:
         """Sum ``per_group(m, p)`` over this layer's groups."""

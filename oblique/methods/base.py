@@ -21,21 +21,25 @@ resolved, and ``oblique methods`` lists them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
+from oblique.errors import ObliqueError
 from oblique.layers import Target, TargetsError, parse_targets, resolve_targets
 from oblique.options import Option, OptionError
 
 __all__ = [
     "COST_MEASURES",
+    "MethodUseError",
+    "full_precision",
     "KINDS",
     "CostTarget",
     "Hyper",
@@ -46,6 +50,23 @@ __all__ = [
     "param_groups",
     "training_step",
 ]
+
+
+class MethodUseError(ObliqueError, RuntimeError):
+    """A method used out of its order (an optimizer built before ``prepare``, a Riemannian method stepped by
+    a Euclidean optimizer): one line saying what to do."""
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """Autocast switched off (CPU and CUDA) for what is inside: the manifold maths — parametrizations,
+    penalties — computes in the parameters' own dtype (float32) under a caller's ``torch.autocast``."""
+    with contextlib.ExitStack() as stack:
+        for device in ("cpu", "cuda"):
+            if torch.is_autocast_enabled(device):
+                stack.enter_context(torch.autocast(device, enabled=False))
+        yield
+
 
 #: The kinds of method (docs/DESIGN.md, "Kinds of method").
 KINDS = ("none", "soft", "reparam", "riemannian", "projection")
@@ -229,18 +250,12 @@ class Method:
     replaces_weights: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        # every prepare checks the targets first (Method.check_targets), whatever a subclass writes
+        # every hook does what the interface promises around a subclass's own (Note [hook guards])
         super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("prepare")
-        if own is not None and not getattr(own, "_checks_targets", False):
-
-            @functools.wraps(own)
-            def prepare(self, model: nn.Module) -> nn.Module:
-                self.check_targets(model)
-                return own(self, model)
-
-            prepare._checks_targets = True
-            cls.prepare = prepare
+        for name in _GUARDS:
+            own = cls.__dict__.get(name)
+            if own is not None and not getattr(own, "_guarded", False):
+                setattr(cls, name, _guard(name, own))
 
     def __init__(
         self,
@@ -249,7 +264,7 @@ class Method:
         exclude: Sequence[str] | Callable[[str, nn.Module], bool] = (),
         **hyperparameters: Any,
     ):
-        self.strength = STRENGTH.convert(self.default_strength if strength is None else strength)
+        self.strength = self.default_strength if strength is None else strength
         self.targets = parse_targets(targets)
         if callable(exclude):
             self.exclude: Any = exclude
@@ -274,6 +289,17 @@ class Method:
             else h.default
             for name, h in declared.items()
         }
+
+    @property
+    def strength(self) -> float:
+        """The regularization factor λ. May be set between steps (a λ schedule: ``method.strength =
+        schedule(step)``); a value that is not a finite number >= 0 is refused (``OptionError``), never
+        read as "off"."""
+        return self._strength
+
+    @strength.setter
+    def strength(self, value: float) -> None:
+        self._strength = STRENGTH.convert(value)
 
     # ------------------------------------------------------------------ recording
     def config(self) -> dict[str, Any]:
@@ -371,11 +397,8 @@ class Method:
     # ------------------------------------------------------------------ the hooks
     def prepare(self, model: nn.Module) -> nn.Module:
         """Make ``model`` ready for this method (in place) and return it. Every method's ``prepare`` first
-        calls :meth:`check_targets` (a subclass's is wrapped to)."""
-        self.check_targets(model)
+        calls :meth:`check_targets` (Note [hook guards])."""
         return model
-
-    prepare._checks_targets = True  # type: ignore[attr-defined]
 
     def make_optimizer(self, model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
         """The optimizer for ``model``: plain SGD/Adam over all trainable parameters, the optimizer's own
@@ -391,6 +414,37 @@ class Method:
 
     def after_step(self, model: nn.Module, step: int) -> None:
         """Called after every ``optimizer.step()``; ``step`` counts from 1."""
+
+    def check_first_step(self, model: nn.Module) -> None:
+        """Called once, after the first optimizer step and before :meth:`after_step`: what a method needs
+        of the optimizer that stepped it (a Riemannian method: that it kept the points on the manifold).
+        Raises :class:`MethodUseError`."""
+
+    def _before_first_step(self, model: nn.Module) -> None:
+        if getattr(self, "_first", None) is not None:
+            return
+        try:
+            ws = [w for w in self.target_weights(model) if w.grad is not None]
+        except (AttributeError, KeyError):  # the parametrization or manifold parameter prepare puts there
+            raise MethodUseError(
+                f"{self.name}: this model was not prepared by {self.name}: call method.prepare(model) before "
+                f"building the optimizer and training"
+            ) from None
+        finite = all(bool(torch.isfinite(w.grad).all()) and bool(w.grad.any()) for w in ws)
+        self._first = [w._version for w in ws] if ws and finite else []
+
+    def _after_first_step(self, model: nn.Module) -> None:
+        first = getattr(self, "_first", None)
+        if first is None or first is False:
+            return
+        self._first = False  # checked: never again for this method object
+        ws = [w for w in self.target_weights(model) if w.grad is not None]
+        if first and len(ws) == len(first) and all(w._version == v for w, v in zip(ws, first, strict=True)):
+            raise MethodUseError(
+                f"{self.name}: the optimizer stepped none of the parameters {self.name} trains: build it after "
+                f"method.prepare(model), from model.parameters() or method.make_optimizer(model, cfg)"
+            )
+        self.check_first_step(model)
 
     def analytic_flops(self, model: nn.Module) -> float:
         """Floating-point operations the regularizer adds per training step (forward and backward),
@@ -472,6 +526,49 @@ class Method:
         what drift is measured on."""
         with torch.no_grad():
             return {t.name: t.filters(t.weight.detach()) for t in self.target_modules(model)}
+
+
+def _guard(name: str, own: Callable) -> Callable:
+    """``own`` (a hook of a method class) with what the interface does around it (Note [hook guards])."""
+    if name == "prepare":
+
+        def hook(self, model, *args, **kwargs):
+            self.check_targets(model)
+            self._first = None  # a freshly prepared model: its first step is checked
+            return own(self, model, *args, **kwargs)
+
+    elif name == "penalty":
+
+        def hook(self, model, *args, **kwargs):
+            with full_precision():
+                return own(self, model, *args, **kwargs)
+
+    elif name == "before_step":
+
+        def hook(self, model, *args, **kwargs):
+            self._before_first_step(model)
+            return own(self, model, *args, **kwargs)
+
+    else:  # after_step
+
+        def hook(self, model, *args, **kwargs):
+            self._after_first_step(model)
+            return own(self, model, *args, **kwargs)
+
+    hook = functools.wraps(own)(hook)
+    hook._guarded = True
+    return hook
+
+
+#: Note [hook guards]: the interface's promises that hold whatever a method's own hooks do, wrapped around
+#: every method class's hooks (the base class's too): ``prepare`` checks the targets first
+#: (:meth:`Method.check_targets`); ``penalty`` computes in full precision under a caller's autocast
+#: (:func:`full_precision`); the first ``before_step`` / ``after_step`` pair checks, once, that the optimizer
+#: stepped the parameters the method trains (the version counters of those with a finite, non-zero
+#: gradient moved) and :meth:`Method.check_first_step`. Cost: one pass over the targets' gradients, once.
+_GUARDS = ("prepare", "penalty", "before_step", "after_step")
+for _name in _GUARDS:
+    setattr(Method, _name, _guard(_name, Method.__dict__[_name]))
 
 
 class StepMarks(NamedTuple):

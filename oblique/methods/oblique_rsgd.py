@@ -59,7 +59,7 @@ from torch.nn.utils import parametrize
 
 from oblique.geometry import EPS
 from oblique.layers import ROWS, Layout
-from oblique.methods.base import CostTarget, Hyper, Method, OptimizerConfig, param_groups
+from oblique.methods.base import CostTarget, Hyper, Method, MethodUseError, OptimizerConfig, param_groups
 
 __all__ = ["FilterView", "ObliqueRSGD", "project_rows_safe"]
 
@@ -188,6 +188,17 @@ class ObliqueRSGD(Method):
             )  # (C_out, p), Note [projection at construction]
             plist.original = geoopt.ManifoldParameter(point, manifold=geoopt.Sphere())
         return model
+
+    def check_first_step(self, model: nn.Module) -> None:
+        """The filters are still on the sphere after the first optimizer step: a Euclidean optimizer (the
+        user's own AdamW) would have moved them off it, silently."""
+        ok, reason = self.check(model)
+        if not ok:
+            raise MethodUseError(
+                f"oblique-rsgd: the first optimizer step moved the filters off the sphere ({reason}): step them "
+                f"with method.make_optimizer(model, cfg) (Riemannian SGD or Adam), not a Euclidean optimizer "
+                f"such as torch.optim.AdamW"
+            )
 
     def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
         """The ``ManifoldParameter`` filter matrix ``(C_out, p)`` of every targeted layer."""

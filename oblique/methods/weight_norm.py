@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from oblique.layers import Layout
-from oblique.methods.base import Hyper, Method
+from oblique.methods.base import Hyper, Method, full_precision
 
 __all__ = ["LayoutWeightNorm", "WeightNorm"]
 
@@ -43,8 +43,9 @@ class LayoutWeightNorm(nn.Module):
         self.layout = layout
 
     def forward(self, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        f = self.layout.filters(v)  # (n, p)
-        return self.layout.weight(f * (g / torch.linalg.vector_norm(f, dim=1, keepdim=True)), v.shape)
+        with full_precision():
+            f = self.layout.filters(v)  # (n, p)
+            return self.layout.weight(f * (g / torch.linalg.vector_norm(f, dim=1, keepdim=True)), v.shape)
 
     def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.linalg.vector_norm(self.layout.filters(weight), dim=1, keepdim=True), weight
