@@ -102,6 +102,7 @@ ALLOWED: dict[str, set[str]] = {
         "oblique.optim",
     },
     "oblique.export": LIBRARY_BASE | {"oblique.records", "oblique.config"},
+    "oblique.integrations": {"oblique.geometry", "oblique.methods"},
     "oblique": {"oblique.bake", "oblique.layers", "oblique.geometry", "oblique.methods"},
     "oblique.cli": LIBRARY_BASE
     | {

@@ -93,7 +93,8 @@ def test_an_optimizer_built_before_prepare_is_refused_at_the_first_step(name):
     method = get_method(name)
     model = method.prepare(model)
     with pytest.raises(
-        MethodUseError, match="the optimizer stepped none of the parameters .* after method.prepare"
+        MethodUseError,
+        match="the optimizer stepped none of the parameters .* in 3 steps: build it after method.prepare",
     ):
         _loop(method, model, optimizer=opt)
 

@@ -68,6 +68,10 @@ def full_precision() -> Iterator[None]:
         yield
 
 
+#: How many steps the optimizer may leave a method's parameters unchanged before it is taken for one that
+#: does not hold them (Note [hook guards]): a GradScaler skips steps, a warm-up may start at lr 0.
+_STEPS_TO_MOVE = 3
+
 #: The kinds of method (docs/DESIGN.md, "Kinds of method").
 KINDS = ("none", "soft", "reparam", "riemannian", "projection")
 
@@ -421,7 +425,8 @@ class Method:
         Raises :class:`MethodUseError`."""
 
     def _before_first_step(self, model: nn.Module) -> None:
-        if getattr(self, "_first", None) is not None:
+        watch = getattr(self, "_watch", None)
+        if watch is False:
             return
         try:
             ws = [w for w in self.target_weights(model) if w.grad is not None]
@@ -430,20 +435,30 @@ class Method:
                 f"{self.name}: this model was not prepared by {self.name}: call method.prepare(model) before "
                 f"building the optimizer and training"
             ) from None
-        finite = all(bool(torch.isfinite(w.grad).all()) and bool(w.grad.any()) for w in ws)
-        self._first = [w._version for w in ws] if ws and finite else []
+        if ws and all(bool(torch.isfinite(w.grad).all()) and bool(w.grad.any()) for w in ws):
+            self._snapshot = [(w, w._version, w.detach().reshape(-1)[:8].clone()) for w in ws]
+        else:
+            self._snapshot = []
+        self._watch = watch or 0
 
     def _after_first_step(self, model: nn.Module) -> None:
-        first = getattr(self, "_first", None)
-        if first is None or first is False:
+        watch, snapshot = getattr(self, "_watch", None), getattr(self, "_snapshot", [])
+        if watch is None or watch is False or not snapshot:
             return
-        self._first = False  # checked: never again for this method object
-        ws = [w for w in self.target_weights(model) if w.grad is not None]
-        if first and len(ws) == len(first) and all(w._version == v for w, v in zip(ws, first, strict=True)):
-            raise MethodUseError(
-                f"{self.name}: the optimizer stepped none of the parameters {self.name} trains: build it after "
-                f"method.prepare(model), from model.parameters() or method.make_optimizer(model, cfg)"
-            )
+        self._snapshot = []
+        moved = any(w._version != v or not torch.equal(w.detach().reshape(-1)[:8], x) for w, v, x in snapshot)
+        if (
+            not moved
+        ):  # a step may be skipped (a GradScaler's inf, a learning rate warming up from 0): 3 tries
+            self._watch = watch + 1
+            if self._watch >= _STEPS_TO_MOVE:
+                raise MethodUseError(
+                    f"{self.name}: the optimizer stepped none of the parameters {self.name} trains in "
+                    f"{_STEPS_TO_MOVE} steps: build it after method.prepare(model), from model.parameters() or "
+                    f"method.make_optimizer(model, cfg)"
+                )
+            return
+        self._watch = False  # checked: never again for this method object and model
         self.check_first_step(model)
 
     def analytic_flops(self, model: nn.Module) -> float:
@@ -534,7 +549,7 @@ def _guard(name: str, own: Callable) -> Callable:
 
         def hook(self, model, *args, **kwargs):
             self.check_targets(model)
-            self._first = None  # a freshly prepared model: its first step is checked
+            self._watch = None  # a freshly prepared model: its first steps are checked
             return own(self, model, *args, **kwargs)
 
     elif name == "penalty":
@@ -563,9 +578,10 @@ def _guard(name: str, own: Callable) -> Callable:
 #: Note [hook guards]: the interface's promises that hold whatever a method's own hooks do, wrapped around
 #: every method class's hooks (the base class's too): ``prepare`` checks the targets first
 #: (:meth:`Method.check_targets`); ``penalty`` computes in full precision under a caller's autocast
-#: (:func:`full_precision`); the first ``before_step`` / ``after_step`` pair checks, once, that the optimizer
-#: stepped the parameters the method trains (the version counters of those with a finite, non-zero
-#: gradient moved) and :meth:`Method.check_first_step`. Cost: one pass over the targets' gradients, once.
+#: (:func:`full_precision`); the first ``before_step`` / ``after_step`` pairs check that the optimizer steps
+#: the parameters the method trains (of those with a finite, non-zero gradient, a version counter or one of
+#: the first entries moved, within ``_STEPS_TO_MOVE`` steps: fused optimizers move no version counter),
+#: then :meth:`Method.check_first_step`. Cost: a pass over the targets' gradients for the first step(s).
 _GUARDS = ("prepare", "penalty", "before_step", "after_step")
 for _name in _GUARDS:
     setattr(Method, _name, _guard(_name, Method.__dict__[_name]))
