@@ -301,6 +301,9 @@ class _PerKernelRowSphere(ObliqueRSGD):
     def target_weights(self, model):
         return [t.weight for t in self.target_modules(model)]
 
+    def check_first_step(self, model):
+        """The pitfall on purpose: not refused, so its spread can be measured."""
+
 
 def test_kernel_row_check_catches_the_pitfall():
     spread, _ = _kernel_row_spread(_PerKernelRowSphere(targets="conv"))

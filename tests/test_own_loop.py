@@ -65,7 +65,7 @@ def _loop(method, model, steps=5, *, scaler=None, autocast=False, optimizer=None
 
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_method_trains_under_the_callers_bf16_autocast(name):
-    """Issue 20, acceptance 1: five steps under torch.autocast(cpu, bf16), finite loss; ONI's, OLM's and
+    """five steps under torch.autocast(cpu, bf16), finite loss; ONI's, OLM's and
     WN's effective weights stay float32."""
     method = get_method(name, targets="conv+linear")
     model = method.prepare(_net())
@@ -75,7 +75,7 @@ def test_every_method_trains_under_the_callers_bf16_autocast(name):
 
 
 def test_norm_loss_through_a_grad_scaler_equals_the_unscaled_loop():
-    """Issue 20, acceptance 2 (the documented loop): scale 2**16, unscale_ before before_step."""
+    """scale 2**16, unscale_ before before_step."""
     runs = []
     for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**16)):
         method = get_method("nl", strength=0.5, targets="conv+linear")
@@ -128,7 +128,7 @@ def test_a_negative_strength_is_refused_not_read_as_off():
 
 
 def test_fit_takes_any_loss_and_refuses_fp16_on_the_cpu():
-    """Issue 20, acceptance 5: language-model logits (B, T, V) and a regression; fp16 refused."""
+    """language-model logits (B, T, V) and a regression; fp16 refused."""
 
     class TinyLM(nn.Module):
         def __init__(self):
@@ -163,7 +163,7 @@ def test_fit_takes_any_loss_and_refuses_fp16_on_the_cpu():
 
 
 def test_the_readme_loop_runs_as_written(capsys):
-    """Issue 20, acceptance 6: the README's block, executed, so it cannot go stale."""
+    """the README's block, executed, so it cannot go stale."""
     text = (ROOT / "README.md").read_text()
     (block,) = re.findall(r"```python\n# your own loop\n(.*?)```", text, flags=re.S)
     exec(compile(block, "README.md (your own loop)", "exec"), {})

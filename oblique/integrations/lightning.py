@@ -18,7 +18,7 @@ penalty's gradient (scaled by the precision plugin's ``GradScaler`` when there i
 gradient-accumulation steps as Lightning divides the loss); ``on_before_optimizer_step`` — after Lightning
 has unscaled the gradients — calls ``before_step``; after every optimizer step (``on_train_batch_end``
 where ``global_step`` moved) ``after_step``, and every ``drift_every`` steps the drift means are logged
-(``oblique/norm_dev_mean``, ...). A method that brings its own optimizer (``oblique-rsgd``) must be stepped
+(``"oblique_norm_dev_mean"``, ...). A method that brings its own optimizer (``oblique-rsgd``) must be stepped
 by it: build it with :meth:`ObliqueCallback.make_optimizer` in ``configure_optimizers`` (a Euclidean one is
 refused at the first step). The callback's ``state_dict`` holds the method's own state, so a checkpoint
 resumes exactly.
@@ -79,7 +79,7 @@ class ObliqueCallback(L.Callback):
         self.method.after_step(pl_module, step)
         if self.drift_every and step % self.drift_every == 0:
             mean = model_drift(pl_module, weights=self.method.effective_filters(pl_module))["mean"]
-            pl_module.log_dict({f"oblique/{k}": v for k, v in mean.items()})
+            pl_module.log_dict({f"oblique_{k}": v for k, v in mean.items()})
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step  # a resumed run goes on from its step

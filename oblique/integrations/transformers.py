@@ -10,7 +10,7 @@ When the hooks run: at the end of ``Trainer.__init__`` (``on_init_end``) the mod
 ``Trainer`` builds its optimizer in ``train()``; before every optimizer step (``on_pre_optimizer_step``,
 after the ``Trainer``'s gradient clipping, on true gradients in fp32 and bf16) the penalty's gradient is
 added and ``before_step`` called; after it (``on_optimizer_step``) ``after_step``; the drift means join the
-``Trainer``'s logs (``oblique/norm_dev_mean``, ...) every time it logs: its ``state.log_history`` (saved in
+``Trainer``'s logs (``"oblique_norm_dev_mean"``, ...) every time it logs: its ``state.log_history`` (saved in
 ``trainer_state.json``) and the reporters listed after this callback (the ``Trainer`` runs its own
 reporting callbacks first: they do not see the drift). The penalty's gradient is not clipped (it is added
 after clipping).
@@ -62,7 +62,7 @@ class ObliqueCallback(transformers.TrainerCallback):
         if logs is None or model is None:
             return
         drift = model_drift(model, weights=self.method.effective_filters(model))["mean"]
-        drift = {f"oblique/{k}": v for k, v in drift.items()}
+        drift = {f"oblique_{k}": v for k, v in drift.items()}
         logs.update(drift)  # the reporters after this callback see it
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
             state.log_history[-1].update(drift)  # the Trainer's own record (trainer_state.json)

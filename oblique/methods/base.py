@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -435,10 +436,7 @@ class Method:
                 f"{self.name}: this model was not prepared by {self.name}: call method.prepare(model) before "
                 f"building the optimizer and training"
             ) from None
-        if ws and all(bool(torch.isfinite(w.grad).all()) and bool(w.grad.any()) for w in ws):
-            self._snapshot = [(w, w._version, w.detach().reshape(-1)[:8].clone()) for w in ws]
-        else:
-            self._snapshot = []
+        self._snapshot = [(w, w._version, w.detach().reshape(-1)[:8].clone()) for w in ws]  # no device sync
         self._watch = watch or 0
 
     def _after_first_step(self, model: nn.Module) -> None:
@@ -446,7 +444,10 @@ class Method:
         if watch is None or watch is False or not snapshot:
             return
         self._snapshot = []
-        moved = any(w._version != v or not torch.equal(w.detach().reshape(-1)[:8], x) for w, v, x in snapshot)
+        moved = any(w._version != v for w, v, _ in snapshot)  # an optimizer's in-place step: no device sync
+        if not moved:  # a fused optimizer moves no version counter: the values, in one transfer
+            same = [torch.equal(w.detach().reshape(-1)[:8], x) for w, _, x in snapshot]
+            moved = not all(same)
         if (
             not moved
         ):  # a step may be skipped (a GradScaler's inf, a learning rate warming up from 0): 3 tries
@@ -515,13 +516,17 @@ class Method:
         from oblique.geometry import model_drift
 
         filters = self.effective_filters(model)
-        bad = [name for name, f in filters.items() if not torch.isfinite(f).all()]
+        if not filters:
+            return False, f"{self.name}: no targeted layer"
+        with torch.no_grad():  # every layer's worst deviation (NaN where not finite), read in one transfer
+            worst = [(torch.linalg.vector_norm(f.double(), dim=1) - 1).abs().max() for f in filters.values()]
+            devs = torch.stack([w.to(worst[0].device) for w in worst]).tolist()
+        bad = [name for name, d in zip(filters, devs, strict=True) if not math.isfinite(d)]
         if bad:
             return False, f"{self.name}: {bad[0]} has non-finite weights"
         if self.promise() == "oblique":
             worst, where, tol = 0.0, "", 0.0
-            for name, f in filters.items():
-                dev = (torch.linalg.vector_norm(f.double(), dim=1) - 1).abs().max().item()
+            for (name, f), dev in zip(filters.items(), devs, strict=True):
                 tol = max(tol, 100 * torch.finfo(f.dtype).eps)
                 if dev >= worst:
                     worst, where = dev, name
@@ -544,7 +549,17 @@ class Method:
 
 
 def _guard(name: str, own: Callable) -> Callable:
-    """``own`` (a hook of a method class) with what the interface does around it (Note [hook guards])."""
+    """``own`` (a hook of a method class) with what the interface does around it.
+
+    Note [hook guards]: the interface's promises that hold whatever a method's own hooks do, wrapped around
+    every method class's hooks (the base class's too): ``prepare`` checks the targets first
+    (:meth:`Method.check_targets`); ``penalty`` computes in full precision under a caller's autocast
+    (:func:`full_precision`); the first ``before_step`` / ``after_step`` pairs check that the optimizer
+    steps the parameters the method trains (of those with a gradient, a version counter or one of the first
+    entries moved, within ``_STEPS_TO_MOVE`` steps: a GradScaler skips steps, a warm-up may start at lr 0, a
+    fused optimizer moves no version counter), then :meth:`Method.check_first_step`. No device sync but
+    where the version counters did not move.
+    """
     if name == "prepare":
 
         def hook(self, model, *args, **kwargs):
@@ -575,13 +590,6 @@ def _guard(name: str, own: Callable) -> Callable:
     return hook
 
 
-#: Note [hook guards]: the interface's promises that hold whatever a method's own hooks do, wrapped around
-#: every method class's hooks (the base class's too): ``prepare`` checks the targets first
-#: (:meth:`Method.check_targets`); ``penalty`` computes in full precision under a caller's autocast
-#: (:func:`full_precision`); the first ``before_step`` / ``after_step`` pairs check that the optimizer steps
-#: the parameters the method trains (of those with a finite, non-zero gradient, a version counter or one of
-#: the first entries moved, within ``_STEPS_TO_MOVE`` steps: fused optimizers move no version counter),
-#: then :meth:`Method.check_first_step`. Cost: a pass over the targets' gradients for the first step(s).
 _GUARDS = ("prepare", "penalty", "before_step", "after_step")
 for _name in _GUARDS:
     setattr(Method, _name, _guard(_name, Method.__dict__[_name]))
