@@ -207,6 +207,16 @@ class ObliqueSGD(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         self._plans = None  # the loaded buffers are separate tensors: gather them again
 
+    def _plans_current(self) -> bool:
+        """Whether every group's buffers still have their parameters' dtype and device: after
+        ``model.to(torch.float64)`` or to another device the buffers are gathered again (the momentum buffers
+        carried over, converted), so the maths follows the parameters."""
+        return all(
+            g.params[0].dtype == g.P.dtype and g.params[0].device == g.P.device
+            for subs in self._plans
+            for g in subs
+        )
+
     def _build_plans(self) -> list[list[_Group]]:
         plans = []
         for group in self.param_groups:
@@ -251,7 +261,7 @@ class ObliqueSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self._plans is None:
+        if self._plans is None or not self._plans_current():
             self._plans = self._build_plans()
         for group, subs in zip(self.param_groups, self._plans, strict=True):
             group["step"] = group.get("step", 0) + 1

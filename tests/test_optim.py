@@ -190,3 +190,30 @@ def test_oblique_rsgd_fused_impl_matches_its_geoopt_impl(nesterov):
         finals.append([p.detach().clone() for p in model.parameters()])
     for a, b in zip(*finals, strict=True):
         torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
+
+
+def test_the_fused_step_follows_its_parameters_to_float64():
+    """After ``model.to(torch.float64)`` the fused step computes in float64 (its buffers gathered again, the
+    momentum carried over), as the same optimizer built on the float64 model does."""
+    import geoopt
+
+    from oblique.optim import ObliqueSGD
+
+    torch.manual_seed(0)
+    x = geoopt.ManifoldParameter(
+        torch.nn.functional.normalize(torch.randn(6, 5), dim=1), manifold=geoopt.Sphere()
+    )
+    moved = ObliqueSGD([x], lr=0.1, momentum=0.9)
+    x.grad = torch.randn(6, 5)
+    moved.step()
+    twin = geoopt.ManifoldParameter(x.detach().double().clone(), manifold=geoopt.Sphere())
+    ref = ObliqueSGD([twin], lr=0.1, momentum=0.9)
+    ref.state[twin]["momentum_buffer"] = moved.state[x]["momentum_buffer"].double().clone()
+    x.data = x.data.double()  # what Module.to(torch.float64) does to a parameter
+    for _ in range(3):
+        g = torch.randn(6, 5, dtype=torch.float64)
+        x.grad, twin.grad = g.clone(), g.clone()
+        moved.step()
+        ref.step()
+    assert x.dtype == torch.float64 and moved.state[x]["momentum_buffer"].dtype == torch.float64
+    assert torch.allclose(x, twin, atol=1e-15, rtol=0)

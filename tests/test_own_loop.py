@@ -170,3 +170,22 @@ def test_the_readme_loop_runs_as_written(capsys):
     out = capsys.readouterr().out
     assert out.startswith("(") and "oni" in out
     assert oblique.OptimizerConfig is OptimizerConfig
+
+
+def test_a_strength_schedule_is_read_at_each_step():
+    seen = []
+    method = get_method("nl", targets="conv+linear")
+    method.strength = lambda s: 0.1 * s
+    model = method.prepare(_net())
+    opt = method.make_optimizer(model, OptimizerConfig(lr=0.05))
+    x, y = _batch()
+    for step in (1, 2, 3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        seen.append(method.strength)
+        method.before_step(model)
+        opt.step()
+        method.after_step(model, step)
+    assert seen == pytest.approx([0.1, 0.2, 0.3])
+    with pytest.raises(OptionError, match="strength must be a number >= 0"):
+        method.strength = lambda s: -1.0

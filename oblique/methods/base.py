@@ -205,7 +205,7 @@ class Method:
 
     Args:
         strength: the regularization factor λ (soft methods); ``None`` takes the class default.
-            Must be >= 0.
+            Must be >= 0. A function of the step is a schedule (:attr:`strength`).
         targets: which layers' weights the method acts on: layer kinds joined by ``+`` (``"conv"``,
             ``"conv+linear"``, ``"all"``; :mod:`oblique.layers`).
         exclude: layers to leave out: glob patterns matched against module and record names (``["fc",
@@ -264,7 +264,7 @@ class Method:
 
     def __init__(
         self,
-        strength: float | None = None,
+        strength: float | Callable[[int], float] | None = None,
         targets: str = "conv",
         exclude: Sequence[str] | Callable[[str, nn.Module], bool] = (),
         **hyperparameters: Any,
@@ -297,14 +297,26 @@ class Method:
 
     @property
     def strength(self) -> float:
-        """The regularization factor λ. May be set between steps (a λ schedule: ``method.strength =
-        schedule(step)``); a value that is not a finite number >= 0 is refused (``OptionError``), never
-        read as "off"."""
-        return self._strength
+        """The regularization factor λ of the current step.
+
+        Set it to a number (between steps, too) or to a schedule, a function of the step ``s`` (counted
+        from 1, as ``after_step`` counts) giving λ for that step: ``method.strength = lambda s: 1e-2 * min(1,
+        s / 100)``. The step a schedule is read at is the one after the last ``after_step``. A value that
+        is not a finite number >= 0 is refused (``OptionError``), never read as "off"; a schedule's values
+        are checked as they are read."""
+        schedule = getattr(self, "_schedule", None)
+        if schedule is None:
+            return self._strength
+        return STRENGTH.convert(schedule(getattr(self, "_step", 0) + 1))
 
     @strength.setter
-    def strength(self, value: float) -> None:
-        self._strength = STRENGTH.convert(value)
+    def strength(self, value: float | Callable[[int], float]) -> None:
+        if callable(value):
+            STRENGTH.convert(value(1))  # a schedule that cannot give step 1's value is refused now
+            self._schedule = value
+        else:
+            self._schedule = None
+            self._strength = STRENGTH.convert(value)
 
     # ------------------------------------------------------------------ recording
     def config(self) -> dict[str, Any]:
@@ -312,7 +324,7 @@ class Method:
         out = {
             "name": self.name,
             "kind": self.kind,
-            "strength": self.strength,
+            "strength": self.strength,  # a schedule's: its value at the current step
             "targets": self.targets,
             "hyperparameters": dict(self.hp),
         }
@@ -581,9 +593,11 @@ def _guard(name: str, own: Callable) -> Callable:
 
     else:  # after_step
 
-        def hook(self, model, *args, **kwargs):
+        def hook(self, model, step, *args, **kwargs):
             self._after_first_step(model)
-            return own(self, model, *args, **kwargs)
+            out = own(self, model, step, *args, **kwargs)
+            self._step = step  # a strength schedule reads the next step's λ
+            return out
 
     hook = functools.wraps(own)(hook)
     hook._guarded = True
