@@ -23,8 +23,8 @@ def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, list[str]]]:
     return [(c.cell_type, c.source, list(c.metadata.get("tags", []))) for c in nb.cells]
 
 
-def test_six_notebook_sources_each_with_its_ipynb():
-    assert len(NAMES) == 6, NAMES
+def test_seven_notebook_sources_each_with_its_ipynb():
+    assert len(NAMES) == 7, NAMES
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == NAMES
 
 
