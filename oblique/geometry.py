@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from oblique.layers import ROWS, Layout, Target, resolve_targets
+from oblique.layers import ROWS, Target, resolve_targets
 
 __all__ = [
     "drift_record",
@@ -59,12 +59,11 @@ DRIFT_KEYS = ("norm_dev_mean", "norm_dev_max", "ddiag_dev", "offdiag_dev")
 EPS = 1e-12
 
 
-def filter_matrix(weight: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
+def filter_matrix(weight: torch.Tensor) -> torch.Tensor:
     """Return the filter matrix ``(C_out, C_in·k…)`` of a conv or linear weight (a view when possible).
 
     Args:
         weight: a tensor with at least two dimensions, the first being the output channels.
-        layout: how the weight holds its filters (:mod:`oblique.layers`); default: rows, as above.
 
     Raises:
         ValueError: if ``weight`` has fewer than two dimensions.
@@ -72,8 +71,6 @@ def filter_matrix(weight: torch.Tensor, layout: Layout | None = None) -> torch.T
     >>> filter_matrix(torch.zeros(8, 3, 5, 5)).shape
     torch.Size([8, 75])
     """
-    if layout is not None:
-        return layout.filters(weight)
     if weight.dim() < 2:
         raise ValueError(
             f"Expected a weight with at least 2 dimensions (C_out, C_in, *kernel). Got shape {tuple(weight.shape)}."
