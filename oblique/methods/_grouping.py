@@ -488,7 +488,7 @@ class GroupedReparamMethod(Method):
         raise NotImplementedError
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        found = self.unparametrized_targets(model)
+        found = self.target_modules(model)
         for t in found:
             with torch.no_grad():
                 p = self.build(t.filters(), **self.layer_groups(t)).to(device=t.weight.device)  # on F (n, p)

@@ -398,11 +398,6 @@ class Method:
                 )
         return found
 
-    def unparametrized_targets(self, model: nn.Module) -> list[Target]:
-        """:meth:`target_modules`, for methods that parametrize the weight (:meth:`prepare` has checked them
-        first: :meth:`check_targets`)."""
-        return self.target_modules(model)
-
     def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
         """The *trainable* tensors this method acts on, one per targeted parameter.
 

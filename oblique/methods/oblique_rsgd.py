@@ -180,7 +180,7 @@ class ObliqueRSGD(Method):
     def prepare(self, model: nn.Module) -> nn.Module:
         import geoopt  # only here and in the optimizers: a geoopt problem cannot break the other methods
 
-        for t in self.unparametrized_targets(model):
+        for t in self.target_modules(model):
             parametrize.register_parametrization(t.module, t.param, FilterView(t.weight.shape, t.layout))
             plist = t.module.parametrizations[t.param]
             point = project_rows_safe(

@@ -77,7 +77,7 @@ class WeightNorm(Method):
     )
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        for t in self.unparametrized_targets(model):
+        for t in self.target_modules(model):
             if t.layout.filter_dim is not None:
                 weight_norm(t.module, t.param, dim=t.layout.filter_dim)
             else:
