@@ -358,6 +358,11 @@ class Target:
     def is_parametrized(self) -> bool:
         return parametrize.is_parametrized(self.module, self.param)
 
+    @property
+    def parametrizations(self) -> nn.ModuleList:
+        """The parameter's ``torch.nn.utils.parametrize`` list (its parametrizations and ``original``)."""
+        return self.module.parametrizations[self.param]
+
 
 def _record_name(module_name: str, param: str) -> str:
     if param == "weight":

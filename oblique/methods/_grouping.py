@@ -496,9 +496,9 @@ class GroupedReparamMethod(Method):
             parametrize.register_parametrization(t.module, t.param, p)
         rows = [t for t in found if t.layout == ROWS]  # other layouts compute on their own (per_layer)
         if self.hp["batched"] and rows:
-            plan = BatchedOrthogonalization([t.module.parametrizations[t.param] for t in rows])
+            plan = BatchedOrthogonalization([t.parametrizations for t in rows])
             for t in rows:
-                t.module.parametrizations[t.param][0].shared = plan
+                t.parametrizations[0].shared = plan
         return model
 
     promises = "orthogonal"
@@ -531,11 +531,11 @@ class GroupedReparamMethod(Method):
 
     def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
         """The unconstrained ``Z`` of every targeted layer (``parametrizations.weight.original``)."""
-        return [t.module.parametrizations[t.param].original for t in self.target_modules(model)]
+        return [t.parametrizations.original for t in self.target_modules(model)]
 
     def parametrizations(self, model: nn.Module) -> list[GroupedOrthogonal]:
         """The parametrization module of every targeted layer (holds the groups and the scale γ)."""
-        return [t.module.parametrizations[t.param][0] for t in self.target_modules(model)]
+        return [t.parametrizations[0] for t in self.target_modules(model)]
 
     def analytic_flops(self, model: nn.Module) -> float:
         # forward per group from `group_flops`, backward ≈ twice the forward (one pass per matmul operand)

@@ -378,7 +378,7 @@ class Method:
             return found
         for t in found:
             if t.is_parametrized():
-                plist = getattr(t.module.parametrizations, t.param)
+                plist = t.parametrizations
                 what = ", ".join(type(p).__name__ for p in plist)
                 raise TargetsError(
                     f"{self.name}: {t.name} already carries a parametrization ({what}); {self.name} acts on "

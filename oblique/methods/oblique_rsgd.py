@@ -182,7 +182,7 @@ class ObliqueRSGD(Method):
 
         for t in self.target_modules(model):
             parametrize.register_parametrization(t.module, t.param, FilterView(t.weight.shape, t.layout))
-            plist = t.module.parametrizations[t.param]
+            plist = t.parametrizations
             point = project_rows_safe(
                 plist.original.detach()
             )  # (C_out, p), Note [projection at construction]
@@ -202,7 +202,7 @@ class ObliqueRSGD(Method):
 
     def target_weights(self, model: nn.Module) -> list[torch.Tensor]:
         """The ``ManifoldParameter`` filter matrix ``(C_out, p)`` of every targeted layer."""
-        return [t.module.parametrizations[t.param].original for t in self.target_modules(model)]
+        return [t.parametrizations.original for t in self.target_modules(model)]
 
     def make_optimizer(self, model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
         # filters on the sphere (no weight decay: the projection would remove it), the rest Euclidean

@@ -83,7 +83,7 @@ class WeightNorm(Method):
             else:
                 parametrize.register_parametrization(t.module, t.param, LayoutWeightNorm(t.layout))
             if self.hp["g"] == "frozen":
-                g = t.module.parametrizations[t.param].original0  # (C_out, 1, …)
+                g = t.parametrizations.original0  # (C_out, 1, …)
                 with torch.no_grad():
                     g.fill_(1.0)
                 g.requires_grad_(False)
@@ -98,11 +98,11 @@ class WeightNorm(Method):
 
         ``g`` (``original0``) is a per-filter scale and is returned by :meth:`target_scales`.
         """
-        return [t.module.parametrizations[t.param].original1 for t in self.target_modules(model)]
+        return [t.parametrizations.original1 for t in self.target_modules(model)]
 
     def target_scales(self, model: nn.Module) -> list[torch.Tensor]:
         """The lengths ``g`` of every targeted layer (``parametrizations.weight.original0``)."""
-        return [t.module.parametrizations[t.param].original0 for t in self.target_modules(model)]
+        return [t.parametrizations.original0 for t in self.target_modules(model)]
 
     def analytic_flops(self, model: nn.Module) -> float:
         # forward: row norms (2/entry) + scale (1/entry); backward of g·v/‖v‖: ≈ 5/entry
