@@ -450,11 +450,8 @@ class RunConfig:
         """
         from oblique.methods import get_method
 
-        for key in (
-            "strength",
-            "targets",
-            "exclude",
-        ):  # settings of their own: get_method takes them by these names
+        # settings of their own: get_method takes them by these names
+        for key in ("strength", "targets", "exclude"):
             if key in self.hp:
                 raise ConfigError(
                     f"set {key} itself, not hp {key}={_short(self.hp[key], 40)}: {key} is a run setting, "

@@ -250,9 +250,8 @@ def fit(
         dist: the ranks of a run on several processes (:mod:`oblique.distributed`): the loss is averaged
             over them, divergence and stops are agreed at flush points, only the main rank writes,
             evaluates and shows progress.
-        loss_fn: ``loss_fn(outputs, targets)`` → a scalar, for any task (a language model's ``(B, T, V)``
-            logits, a regression); default: cross-entropy of class logits. The evaluation on
-            ``test_loader`` measures classification error, so it is for the default loss only.
+        loss_fn: ``loss_fn(outputs, targets)`` → a scalar, for any task (language-model logits, a regression);
+            default: cross-entropy. ``test_loader`` measures classification error: for the default loss only.
 
     Returns:
         The :class:`FitState` after the last step.
@@ -260,20 +259,9 @@ def fit(
     Raises:
         RunInterrupted: ``stop`` was signalled; the checkpoint is written (with a writer and Batches).
     """
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(
-            "precision fp16 needs a CUDA GPU and a GradScaler, which fit does not drive: use bf16 (or fp32)"
-            if precision == "fp16"
-            else f"precision must be fp32 or bf16; got {precision!r}"
-        )
-    if loss_fn is not None and test_loader is not None:
-        raise ValueError(
-            "test_loader measures classification error with the default loss: with your own loss_fn, leave it "
-            "out and evaluate on your own"
-        )
+    _check_fit_arguments(precision, loss_fn, test_loader)
     state = state or FitState()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    dist = dist or Dist()
     loop = _Loop(
         model,
         method,
@@ -286,10 +274,25 @@ def fit(
         log_every=log_every,
         precision=precision,
         forward=forward,
-        dist=dist,
+        dist=dist or Dist(),
         loss_fn=loss_fn,
     )
     return loop.run(epochs, test_loader, drift_every, eval_every, checkpoint_every, stop, progress=progress)
+
+
+def _check_fit_arguments(precision: str, loss_fn, test_loader) -> None:
+    """:func:`fit`'s arguments that cannot go together, refused in one line (``ValueError``)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(
+            "precision fp16 needs a CUDA GPU and a GradScaler, which fit does not drive: use bf16 (or fp32)"
+            if precision == "fp16"
+            else f"precision must be fp32 or bf16; got {precision!r}"
+        )
+    if loss_fn is not None and test_loader is not None:
+        raise ValueError(
+            "test_loader measures classification error with the default loss: with your own loss_fn, leave it "
+            "out and evaluate on your own"
+        )
 
 
 class _StepRecord(NamedTuple):

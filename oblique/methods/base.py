@@ -455,9 +455,7 @@ class Method:
         if not moved:  # a fused optimizer moves no version counter: the values, in one transfer
             same = [torch.equal(w.detach().reshape(-1)[:8], x) for w, _, x in snapshot]
             moved = not all(same)
-        if (
-            not moved
-        ):  # a step may be skipped (a GradScaler's inf, a learning rate warming up from 0): 3 tries
+        if not moved:  # a step may be skipped (a GradScaler's inf, a warm-up from lr 0): _STEPS_TO_MOVE tries
             self._watch = watch + 1
             if self._watch >= _STEPS_TO_MOVE:
                 raise MethodUseError(
