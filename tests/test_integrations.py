@@ -3,6 +3,7 @@ from a tiny config), fp32 and bf16, with nl, oni, pbwn and oblique-rsgd."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pytest
@@ -126,6 +127,44 @@ def test_lightning_with_a_euclidean_optimizer_for_oblique_rsgd_is_refused(tmp_pa
         trainer.fit(Wrong(callback), _loader())
 
 
+class _ScaledFP32(L.plugins.precision.MixedPrecision):
+    """Lightning's fp16 plugin with a real ``GradScaler`` at 2¹⁶ and its autocast left off: the CPU has no
+    fp16 training, and the gradients' scaling is what is under test."""
+
+    def __init__(self):
+        super().__init__("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16))
+
+    def forward_context(self):
+        return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("name", ["nl", "so"])
+def test_lightning_through_a_grad_scaler_ends_with_the_unscaled_weights(name, tmp_path):
+    def run(plugins):
+        method = get_method(name, targets="conv+linear", strength=0.5)
+        callback = LightningCallback(method, drift_every=0)
+        module = _Lit(callback)
+        trainer = L.Trainer(
+            max_epochs=2,
+            callbacks=[callback],
+            plugins=plugins,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            accelerator="cpu",
+            default_root_dir=tmp_path,
+        )
+        trainer.fit(module, _loader())
+        return module, trainer
+
+    plain, _ = run([])
+    scaled, trainer = run([_ScaledFP32()])
+    assert trainer.precision_plugin.scaler.get_scale() == 2.0**16  # scaled all along, no step skipped
+    for a, b in zip(plain.state_dict().values(), scaled.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 # ------------------------------------------------------------------------------------ Hugging Face
 class _Tokens(torch.utils.data.Dataset):
     def __init__(self):
@@ -195,3 +234,40 @@ def test_hugging_face_norm_loss_drifts_less_than_baseline_and_a_checkpoint_resum
     _, resumed, _ = _hf("pbwn", False, tmp_path / "s", resume=str(tmp_path / "s" / "checkpoint-3"))
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["nl", "so"])
+def test_hugging_face_through_a_grad_scaler_ends_with_the_unscaled_weights(name, tmp_path):
+    """The ``Trainer``'s accelerator given a real ``GradScaler`` at 2¹⁶ (fp16's, which the CPU cannot run):
+    it scales the loss in backward and steps through the scaler. No clipping, so nothing unscales the
+    gradients before the callback: it must (without, Norm Loss's closed form is divided by 2¹⁶)."""
+
+    def run(scaler):
+        model = _gpt2()
+        method = get_method(name, targets="all", exclude=["lm_head"], strength=0.5)
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=4,
+            per_device_train_batch_size=8,
+            learning_rate=1e-2,
+            max_grad_norm=0.0,
+            use_cpu=True,
+            report_to=[],
+            save_strategy="no",
+            disable_tqdm=True,
+            seed=0,
+            data_seed=0,
+        )
+        trainer = transformers.Trainer(
+            model=model, args=args, train_dataset=_Tokens(), callbacks=[HFCallback(method)]
+        )
+        trainer.accelerator.scaler = scaler  # before train(): the optimizer is wrapped with it there
+        trainer.train()
+        return model
+
+    plain = run(None)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    scaled = run(scaler)
+    assert scaler.get_scale() == 2.0**16
+    for a, b in zip(plain.state_dict().values(), scaled.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

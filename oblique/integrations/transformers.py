@@ -8,8 +8,8 @@
 
 When the hooks run: at the end of ``Trainer.__init__`` (``on_init_end``) the model is prepared, before the
 ``Trainer`` builds its optimizer in ``train()``; before every optimizer step (``on_pre_optimizer_step``,
-after the ``Trainer``'s gradient clipping, on true gradients in fp32 and bf16) the penalty's gradient is
-added and ``before_step`` called; after it (``on_optimizer_step``) ``after_step``; the drift means join the
+after the ``Trainer``'s gradient clipping, on true gradients: with fp16's ``GradScaler`` they are unscaled
+first if the clipping has not) the penalty's gradient is added and ``before_step`` called; after it (``on_optimizer_step``) ``after_step``; the drift means join the
 ``Trainer``'s logs (``"oblique_norm_dev_mean"``, ...) every time it logs: its ``state.log_history`` (saved in
 ``trainer_state.json``) and the reporters listed after this callback (the ``Trainer`` runs its own
 reporting callbacks first: they do not see the drift). The penalty's gradient is not clipped (it is added
@@ -33,6 +33,20 @@ from oblique.methods import Method
 __all__ = ["ObliqueCallback"]
 
 
+def _unscale(optimizer) -> None:
+    """The gradients unscaled if a ``GradScaler`` scaled them (fp16), so the penalty and ``before_step`` act
+    on true gradients: the ``Trainer`` unscales them only when it clips, and ``scaler.step`` does not
+    unscale again once ``unscale_`` ran (PyTorch's documented GradScaler use)."""
+    scaler = getattr(optimizer, "scaler", None)  # accelerate's AcceleratedOptimizer carries the scaler
+    if scaler is None:
+        return
+    try:
+        scaler.unscale_(optimizer.optimizer)
+    except RuntimeError as e:  # unscaled already, by the Trainer's gradient clipping
+        if "unscale_() has already been called" not in str(e):
+            raise
+
+
 class ObliqueCallback(transformers.TrainerCallback):
     """Train a ``transformers`` model with ``method`` (see the module docstring).
 
@@ -49,7 +63,8 @@ class ObliqueCallback(transformers.TrainerCallback):
         if self.prepare and model is not None:
             self.method.prepare(model)
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+    def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
+        _unscale(optimizer)
         pen = self.method.penalty(model)
         if pen is not None:
             pen.backward()
