@@ -303,6 +303,7 @@ class _StepRecord(NamedTuple):
     loss: torch.Tensor  #: the batch's loss, on the device (0-d)
     reg: torch.Tensor | None  #: the regularizer's value on the device; None when there is none to record
     divide: bool  #: ``reg`` is the scaled penalty: divided by the strength when written
+    strength: float  #: the λ the step used (a schedule's value at this step)
 
 
 class _DriftRecord(NamedTuple):
@@ -410,9 +411,10 @@ class _Loop:
             self.broken = True
             loss = torch.full((), float("nan"), device=self.device)
         if self.broken or (self.log_every == 1 and not self.dist.active and not torch.isfinite(loss)):
-            self.pending.append(_StepRecord(state.step, 0.0, loss.detach(), None, False))  # before the update
+            self.pending.append(_StepRecord(state.step, 0.0, loss.detach(), None, False, 0.0))  # no update
             return
         lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
+        strength = self.method.strength  # and the λ (a schedule's, read before after_step moves it on)
         marks = training_step(
             self.method, self.model, self.optimizer, loss, state.step, clock=self.clock.mark
         )
@@ -420,10 +422,10 @@ class _Loop:
         if self.scheduler is not None:
             self.scheduler.step()
         reg, divide = self.method.regularizer_value(), False
-        if reg is None and marks.penalty is not None and self.method.strength:
+        if reg is None and marks.penalty is not None and strength:
             reg, divide = marks.penalty.detach(), True
         self.pending.append(
-            _StepRecord(state.step, lr, loss.detach(), None if reg is None else reg.clone(), divide)
+            _StepRecord(state.step, lr, loss.detach(), None if reg is None else reg.clone(), divide, strength)
         )
 
     def epoch(self, epoch: int, total: int, drift_every: int, stop: StopOnSignal | None) -> bool:
@@ -511,10 +513,11 @@ class _Loop:
                 self.writer.diverged(step, loss)
             return False
         if divide:
-            reg = reg / self.method.strength
+            reg = reg / record.strength
         self.last_loss = loss
         if self.writer is not None:
-            self.writer.step(step, step / self.steps_per_epoch, loss=loss, lr=lr, reg=reg)
+            strength = record.strength if self.method.scheduled else None  # constant λ: in config.json
+            self.writer.step(step, step / self.steps_per_epoch, loss=loss, lr=lr, reg=reg, strength=strength)
         return True
 
     def _read_spans(self) -> None:

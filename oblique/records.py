@@ -373,8 +373,14 @@ class RunWriter:
             }
         )
 
-    def step(self, step: int, epoch: float, *, loss: float, lr: float, reg: float | None) -> None:
-        self._line({"type": "step", "step": step, "epoch": epoch, "loss": loss, "lr": lr, "reg": reg})
+    def step(
+        self, step: int, epoch: float, *, loss: float, lr: float, reg: float | None, strength: float | None = None
+    ) -> None:
+        """``strength``: the λ the step used, given when the method's strength is a schedule (else left out)."""
+        line = {"type": "step", "step": step, "epoch": epoch, "loss": loss, "lr": lr, "reg": reg}
+        if strength is not None:
+            line["strength"] = strength
+        self._line(line)
 
     def drift(self, step: int, epoch: float, drift: dict) -> None:
         """``drift`` as :func:`oblique.geometry.model_drift` returns it (``mean`` and ``layers``)."""

@@ -171,3 +171,27 @@ def test_weights_an_eigendecomposition_cannot_take_end_the_run_as_diverged(tmp_p
     assert state.diverged_step == 3
     last = records.read_metrics(tmp_path)[-1]
     assert last["type"] == "diverged" and last["step"] == 3
+
+
+@pytest.mark.parametrize("name", ["nl", "so"])
+def test_a_strength_schedule_is_recorded_at_every_logged_step(name, tmp_path):
+    """Each step record carries the λ the step used; the regularizer is divided by that step's λ, not the
+    one of the step the records were flushed at. A constant λ writes no column (config.json has it)."""
+    g = torch.Generator().manual_seed(0)
+    data = TensorData(torch.randn(60, 1, 40, generator=g), torch.randint(10, (60,), generator=g))
+
+    def run(strength, out):
+        torch.manual_seed(0)
+        method = get_method(name, strength=strength)
+        model = method.prepare(get_model("cnn", num_classes=10, in_channels=1))
+        optimizer = method.make_optimizer(model, OptimizerConfig(lr=0.01))
+        batches = Batches(data, 10, generator=torch.Generator().manual_seed(0), drop_last=True)
+        with records.RunWriter(out) as writer:
+            fit(model, method, optimizer, batches, epochs=1, log_every=3, drift_every=3, writer=writer)
+        return [r for r in records.read_metrics(out) if r["type"] == "step"]
+
+    scheduled = run(lambda s: 0.01 * s, tmp_path / "scheduled")
+    assert [r["strength"] for r in scheduled] == pytest.approx([0.01 * s for s in range(1, 7)])
+    constant = run(0.03, tmp_path / "constant")  # the same weights at step 1: the same regularizer value
+    assert "strength" not in constant[0]
+    assert scheduled[0]["reg"] == pytest.approx(constant[0]["reg"], rel=1e-6)

@@ -23,6 +23,7 @@ from oblique.errors import ObliqueError
 from oblique.methods.base import (
     COST_MEASURES,
     KINDS,
+    MANIFOLDS,
     CostTarget,
     Hyper,
     Method,
@@ -44,6 +45,7 @@ from oblique.methods.weight_norm import WeightNorm
 __all__ = [
     "COST_MEASURES",
     "KINDS",
+    "MANIFOLDS",
     "REGISTRY",
     "CostTarget",
     "Hyper",
@@ -107,6 +109,10 @@ def register(cls: type[Method]) -> type[Method]:
         raise RegistrationError(f"method {cls.name!r} is already registered ({REGISTRY[cls.name].__name__})")
     if cls.kind not in KINDS:
         raise RegistrationError(f"{cls.__name__}.kind must be one of {', '.join(KINDS)}; got {cls.kind!r}")
+    if cls.manifold not in ("", *MANIFOLDS):
+        raise RegistrationError(
+            f"{cls.__name__}.manifold must be one of {', '.join(MANIFOLDS)} or empty; got {cls.manifold!r}"
+        )
     REGISTRY[cls.name] = cls
     return cls
 

@@ -56,6 +56,14 @@ step once backward ran, and is dropped from copies (``copy.deepcopy`` gives the 
 its own layers); parameters are still updated in place by the optimizer, so wrapping the prepared model in
 ``DistributedDataParallel`` sees ordinary parameters. ``batched=False`` keeps the per-layer form (the
 reference).
+
+Note [compiled orthogonalization]: under ``torch.compile`` every layer computes its own weight (the
+per-layer form), whatever ``batched`` says. The plan is Python state keyed by storage pointers, version
+counters and object identities, which Dynamo cannot trace: through it a compiled ResNet forward broke into
+7 graphs for ONI and 19 for OLM (its eigendecomposition also sets the thread count: Note [eigh threads],
+skipped when compiling). Per layer it traces into one graph (``fullgraph=True`` holds for ``oni``, ``olm``
+and ``wn``; tests/test_compile.py), and what the plan saves — dispatching thousands of small operations —
+is the compiler's business there: it sees the whole step's graph.
 """
 
 from __future__ import annotations
@@ -276,7 +284,7 @@ class GroupedOrthogonal(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         with full_precision():  # under a caller's autocast too: the weight in its own dtype (float32)
             shared = self.shared
-            if shared is not None and shared.owns(self, weight):
+            if shared is not None and not torch.compiler.is_compiling() and shared.owns(self, weight):
                 return shared.weight(self)
             return self.per_layer(weight)
 
@@ -463,6 +471,7 @@ class GroupedReparamMethod(Method):
     """
 
     kind = "reparam"
+    manifold = "stiefel"
     replaces_weights = True
 
     def build(self, weight: torch.Tensor, **groups: Any) -> GroupedOrthogonal:  # pragma: no cover - abstract

@@ -42,6 +42,7 @@ __all__ = [
     "MethodUseError",
     "full_precision",
     "KINDS",
+    "MANIFOLDS",
     "CostTarget",
     "Hyper",
     "Method",
@@ -75,6 +76,10 @@ _STEPS_TO_MOVE = 3
 
 #: The kinds of method (docs/DESIGN.md, "Kinds of method").
 KINDS = ("none", "soft", "reparam", "riemannian", "projection")
+
+#: The manifolds a method may aim at: unit-norm filters (``ddiag(FFᵀ) = I``) and orthonormal filters
+#: (``FFᵀ = I`` for a wide filter matrix, ``FᵀF = I`` for a tall one, within each group).
+MANIFOLDS = ("oblique", "stiefel")
 
 #: Where a method's cost goes, by kind: what :meth:`Method.describe_cost` says for a method without its own
 #: :attr:`Method.cost_note`.
@@ -222,6 +227,9 @@ class Method:
     name: ClassVar[str] = ""
     #: one of :data:`KINDS`
     kind: ClassVar[str] = "none"
+    #: the manifold it aims at, one of :data:`MANIFOLDS` (the row of the summary's grid; ``""``: none — plain
+    #: training, weight decay); :attr:`kind` is the column
+    manifold: ClassVar[str] = ""
     #: one-line description for ``oblique methods``
     summary: ClassVar[str] = ""
     #: the paper, cited short (the README's methods table; the module docstring cites it in full)
@@ -308,6 +316,12 @@ class Method:
         if schedule is None:
             return self._strength
         return STRENGTH.convert(schedule(getattr(self, "_step", 0) + 1))
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether :attr:`strength` is a schedule (a function of the step): then ``fit`` records its value in
+        every step record (``strength`` in ``metrics.jsonl``)."""
+        return getattr(self, "_schedule", None) is not None
 
     @strength.setter
     def strength(self, value: float | Callable[[int], float]) -> None:
@@ -624,20 +638,32 @@ def training_step(
     loss: torch.Tensor,
     step: int,
     clock: Callable[[], Any] = time.perf_counter,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> StepMarks:
     """One step of the interface after the forward pass (the module docstring's order), as the trainer and
     the bench run it: zero the gradients, backward the loss, then the penalty's backward (separately, so it
     can be timed), ``before_step``, ``optimizer.step()``, ``after_step``. ``step`` counts from 1.
+
+    With a ``scaler`` (fp16's ``torch.amp.GradScaler``) the loss and the penalty are scaled in backward and
+    the gradients unscaled before ``before_step``, so the closed forms add to true gradients; the scaler
+    steps the optimizer (skipping a step whose gradients are not finite) and updates its scale.
     """
+    scale = (lambda t: t) if scaler is None else scaler.scale
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    scale(loss).backward()
     m0 = clock()
     pen = method.penalty(model)
     if pen is not None:
-        pen.backward()
+        scale(pen).backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     method.before_step(model)
     m1 = clock()
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
     m2 = clock()
     method.after_step(model, step)
     return StepMarks(pen, m0, m1, m2, clock())

@@ -270,6 +270,7 @@ class NormLoss(Method):
 
     name = "nl"
     kind = "soft"
+    manifold = "oblique"
     summary = "Norm Loss: λ·Σ_i (1 − ‖F_i‖)², a soft pull of every filter toward unit norm"
     paper = "Georgiou et al., ICPR 2020"
     aims_at = "oblique, softly"

@@ -146,6 +146,7 @@ class ObliqueRSGD(Method):
 
     name = "oblique-rsgd"
     kind = "riemannian"
+    manifold = "oblique"
     summary = "Riemannian SGD on the oblique manifold: x ← retr_x(−η·(g − ⟨x,g⟩x)) per filter (geoopt.Sphere)"
     paper = "Absil et al. 2008; Bonnabel 2013; geoopt"
     replaces_weights = True

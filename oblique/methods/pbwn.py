@@ -32,6 +32,7 @@ class PBWN(Method):
 
     name = "pbwn"
     kind = "projection"
+    manifold = "oblique"
     promises = "oblique"
     summary = "projection-based WN: SGD step, then F_i ← F_i/‖F_i‖ for every filter (every k steps)"
     paper = "Huang et al., arXiv 1710.02338"

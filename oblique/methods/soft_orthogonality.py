@@ -320,6 +320,7 @@ class SoftOrthogonality(Method):
 
     name = "so"
     kind = "soft"
+    manifold = "stiefel"
     summary = "soft orthogonality λ·Σ‖FFᵀ − I‖²_F (computed on the smaller Gram matrix)"
     paper = "Bansal et al., NeurIPS 2018"
     aims_at = "Stiefel, softly"
@@ -359,6 +360,7 @@ class SRIP(Method):
 
     name = "srip"
     kind = "soft"
+    manifold = "stiefel"
     summary = "spectral restricted isometry λ·Σ σ_max(FFᵀ − I) by power iteration (smaller Gram)"
     paper = "Bansal et al., NeurIPS 2018"
     aims_at = "Stiefel in spectral norm, softly"

@@ -56,6 +56,7 @@ class WeightNorm(Method):
 
     name = "wn"
     kind = "reparam"
+    manifold = "oblique"
     summary = "weight normalization w_i = g_i·v_i/‖v_i‖ per filter (g frozen at 1: exactly oblique)"
     paper = "Salimans & Kingma, NeurIPS 2016"
     replaces_weights = True
