@@ -374,7 +374,14 @@ class RunWriter:
         )
 
     def step(
-        self, step: int, epoch: float, *, loss: float, lr: float, reg: float | None, strength: float | None = None
+        self,
+        step: int,
+        epoch: float,
+        *,
+        loss: float,
+        lr: float,
+        reg: float | None,
+        strength: float | None = None,
     ) -> None:
         """``strength``: the λ the step used, given when the method's strength is a schedule (else left out)."""
         line = {"type": "step", "step": step, "epoch": epoch, "loss": loss, "lr": lr, "reg": reg}

@@ -75,8 +75,8 @@ def _eigh(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     the split eigh took 23 ms against 19 ms (torch's OpenMP threads still spin on the cores after a
     parallel product), and OLM's forward and backward 76–80 ms against 63 ms.
     """
-    if torch.compiler.is_compiling():  # a traced graph holds no thread setting (Note [compiled orthogonalization] in _grouping)
-        return torch.linalg.eigh(s)
+    if torch.compiler.is_compiling():  # a traced graph holds no thread setting
+        return torch.linalg.eigh(s)  # (Note [compiled orthogonalization] in oblique.methods._grouping)
     threads = torch.get_num_threads()
     if s.device.type != "cpu" or threads == 1:
         return torch.linalg.eigh(s)
