@@ -8,7 +8,8 @@ Public API::
 
     analysis.write_figures(study_dir, bench=None, per_layer=False)   # every figure and table
     analysis.method_colors(), analysis.style.method_styles()         # one fixed colour, marker, line style
-    analysis.figures.fig_drift(...), fig_filter_norms, fig_loss, fig_strength, fig_batch_size, fig_cost
+    analysis.figures.fig_drift(...), fig_filter_norms, fig_loss, fig_strength, fig_batch_size, fig_cost,
+    analysis.figures.fig_grid(...)                                   # figure 7: by manifold and kind
     analysis.norms.filter_norms(run_dir)                             # ‖F_i‖ per layer at the end of a run
     analysis.tables.table_markdown(study_dir), analysis.tables.table_latex(study_dir)
     analysis.notebook.show(fig), analysis.notebook.study(root, spec)  # the notebooks' helpers (IPython)

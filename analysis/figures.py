@@ -51,6 +51,7 @@ __all__ = [
     "fig_drift",
     "fig_drift_layers",
     "fig_filter_norms",
+    "fig_grid",
     "fig_loss",
     "fig_strength",
     "reference_runs",
@@ -578,6 +579,84 @@ def fig_cost(study: Study | str | os.PathLike, bench: str | os.PathLike | None =
     return fig
 
 
+# --------------------------------------------------------------------------- figure 7
+def fig_grid(study: Study | str | os.PathLike, echo: Echo = print):
+    """Figure 7: the grid of ways onto the manifolds (:mod:`oblique.study.grid`). One panel per manifold
+    (oblique, Stiefel), the four kinds of way as columns; each method of the cell a point in its style at
+    its test error (mean, the bar ± the sample std over seeds), labelled with its drift from that panel's
+    manifold (``norm_dev_mean`` on the oblique panel, ``offdiag_dev`` on the Stiefel one) and its step
+    overhead. Plain training's mean error is the dashed level. None, with a note, when no finished method
+    aims at a manifold."""
+    from oblique.study.grid import GRID_KINDS, grid_frame
+
+    frame = grid_frame(_study(study))
+    placed = frame[frame["manifold"] != ""] if not frame.empty else frame
+    if placed.empty:
+        echo("figure 7 skipped: no finished method of this study aims at a manifold")
+        return None
+    base = frame[frame["method"] == "baseline"]["error_mean"]
+    errors = np.concatenate([placed["error_mean"] - placed["error_std"].fillna(0), base.to_numpy()])
+    tops = np.concatenate([placed["error_mean"] + placed["error_std"].fillna(0), base.to_numpy()])
+    lo, hi = np.nanmin(errors), np.nanmax(tops)
+    pad = 0.25 * (hi - lo) if hi > lo else 0.5
+    labels = {
+        "soft": "soft\n(penalty)",
+        "reparam": "reparam-\netrization",
+        "projection": "projection",
+        "riemannian": "Riemannian\noptimizer",
+    }
+    drift_of = {"oblique": ("norm_dev_mean", "norm"), "stiefel": ("offdiag_dev", "off-diag")}
+    with print_style():
+        fig, axes = new_figure(2, width=9.0, height=3.4, sharey=True)
+        for ax, (manifold, title) in zip(
+            axes[0],
+            (("oblique", "oblique: ddiag(FFᵀ) = I"), ("stiefel", "Stiefel: FFᵀ = I (per group)")),
+            strict=True,
+        ):
+            key, short = drift_of[manifold]
+            for col, kind in enumerate(GRID_KINDS):
+                members = placed[(placed["manifold"] == manifold) & (placed["kind"] == kind)]
+                offsets = np.linspace(-0.22, 0.22, len(members)) if len(members) > 1 else [0.0] * len(members)
+                for dx, (_, r) in zip(offsets, members.iterrows(), strict=True):
+                    s = style(r["method"])
+                    x = col + dx
+                    ax.errorbar(
+                        x,
+                        r["error_mean"],
+                        yerr=None if math.isnan(r["error_std"]) else r["error_std"],
+                        color=s["color"],
+                        marker=s["marker"],
+                        markersize=6,
+                        capsize=2,
+                        linestyle="none",
+                    )
+                    overhead = "" if math.isnan(r["overhead_pct"]) else f"\n{r['overhead_pct']:+.0f} %"
+                    ax.annotate(
+                        f"{r['method']}\n{short} {r[key]:.1g}{overhead}",
+                        (x, r["error_mean"]),
+                        xytext=(4, 4),
+                        textcoords="offset points",
+                        fontsize=6,
+                    )
+                if members.empty:
+                    ax.text(col, lo, "empty", ha="center", va="bottom", fontsize=7, color="0.5")
+            if len(base):
+                ax.axhline(
+                    float(base.iloc[0]),
+                    color="black",
+                    linestyle="--",
+                    linewidth=0.8,
+                    label="baseline (plain training)",
+                )
+            ax.set_xticks(range(len(GRID_KINDS)), [labels[k] for k in GRID_KINDS], fontsize=7)
+            ax.set_xlim(-0.6, len(GRID_KINDS) - 0.4)
+            ax.set_title(title, fontsize=9)
+        axes[0][0].set_ylim(lo - pad, hi + pad)
+        axes[0][0].set_ylabel("test error % (mean ± std over seeds)")
+        _legend_below(fig, axes[0][0])
+    return fig
+
+
 # --------------------------------------------------------------------------- all of them
 def write_figures(
     study_dir: str | os.PathLike,
@@ -586,7 +665,7 @@ def write_figures(
     per_layer: bool = False,
     echo: Echo = print,
 ) -> list[Path]:
-    """Write figures 1–5 and 1b (PNG and PDF) and table 6 (``table.md``, ``table.tex``) of a study. A
+    """Write figures 1–5, 1b and 7 (PNG and PDF) and table 6 (``table.md``, ``table.tex``) of a study. A
     figure whose records no run holds (drift records, ``model.pt``) is left out with a one-line note.
 
     Args:
@@ -621,6 +700,9 @@ def write_figures(
     paths += save(fig_strength(study, echo), out_dir, "fig3_strength")
     paths += save(fig_batch_size(study, echo), out_dir, "fig4_batch_size")
     paths += save(fig_cost(study, bench, echo), out_dir, "fig5_cost")
+    grid = fig_grid(study, echo)
+    if grid is not None:
+        paths += save(grid, out_dir, "fig7_grid")
     for name, text in (("table.md", table_markdown(study)), ("table.tex", table_latex(study))):
         paths.append(storage.write_atomic(out_dir / name, text))
     _note_diverged(study, echo)

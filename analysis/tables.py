@@ -18,8 +18,8 @@ __all__ = ["table_latex", "table_markdown"]
 
 
 def table_markdown(study: Study | str | os.PathLike) -> str:
-    """The summary table as markdown (``summary.md`` without its claims section)."""
-    return summary_markdown(study, claims=False)
+    """The summary table as markdown (``summary.md`` without its grid and claims sections)."""
+    return summary_markdown(study, claims=False, grid=False)
 
 
 _n = partial(number, missing="--")  # LaTeX: a missing number is an en dash

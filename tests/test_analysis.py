@@ -32,7 +32,15 @@ from oblique.cli import main
 from oblique.study import SUMMARY_FILE, StudySpec, expand, run_study
 
 TINY = {"epochs": 1, "drift_every": 10}
-STEMS = ("fig1_drift", "fig1b_filter_norms", "fig2_loss", "fig3_strength", "fig4_batch_size", "fig5_cost")
+STEMS = (
+    "fig1_drift",
+    "fig1b_filter_norms",
+    "fig2_loss",
+    "fig3_strength",
+    "fig4_batch_size",
+    "fig5_cost",
+    "fig7_grid",
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@
     Mean ± std over seeds of every group of runs that differ only in their seed (method × strength ×
     batch size × any other grid variable), in the layout of the paper's tables (best, then the mean in
     parentheses); where the study's dataset and model are a published setting of the Norm Loss poster
-    (:data:`oblique.study.published.PUBLISHED`), the published figures stand beside ours. When the study
-    holds a finished Norm Loss run, the poster's claims follow, each tested on the study's own numbers
+    (:data:`oblique.study.published.PUBLISHED`), the published figures stand beside ours. Then the grid:
+    the methods by manifold and kind (:mod:`oblique.study.grid`). When the study holds a finished Norm
+    Loss run, the poster's claims follow, each tested on the study's own numbers
     (:mod:`oblique.study.claims`).
 """
 
@@ -129,10 +130,12 @@ def summary_frame(study: Study | str | os.PathLike):
     return pd.DataFrame.from_records(rows)
 
 
-def summary_markdown(study: Study | str | os.PathLike, claims: bool = True) -> str:
+def summary_markdown(study: Study | str | os.PathLike, claims: bool = True, grid: bool = True) -> str:
     """``summary.md``: the poster's layout — test error best (mean ± std over seeds) per group of runs —
-    then, when the study holds a finished Norm Loss run and ``claims``, the poster's claims tested on the
-    study's own numbers (:func:`oblique.study.claims.claims_markdown`)."""
+    then, with ``grid``, the methods arranged by manifold and kind (:func:`oblique.study.grid.grid_markdown`,
+    when some finished method aims at a manifold), then, when the study holds a finished Norm Loss run and
+    ``claims``, the poster's claims tested on the study's own numbers
+    (:func:`oblique.study.claims.claims_markdown`)."""
     if not isinstance(study, Study):
         study = load_study(study)
     sf = summary_frame(study)
@@ -186,6 +189,11 @@ def summary_markdown(study: Study | str | os.PathLike, claims: bool = True) -> s
     if published:
         note += "Published: the Norm Loss poster (Georgiou et al., ICPR 2020), by dataset and model only.\n"
     text = "\n".join(lines) + "\n" + note
+    if grid:
+        from oblique.study.grid import grid_markdown
+
+        section = grid_markdown(study)
+        text += "\n" + section if section else ""
     if claims and ((sf["method"] == "nl") & (sf["ok"] > 0)).any():  # a finished Norm Loss run
         from oblique.study.claims import claims_markdown
 
