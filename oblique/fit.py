@@ -196,6 +196,7 @@ class FitState:
     last_eval: dict[str, float] = field(default_factory=dict)
     diverged_step: int | None = None
     resumed_at: list[int] = field(default_factory=list)  # the steps a resumed run continued from
+    grad_scaler: dict[str, Any] | None = None  # fp16: the GradScaler's state (its scale), for an exact resume
 
 
 def fit(
@@ -238,8 +239,10 @@ def fit(
         drift_every: record drift every N steps (and before the first and after the last).
         eval_every: test error every N epochs (and after the last).
         log_every: flush the buffered records every N steps, in one transfer (Note [sync-free step]).
-        precision: ``"fp32"`` or ``"bf16"`` (autocast around the forward pass and the loss; every
-            parametrized weight is computed in float32 first, outside autocast).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast around the forward pass and the loss; every
+            parametrized weight is computed in float32 first, outside autocast). fp16 only on a CUDA device,
+            with a ``torch.amp.GradScaler`` (:func:`~oblique.methods.base.training_step`; its scale is kept
+            in the state and in checkpoints); on the CPU it is refused.
         state: a :class:`FitState` to update in place; one with ``step > 0`` (a resumed run) continues
             where it stands.
         checkpoint_every: with a ``writer`` and :class:`Batches`, a checkpoint every N epochs (0: none
@@ -259,9 +262,9 @@ def fit(
     Raises:
         RunInterrupted: ``stop`` was signalled; the checkpoint is written (with a writer and Batches).
     """
-    _check_fit_arguments(precision, loss_fn, test_loader)
     state = state or FitState()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    _check_fit_arguments(precision, loss_fn, test_loader, device)
     loop = _Loop(
         model,
         method,
@@ -280,13 +283,20 @@ def fit(
     return loop.run(epochs, test_loader, drift_every, eval_every, checkpoint_every, stop, progress=progress)
 
 
-def _check_fit_arguments(precision: str, loss_fn, test_loader) -> None:
+#: The devices :func:`fit` trains fp16 on (with a GradScaler): CUDA GPUs. The CPU has bf16.
+FP16_DEVICES = ("cuda",)
+
+#: precision -> the autocast dtype (None: no autocast).
+_AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _check_fit_arguments(precision: str, loss_fn, test_loader, device: torch.device) -> None:
     """:func:`fit`'s arguments that cannot go together, refused in one line (``ValueError``)."""
-    if precision not in ("fp32", "bf16"):
+    if precision not in _AUTOCAST:
+        raise ValueError(f"precision must be one of {', '.join(_AUTOCAST)}; got {precision!r}")
+    if precision == "fp16" and device.type not in FP16_DEVICES:
         raise ValueError(
-            "precision fp16 needs a CUDA GPU and a GradScaler, which fit does not drive: use bf16 (or fp32)"
-            if precision == "fp16"
-            else f"precision must be fp32 or bf16; got {precision!r}"
+            f"precision fp16 needs a CUDA GPU (fp16 with a GradScaler); on the {device.type} use bf16 (or fp32)"
         )
     if loss_fn is not None and test_loader is not None:
         raise ValueError(
@@ -342,8 +352,13 @@ class _Loop:
         self.dist = dist
         self.scheduler, self.writer, self.state, self.device = scheduler, writer, state, device
         self.steps_per_epoch, self.log_every = len(batches), log_every
-        self.autocast = precision == "bf16"
-        # bf16: the layers whose parametrized weight is computed once per step outside autocast (fixed in a fit)
+        self.autocast_dtype = _AUTOCAST[precision]
+        self.autocast = self.autocast_dtype is not None
+        # fp16: the gradients scaled (and unscaled before before_step), its scale carried in the state
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        if self.scaler is not None and state.grad_scaler is not None:
+            self.scaler.load_state_dict(state.grad_scaler)
+        # autocast: the layers whose parametrized weight is computed once per step outside it (fixed in a fit)
         self.cast_targets = method.target_modules(model) if self.autocast else []
         self.clock = Clock(device)
         self.pending: list[_StepRecord | _DriftRecord] = []  # in the order they are written
@@ -416,7 +431,7 @@ class _Loop:
         lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
         strength = self.method.strength  # and the λ (a schedule's, read before after_step moves it on)
         marks = training_step(
-            self.method, self.model, self.optimizer, loss, state.step, clock=self.clock.mark
+            self.method, self.model, self.optimizer, loss, state.step, clock=self.clock.mark, scaler=self.scaler
         )
         self._regularizer_time(marks)
         if self.scheduler is not None:
@@ -450,7 +465,7 @@ class _Loop:
         with parametrize.cached():  # every parametrized weight once, in float32, outside autocast
             for target in self.cast_targets:
                 target.weight  # noqa: B018 - computes and caches it
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                 return self.loss_fn(self.forward(x), y)
 
     def _regularizer_time(self, marks) -> None:
@@ -558,6 +573,8 @@ class _Loop:
             return
         self.flush()
         rng = self.dist.gather(_rng_state())
+        if self.scaler is not None:  # its scale (reading it waits for the device: here only)
+            self.state.grad_scaler = self.scaler.state_dict()
         if self.writer is not None:
             self.writer.checkpoint(
                 checkpoint_state(

@@ -92,3 +92,21 @@ def test_bf16_on_cuda_keeps_the_manifold_maths_in_float32(name):
     batches = Batches(_on_gpu(32), 8, generator=torch.Generator(device="cuda").manual_seed(0), drop_last=True)
     state = fit(model, method, opt, batches, epochs=2, precision="bf16", log_every=4)
     assert state.diverged_step is None and set(seen) == {torch.float32}
+
+
+@pytest.mark.parametrize("name", ["nl", "oni", "oblique-rsgd"])
+def test_fp16_on_cuda_trains_through_a_grad_scaler(name):
+    """fit's fp16: autocast fp16, a GradScaler; the manifold maths in float32, finite weights, the method's
+    promise kept (nl: none)."""
+    torch.manual_seed(0)
+    method = get_method(name, **({"scale": 1.0, "iters": 15} if name == "oni" else {}))
+    model = method.prepare(get_model("resnet20", num_classes=10, in_channels=3).cuda())
+    opt = method.make_optimizer(model, OptimizerConfig(lr=0.01))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    state = fit(
+        model, method, opt, Batches(_on_gpu(), 8, generator=gen, drop_last=True), epochs=1, precision="fp16"
+    )
+    assert state.diverged_step is None
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(w.dtype == torch.float32 for w in method.effective_weights(model).values())
+    assert method.check(model)[0], method.check(model)[1]

@@ -195,3 +195,45 @@ def test_a_strength_schedule_is_recorded_at_every_logged_step(name, tmp_path):
     constant = run(0.03, tmp_path / "constant")  # the same weights at step 1: the same regularizer value
     assert "strength" not in constant[0]
     assert scheduled[0]["reg"] == pytest.approx(constant[0]["reg"], rel=1e-6)
+
+
+def test_fp16_steps_through_a_grad_scaler_whose_scale_the_checkpoint_keeps(tmp_path, monkeypatch):
+    """fit's fp16 path (CUDA's; run here on the CPU, whose fp16 autocast torch 2.13 has, by widening
+    FP16_DEVICES): a GradScaler scales the loss, the closed form adds to unscaled gradients, the checkpoint
+    carries the scale and a resumed fit goes on with it. On the CPU fit itself refuses fp16."""
+    import oblique.fit as fitting
+
+    g = torch.Generator().manual_seed(0)
+    data = TensorData(torch.randn(60, 1, 40, generator=g), torch.randint(10, (60,), generator=g))
+
+    def pieces():
+        torch.manual_seed(0)
+        method = get_method("nl", strength=0.5)
+        model = method.prepare(get_model("cnn", num_classes=10, in_channels=1))
+        optimizer = method.make_optimizer(model, OptimizerConfig(lr=0.01))
+        return (
+            method,
+            model,
+            optimizer,
+            Batches(data, 10, generator=torch.Generator().manual_seed(0), drop_last=True),
+        )
+
+    method, model, optimizer, batches = pieces()
+    with pytest.raises(ValueError, match="precision fp16 needs a CUDA GPU"):
+        fit(model, method, optimizer, batches, epochs=1, precision="fp16")
+    monkeypatch.setattr(fitting, "FP16_DEVICES", ("cuda", "cpu"))
+    with records.RunWriter(tmp_path) as writer:
+        state = fit(
+            model, method, optimizer, batches, epochs=2, precision="fp16", writer=writer, checkpoint_every=1
+        )  # the checkpoint after epoch 1 (none after the last)
+    assert state.diverged_step is None and method.check(model)[0]
+    saved = records.read_checkpoint(tmp_path)["fit_state"]["grad_scaler"]
+    assert saved["scale"] == 2.0**16  # torch's initial scale, no overflow in 6 steps
+    # a resumed fit takes the scale from the state (here one an overflow halved)
+    method, model, optimizer, batches = pieces()
+    resumed = fitting.FitState(grad_scaler={**saved, "scale": 2.0**10})
+    loop = fitting._Loop(
+        model, method, optimizer, batches, None, None, resumed, torch.device("cpu"),
+        log_every=50, precision="fp16", dist=fitting.Dist(),
+    )  # fmt: skip
+    assert loop.scaler.get_scale() == 2.0**10
