@@ -26,11 +26,14 @@ import torch
 
 from oblique import storage
 from oblique.batches import ORDERS as BATCH_ORDERS
+from oblique.methods.base import OPTIMIZERS
+from oblique.methods.muon import MUON_LR as _MUON_LR
 from oblique.options import Option, OptionError, check_folder
 from oblique.text import short as _short
 
 __all__ = [
     "BATCH_ORDERS",
+    "MUON_LR",
     "OPTIMIZERS",
     "PRECISIONS",
     "RUN_OPTIONS",
@@ -49,7 +52,8 @@ __all__ = [
 ]
 
 SCHEDULES = ("constant", "multistep", "cosine")
-OPTIMIZERS = ("sgd", "adam")
+#: Muon's learning rate when a run does not give one (``muon_lr``; :mod:`oblique.methods.muon` says why).
+MUON_LR = _MUON_LR
 PRECISIONS = ("fp32", "bf16")
 #: Seeds are 0 <= seed < SEED_LIMIT (torch's generators take a 64-bit seed).
 SEED_LIMIT = 2**63
@@ -168,7 +172,20 @@ class RunConfig:
     )
     # Training recipe: None takes the model's standard recipe (oblique.recipes), then oblique.recipes.BASE.
     optimizer: str | None = _setting(
-        None, "sgd or adam; default: the model's recipe (oblique.recipes)", choices=OPTIMIZERS
+        None,
+        "sgd, adam, adamw, or muon (torch.optim.Muon on the targeted filter matrices, the recipe's optimizer "
+        "on every other parameter; torch >= 2.9); a method with its own Riemannian optimizer takes sgd or "
+        "adam; default: the model's recipe (oblique.recipes)",
+        choices=OPTIMIZERS,
+    )
+    muon_lr: float | None = _setting(
+        None,
+        f"optimizer muon: Muon's learning rate on the targeted filter matrices (the schedule scales it as it "
+        f"scales lr; lr stays the other parameters'); default {_MUON_LR}",
+        minimum=0,
+        min_exclusive=True,
+        maximum=MAX_RATE,
+        optional=True,
     )
     lr: float | None = _setting(
         None,
@@ -321,6 +338,8 @@ class RunConfig:
 
         recipe = recipe_for(self.model)
         filled = {k: v for k, v in recipe.items() if getattr(self, k) is None}
+        if self.muon_lr is None and filled.get("optimizer", self.optimizer) == "muon":
+            filled["muon_lr"] = MUON_LR  # what Muon ran with, recorded
         try:
             filled["data_options"] = check_data_options(self.dataset, self.data_options)
         except ValueError:
@@ -346,11 +365,14 @@ class RunConfig:
         return storage.loads_json(storage.dumps_json({k: v for k, v in again.items() if k not in execution}))
 
     def recorded(self) -> dict[str, Any]:
-        """Every setting by name, as ``config.json`` and ``study.json`` record them: ``exclude`` only when
-        given, so a run without one is recorded (and identified) as runs were before it existed."""
+        """Every setting by name, as ``config.json`` and ``study.json`` record them: ``exclude`` and
+        ``muon_lr`` only when given (``muon_lr`` is given to every resolved Muon run), so a run without
+        them is recorded (and identified) as runs were before they existed."""
         out = asdict(self)
         if not out["exclude"]:
             del out["exclude"]
+        if out["muon_lr"] is None:
+            del out["muon_lr"]
         return out
 
     def resolved_out(self) -> Path:
@@ -370,7 +392,9 @@ class RunConfig:
             if not f.metadata["by_method"]:  # strength and targets: the method's checks, below
                 RUN_OPTIONS[f.name].check(getattr(self, f.name))
         self._check_folders()
-        self._check_strength_applies(self.checked_method())
+        method = self.checked_method()
+        self._check_strength_applies(method)
+        self._check_optimizer_applies(method)
         self.torch_device()
 
     def _check_model_and_data(self) -> None:
@@ -430,6 +454,17 @@ class RunConfig:
                 settings=("strength",),
             )
 
+    def _check_optimizer_applies(self, method) -> None:
+        """The method trains with the optimizer (a Riemannian method brings its own: sgd or adam; muon
+        needs torch's); ``muon_lr`` is given only to a Muon run."""
+        method.check_optimizer(self.optimizer)
+        if self.muon_lr is not None and self.optimizer != "muon":
+            raise ConfigError(
+                f"muon_lr applies to optimizer muon only (this run's is {self.optimizer}); got "
+                f"{self.muon_lr!r}: leave it out",
+                settings=("muon_lr", "optimizer"),
+            )
+
     def check_data(self, download: bool | None = None) -> None:
         """Check, without reading it, that the data set can be found (its folder, for on-disk data sets);
         with ``download`` (default: :attr:`download`), fetch a missing CIFAR folder now.
@@ -471,6 +506,30 @@ class RunConfig:
             raise
         except ValueError as e:  # an unknown method (its message lists the valid ones)
             raise ConfigError(str(e)) from None
+
+    def optimizer_config(self):
+        """What the trainer asks of the optimizer (:class:`oblique.methods.base.OptimizerConfig`), from a
+        resolved config; with ``optimizer muon``, Muon's learning rate and the model's recipe's optimizer for
+        every parameter Muon does not step (:func:`oblique.methods.base.build_filter_muon`).
+
+        >>> RunConfig(optimizer="muon", model="cnn").resolved().optimizer_config().others
+        'adam'
+        """
+        from oblique.methods.base import OTHERS_OPTIMIZERS, OptimizerConfig
+        from oblique.recipes import recipe_for
+
+        muon = {}
+        if self.optimizer == "muon":
+            recipe = recipe_for(self.model)["optimizer"]
+            muon = {"others": recipe if recipe in OTHERS_OPTIMIZERS else "sgd", "muon_lr": self.muon_lr}
+        return OptimizerConfig(
+            name=self.optimizer,
+            lr=self.lr,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+            weight_decay=self.weight_decay,
+            **muon,
+        )
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)

@@ -431,7 +431,13 @@ class _Loop:
         lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
         strength = self.method.strength  # and the λ (a schedule's, read before after_step moves it on)
         marks = training_step(
-            self.method, self.model, self.optimizer, loss, state.step, clock=self.clock.mark, scaler=self.scaler
+            self.method,
+            self.model,
+            self.optimizer,
+            loss,
+            state.step,
+            clock=self.clock.mark,
+            scaler=self.scaler,
         )
         self._regularizer_time(marks)
         if self.scheduler is not None:

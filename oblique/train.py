@@ -52,7 +52,7 @@ from oblique.fit import (
     test_batches,
 )
 from oblique.geometry import drift_record, model_drift
-from oblique.methods import Method, OptimizerConfig
+from oblique.methods import Method
 from oblique.models import get_model
 
 __all__ = [
@@ -481,14 +481,7 @@ def build(cfg: RunConfig, dist: Dist | None = None) -> Built:
         model._oblique_channels_last = True  # the loop feeds 4-D batches channels-last too
     model = method.prepare(model)
     forward = _distributed(model, cfg, dist, device)
-    opt_cfg = OptimizerConfig(
-        name=cfg.optimizer,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-    )
-    optimizer = method.make_optimizer(model, opt_cfg)
+    optimizer = method.make_optimizer(model, cfg.optimizer_config())
     # the order's generator goes where _data_on put the training set
     on_device = isinstance(data.train, TensorData) and data.train.x.device.type != "cpu"
     g = torch.Generator(device=device if on_device else "cpu").manual_seed(cfg.seed)
@@ -575,7 +568,17 @@ def _config_record(cfg: RunConfig, run: Built, out: Path, dist: Dist) -> dict:
         world_size=dist.world,
         batch_size_per_rank=cfg.batch_size // dist.world,
     )
+    if cfg.optimizer == "muon":  # what Muon ran with, and what stepped the other parameters
+        config["muon"] = _muon_record(cfg, run.optimizer)
     return config
+
+
+def _muon_record(cfg: RunConfig, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``config.json``'s ``muon``: the Muon group's hyperparameters, and the other parameters' optimizer."""
+    group = optimizer.param_groups[-1]
+    muon = {k: v for k, v in group.items() if k not in ("params", "initial_lr")}
+    muon["lr"] = cfg.muon_lr  # (the group's lr is the scheduled one)
+    return {**muon, "others": cfg.optimizer_config().others}
 
 
 def summarize(

@@ -26,7 +26,14 @@ QUICK = ["--epochs", "1", "--no-progress", "--model", "cnn"]
         (["run", "--method", "nope"], "unknown method 'nope'; valid: baseline, wd, nl"),
         (["run", "--model", "nope"], "--model must be one of resnet1d, cnn"),
         (["run", "--dataset", "mnist2d"], "--dataset must be one of mnist1d"),
-        (["run", "--optimizer", "lbfgs"], "--optimizer must be one of sgd, adam"),
+        (["run", "--optimizer", "lbfgs"], "--optimizer must be one of sgd, adam, adamw, muon; got 'lbfgs'"),
+        (
+            ["run", "--method", "oblique-rsgd", "--optimizer", "muon"],
+            "--optimizer muon does not apply to method oblique-rsgd: it brings its own Riemannian optimizer, "
+            "sgd or adam",
+        ),
+        (["run", "--muon-lr", "0.1"], "--muon-lr applies to --optimizer muon only (this run's is sgd)"),
+        (["run", "--optimizer", "muon", "--muon-lr", "0"], "--muon-lr must be a number > 0"),
         (["run", "--schedule", "linear"], "--schedule must be one of constant, multistep, cosine"),
         (
             ["run", "--targets", "convs"],

@@ -89,8 +89,15 @@ def test_targets_are_measured_and_printed(record):
     assert [ln.split(":")[0] for ln in lines] == [f"target {n}" for n in declared_targets()]
     # a verdict, then (where the A/A floor is wider than the bound) what it is worth
     assert all(re.search(r": (holds|does NOT hold)( \(not resolved: .*\))?$", ln) for ln in lines)
-    assert "_foreach_norm" in lines[0] and "geoopt" in lines[1]
-    assert all("faster than per layer" in ln and "A/A floor" in ln for ln in lines[2:])
+    by_name = dict(zip(declared_targets(), lines, strict=True))
+    for name, target in declared_targets().items():
+        line = by_name[name]
+        want = {"foreach_norm_floor": "_foreach_norm", "fused_optimizer": "geoopt"}.get(target.measure)
+        if want is not None:
+            assert want in line, name
+        else:  # batched and plain overhead targets: the step overhead against the A/A floor
+            assert "step overhead" in line and "A/A floor" in line, name
+            assert ("faster than per layer" in line) is (target.measure == "batched"), name
 
 
 def test_aa_control_is_the_noise_floor(record):
@@ -141,7 +148,10 @@ def test_every_target_is_declared_by_its_method_with_its_numbers():
     closed = (("form", "closed"),)
     assert declared_targets() == {
         "nl": CostTarget("foreach_norm_floor", overhead_pct=1.0, ratio=4.0, when=closed),
+        "fwn": CostTarget("overhead", overhead_pct=5.0),
         "oblique-rsgd": CostTarget("fused_optimizer", speedup=3.0),
+        "stiefel-rsgd": CostTarget("fused_optimizer", speedup=2.0),
+        "parseval": CostTarget("overhead", overhead_pct=5.0),
         "oni": CostTarget("batched", overhead_pct=15.0, speedup=3.0, when=(("batched", True),)),
         "olm": CostTarget("batched", overhead_pct=15.0, speedup=3.0, when=(("batched", True),)),
         "so": CostTarget("batched", overhead_pct=3.0, speedup=3.0, when=(("batched", True),)),
@@ -168,6 +178,32 @@ def test_batched_targets_hold_on_both_conditions():
         t = {"batched_ms": 1.0, "per_layer_ms": 4.0, "speedup": 4.0}
         evaluate({name: t}, _methods(**{name: 1.0}), {"floor_pct": limit + 1})
         assert t["holds"] and t["caveat"].startswith("not resolved: the A/A floor")
+
+
+def test_overhead_targets_hold_on_the_step_overhead_alone():
+    """An ``overhead`` target (parseval, fwn) is read off the rounds: nothing more is measured, the verdict is
+    the point estimate against the bound, resolved or not against the A/A floor (Note [noise floor])."""
+    overhead = {name: t for name, t in declared_targets().items() if t.measure == "overhead"}
+    assert set(overhead) >= {"parseval", "fwn"}
+    for name, target in overhead.items():
+        limit = target.overhead_pct
+        for value, floor, holds, resolved_, caveat in (
+            (limit - 0.5, 1.0, True, True, False),
+            (limit + 0.5, 1.0, False, True, False),
+            (0.5, 1.0, True, False, False),
+            (limit - 0.5, limit + 1.0, True, False, True),  # a floor wider than the bound: not resolved
+        ):
+            t: dict = {}
+            evaluate({name: t}, _methods(**{name: value}), {"floor_pct": floor})
+            assert (t["holds"], t["overhead_resolved"], bool(t["caveat"])) == (holds, resolved_, caveat)
+            assert t["target"] == f"overhead ≤ {limit:g} %" and t["overhead_pct"] == value
+            assert f"step overhead {value:.2f} ± 0.10 %" in t["figure"] and "A/A floor" in t["figure"]
+        t = {}
+        evaluate({name: t}, _methods(**{name: 1.0}), None)  # a record without the A/A control
+        assert t["holds"] and t["overhead_resolved"] is None and "A/A floor" not in t["figure"]
+        t = {}
+        evaluate({name: t}, _methods(**{name: 1.0}), {"floor_pct": 1.0}, device_type="cuda")
+        assert t["holds"] is None and t["defined_on"] == "cpu"
 
 
 def test_batched_speedup_spread_is_printed_and_caveats_a_straddled_target():

@@ -88,7 +88,7 @@ CHOICES = {
     ],
     "dataset": ["mnist1d", "synthetic", "cifar10", "cifar100", "imagenet", "nope", ""],
     "targets": ["conv", "conv+linear", "all", ""],
-    "optimizer": ["sgd", "adam", "lbfgs", ""],
+    "optimizer": ["sgd", "adam", "adamw", "muon", "lbfgs", ""],
     "schedule": ["constant", "multistep", "cosine", "linear", ""],
     "device": ["auto", "cpu", "cuda", "cuda:0", "cuda:-1", "mps", "cpu:0", ""],
 }
@@ -161,6 +161,9 @@ STUDY_OPTIONS = {
     "--strengths": st.lists(NUMBERS, max_size=3).map(",".join),
     "--seeds": st.one_of(SMALL_INTS, NUMBERS, st.lists(NUMBERS, max_size=3).map(lambda v: ",".join(v) + ",")),
     "--batch-sizes": st.lists(st.one_of(SMALL_INTS, NUMBERS), max_size=3).map(",".join),
+    "--optimizers": st.one_of(
+        st.lists(st.sampled_from(CHOICES["optimizer"]), max_size=3).map(",".join), JUNK
+    ),
     "--grid": st.builds(
         lambda k, v: f"{k}={v}",
         st.sampled_from(
@@ -370,6 +373,7 @@ def study_tables(draw) -> dict:
             "strengths": st.one_of(st.lists(st.floats(), max_size=3), SCALARS),
             "seeds": st.one_of(st.integers(-1, 3), st.lists(st.integers(-1, 2**64), max_size=3), SCALARS),
             "batch_sizes": st.one_of(st.lists(st.integers(-1, 300), max_size=2), SCALARS),
+            "optimizers": st.one_of(st.lists(st.sampled_from(CHOICES["optimizer"]), max_size=2), SCALARS),
             "workers": st.one_of(st.integers(-1, 3), SCALARS),
             "out": st.one_of(PATH, SCALARS),
             "nope": SCALARS,

@@ -31,8 +31,6 @@ from oblique.methods.base import training_step
 from oblique.methods.oblique_rsgd import ObliqueRSGD
 
 METHODS = oblique.list_methods()
-#: the kinds of hard constraint: every filter exactly at unit norm after every step
-ON_MANIFOLD_KINDS = ("riemannian", "projection")
 #: where the contract runs: the CPU here; scripts/gpu_check.sh runs it with OBLIQUE_TEST_DEVICE=cuda
 DEVICE = torch.device(os.environ.get("OBLIQUE_TEST_DEVICE", "cpu"))
 
@@ -80,8 +78,13 @@ def _data(model, shape, seed=1):
     return x, torch.randn(out.shape, generator=g, dtype=torch.float64).to(DEVICE)
 
 
-def test_registry_lists_all_ten_methods_in_order():
-    assert METHODS == ["baseline", "wd", "nl", "wn", "oblique-rsgd", "pbwn", "oni", "olm", "so", "srip"]
+def test_registry_lists_all_thirteen_methods_in_order():
+    """The grid: every kind of way onto both manifolds (oblique: nl, wn, fwn, pbwn, oblique-rsgd;
+    Stiefel: so, srip, oni, olm, parseval, stiefel-rsgd) and the two references."""
+    assert METHODS == [
+        "baseline", "wd", "nl", "wn", "fwn", "oblique-rsgd", "stiefel-rsgd",
+        "pbwn", "parseval", "oni", "olm", "so", "srip",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -281,7 +284,7 @@ def test_acts_per_filter_not_per_kernel_row(name):
     """
     spread, w = _kernel_row_spread(get_method(name, targets="conv"))
     assert spread > 1e-3, f"{name}: every kernel row has the same norm"
-    if REGISTRY[name].kind in ON_MANIFOLD_KINDS:
+    if get_method(name).promise() == "oblique":  # every filter at unit norm after every step
         torch.testing.assert_close(
             filter_matrix(w).norm(dim=1), torch.ones(4, dtype=w.dtype, device=w.device)
         )
@@ -329,7 +332,7 @@ def test_cli_run_one_epoch_every_method(tmp_path, monkeypatch):
         assert layers and all(v == v for d in layers.values() for v in d.values())  # finite, no NaN
         config = json.loads((out / "config.json").read_text())
         assert config["method_config"]["hyperparameters"] == get_method(name).config()["hyperparameters"]
-        if REGISTRY[name].kind in ON_MANIFOLD_KINDS:
+        if get_method(name).promise() == "oblique":  # every filter at unit norm after every step
             assert max(d["norm_dev_max"] for d in layers.values()) <= 1e-4, name
 
 

@@ -217,3 +217,165 @@ def test_the_fused_step_follows_its_parameters_to_float64():
         ref.step()
     assert x.dtype == torch.float64 and moved.state[x]["momentum_buffer"].dtype == torch.float64
     assert torch.allclose(x, twin, atol=1e-15, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------- StiefelSGD
+def _stiefel_setup(seed: int):
+    """Stiefel parameters of three layouts — 2-D and contiguous, 3-D stored transposed (as stiefel-rsgd
+    stores them), two of one shape (one fused group) — plus plain ones, in float64, and a loss over them."""
+    from oblique.methods.stiefel_rsgd import orthonormalize_rows_safe
+
+    torch.manual_seed(seed)
+
+    def point(c, k, n, transposed):
+        rows = orthonormalize_rows_safe(torch.randn(c, k, n, dtype=torch.float64))  # (c, k, n)
+        x = rows.mT if transposed else rows.mT.contiguous()  # (c, n, k), orthonormal columns
+        return geoopt.ManifoldParameter(x if c > 1 else x[0], manifold=geoopt.EuclideanStiefel())
+
+    stiefel = [
+        point(1, 3, 7, False),  # (7, 3), a plain 2-D geoopt point
+        point(2, 4, 9, True),  # (2, 9, 4)
+        point(3, 4, 9, True),  # (3, 9, 4): the same shape, gathered with the one before
+        point(2, 4, 9, False),  # the same shape, contiguous: a strided gather
+    ]
+    plain = [torch.randn(5, dtype=torch.float64, requires_grad=True), torch.randn(3, 2, dtype=torch.float64)]
+    plain[1].requires_grad_()
+    targets = [torch.randn(p.shape, dtype=torch.float64) for p in stiefel + plain]
+
+    def loss(t):
+        return sum(
+            ((p * (1 + 0.1 * t)).sin() - y).pow(2).sum()
+            for p, y in zip(stiefel + plain, targets, strict=True)
+        )
+
+    return stiefel, plain, loss
+
+
+def _stiefel_run(opt_cls, kw, steps=20, drop_grad_at=None, wd_plain=1e-3):
+    stiefel, plain, loss = _stiefel_setup(0)
+    opt = opt_cls([{"params": stiefel}, {"params": plain, "weight_decay": wd_plain}], **kw)
+    for t in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss(t).backward()
+        if drop_grad_at is not None and t == drop_grad_at:
+            stiefel[2].grad = None
+        opt.step()
+    return [p.detach().clone() for p in stiefel + plain], opt
+
+
+STIEFEL_CASES = [
+    dict(lr=0.05),
+    dict(lr=0.05, momentum=0.9),
+    dict(lr=0.03, momentum=0.9, nesterov=True),
+    dict(lr=0.05, momentum=0.8, dampening=0.3),
+    dict(lr=0.03, momentum=0.9, nesterov=True, weight_decay=1e-2),
+    dict(lr=0.05, momentum=0.9, stabilize=3),
+]
+
+
+@pytest.mark.parametrize("retraction", ["cholesky", "householder"])
+@pytest.mark.parametrize("kw", STIEFEL_CASES, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+def test_stiefel_trajectory_matches_geoopt(kw, retraction):
+    """StiefelSGD (momentum_init egrad, geoopt's) against geoopt.optim.RiemannianSGD on EuclideanStiefel:
+    20 steps to 1e-12 in float64, every point still orthonormal."""
+    from oblique.optim import StiefelSGD
+
+    ref, _ = _stiefel_run(geoopt.optim.RiemannianSGD, kw)
+    got, opt = _stiefel_run(StiefelSGD, {**kw, "retraction": retraction})
+    for a, b in zip(ref, got, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
+    start = _stiefel_setup(0)
+    moved = max((a - b.detach()).abs().max().item() for a, b in zip(ref, start[0] + start[1], strict=True))
+    assert moved > 1e-2  # the test sees real steps
+    for p in got[:4]:
+        eye = torch.eye(p.shape[-1], dtype=p.dtype).expand(*p.shape[:-2], -1, -1)
+        torch.testing.assert_close(p.mT @ p, eye, atol=1e-13, rtol=0)
+    assert len([g for g in opt._plans[0] if hasattr(g, "k")]) == 2  # (7, 3) and (9, 4): two fused groups
+
+
+def test_stiefel_missing_gradient_and_zero_init_match_geoopt():
+    """A parameter without a gradient in one step is skipped, as geoopt does; momentum_init="zero" is the
+    corrected geoopt optimizer of oblique.methods.geoopt_optim."""
+    from oblique.methods.geoopt_optim import RiemannianSGD
+    from oblique.optim import StiefelSGD
+
+    kw = dict(lr=0.03, momentum=0.9, nesterov=True)
+    ref, _ = _stiefel_run(geoopt.optim.RiemannianSGD, kw, drop_grad_at=2)
+    got, _ = _stiefel_run(StiefelSGD, kw, drop_grad_at=2)
+    for a, b in zip(ref, got, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
+    ref, _ = _stiefel_run(RiemannianSGD, kw, drop_grad_at=0)
+    got, _ = _stiefel_run(StiefelSGD, {**kw, "momentum_init": "zero"}, drop_grad_at=0)
+    for a, b in zip(ref, got, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
+
+
+def test_stiefel_state_dict_resume_is_exact_and_buffers_tangent():
+    from oblique.optim import StiefelSGD
+
+    kw = dict(lr=0.03, momentum=0.9, nesterov=True)
+    stiefel, plain, loss = _stiefel_setup(3)
+    params = stiefel + plain
+
+    def step(opt, t):
+        opt.zero_grad(set_to_none=True)
+        loss(t).backward()
+        opt.step()
+
+    opt = StiefelSGD([{"params": stiefel}, {"params": plain}], **kw)
+    for t in range(3):
+        step(opt, t)
+    for p in stiefel:  # the transported buffer is tangent at the new point: sym(XᵀB) = 0
+        s = p.mT @ opt.state[p]["momentum_buffer"]
+        assert (s + s.mT).abs().max() < 1e-13
+    saved_params = [p.detach().clone() for p in params]
+    saved_state = copy.deepcopy(opt.state_dict())
+    for t in range(3, 6):
+        step(opt, t)
+    straight = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, s in zip(params, saved_params, strict=True):
+            p.copy_(s)
+    opt2 = StiefelSGD([{"params": stiefel}, {"params": plain}], **kw)
+    opt2.load_state_dict(saved_state)
+    for t in range(3, 6):
+        step(opt2, t)
+    for a, b in zip(straight, params, strict=True):
+        assert torch.equal(b.detach(), a)
+    assert opt2.workspace_tensors()  # the fused buffers are accounted for
+
+
+def test_stiefel_invalid_arguments():
+    from oblique.optim import StiefelSGD
+
+    x = geoopt.ManifoldParameter(torch.eye(4, 2), manifold=geoopt.EuclideanStiefel())
+    with pytest.raises(ValueError, match="retraction must be one of cholesky, householder"):
+        StiefelSGD([x], lr=0.1, retraction="polar")
+    for manifold in (geoopt.CanonicalStiefel(), geoopt.EuclideanStiefelExact(), geoopt.Sphere()):
+        with pytest.raises(ValueError, match="EuclideanStiefel"):
+            StiefelSGD([geoopt.ManifoldParameter(torch.eye(4, 2), manifold=manifold)], lr=0.1)
+    with pytest.raises(ValueError, match="Nesterov"):
+        StiefelSGD([x], lr=0.1, nesterov=True)
+
+
+def test_stiefel_step_follows_its_parameters_to_float64():
+    """After ``.data`` becomes float64 (``model.to``) the fused step computes in float64, momentum carried."""
+    from oblique.optim import StiefelSGD
+
+    torch.manual_seed(0)
+    rows = torch.linalg.qr(torch.randn(6, 3, dtype=torch.float64))[0]  # (6, 3) orthonormal columns
+    x = geoopt.ManifoldParameter(rows.float(), manifold=geoopt.EuclideanStiefel())
+    moved = StiefelSGD([x], lr=0.05, momentum=0.9)
+    x.grad = torch.randn(6, 3)
+    moved.step()
+    twin = geoopt.ManifoldParameter(x.detach().double().clone(), manifold=geoopt.EuclideanStiefel())
+    ref = StiefelSGD([twin], lr=0.05, momentum=0.9)
+    ref.state[twin]["momentum_buffer"] = moved.state[x]["momentum_buffer"].double().clone()
+    x.data = x.data.double()
+    for _ in range(3):
+        g = torch.randn(6, 3, dtype=torch.float64)
+        x.grad, twin.grad = g.clone(), g.clone()
+        moved.step()
+        ref.step()
+    assert x.dtype == torch.float64 and moved.state[x]["momentum_buffer"].dtype == torch.float64
+    assert torch.allclose(x, twin, atol=1e-15, rtol=0)

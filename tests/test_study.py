@@ -334,7 +334,9 @@ def test_the_documented_study_file_is_valid(tmp_path):
     cfg.write_text(textwrap.dedent(doc[doc.index("    [study]") : doc.index("Executors")]))
     spec, opts = spec_from_args(build_parser().parse_args(["study", "--config", str(cfg)]))
     runs = expand(spec)
-    assert len(runs) == 2 * 3 * 3 * 2 * 2 + 3 * 2 * 2  # nl, wd: 3 strengths; baseline: none
+    # nl, wd: 3 strengths; baseline: none; each with 2 optimizers
+    assert len(runs) == (2 * 3 * 3 * 2 * 2 + 3 * 2 * 2) * 2
+    assert {r.settings["optimizer"] for r in runs} == {"sgd", "muon"}
     for run in runs:
         RunConfig(**run.settings).validate()
     assert opts == {"workers": 2, "out": "studies/sweep"}
@@ -350,7 +352,10 @@ def test_the_documented_study_file_is_valid(tmp_path):
         (["--grid", "warmup_epochs=1e308"], "--warmup-epochs must be a number from 0 to 1000000"),
         (["--grid", "milestones=1e308"], "--milestones must be"),
         (["--seeds", "1000000000000"], "expected a count N from 1 to 100000"),
-        (["--seeds", "20000", "--methods", "all"], "this grid has 200000 runs; a study plans at most 100000"),
+        (
+            ["--seeds", "100000", "--methods", "nl,wd"],
+            "this grid has 200000 runs; a study plans at most 100000",
+        ),
     ],
 )
 def test_a_study_refuses_up_front_what_would_fail_every_run(world, argv, expect):

@@ -87,7 +87,8 @@ def test_main_job_tests_every_claim_in_one_folder():
         assert len({g["batch_size"] for g in grid if g["method"] == m}) >= 3  # three batch sizes
     assert set(STRENGTHS) <= {g["strength"] for g in grid if g["method"] == "nl"}
     assert set(BATCH_SIZES) == {g["batch_size"] for g in grid if g["method"] == "wd"}
-    assert len(runs) == 75
+    # every method × 3 seeds (39), λ grid (27 new), batch grid (18 new): the runs two grids share, once
+    assert len(runs) == 3 * len(list_methods()) + 27 + 18 == 84
     with_epochs = expand_all(main_job({"epochs": 2}))
     assert {r.settings["epochs"] for r in with_epochs} == {2}
 
@@ -115,7 +116,7 @@ def test_oblique_study_without_a_grid_is_the_main_job():
     args = build_parser().parse_args(["study", "--epochs", "2"])
     spec, _ = spec_from_args(args)
     runs = runs_from_spec(args, spec)
-    assert len(runs) == 75 and {r.settings["epochs"] for r in runs} == {2}
+    assert len(runs) == 84 and {r.settings["epochs"] for r in runs} == {2}
 
 
 # --------------------------------------------------------------------------- the claims

@@ -27,7 +27,7 @@ class ToyPenalty(Method):
     aims_at = "oblique, softly (squared norms)"
     formula = "λ·Σᵢ(‖Fᵢ‖² − 1)²"
     differences = "a test's throwaway: no upstream"
-    color, marker, linestyle = "#ee7733", "p", (0, (4, 1, 1, 1, 1, 1, 1, 1))
+    color, marker, linestyle = "#cc3311", "H", (0, (4, 1, 1, 1, 1, 1, 1, 1))
     cost_target = CostTarget.batched(overhead_pct=50.0)
     cost_note = "squared filter norms and their backward; batched={batched}"
     default_strength = 1e-2
@@ -51,7 +51,7 @@ class BrokenToy(ToyPenalty):
     """``toy`` with a bug the contract must catch: its batched form leaves out the last layer."""
 
     name = "toy-broken"
-    color, marker, linestyle = "#009988", ">", (0, (6, 1, 1, 1))
+    color, marker, linestyle = "#009988", "8", (0, (6, 1, 1, 1))
 
     def _squared_norms(self, model: nn.Module) -> list[torch.Tensor]:
         sq = super()._squared_norms(model)

@@ -1,8 +1,8 @@
 """``oblique study`` and ``oblique plot``: the grid from a study file and flags, the run, the cost bench,
 the figures.
 
-With no grid (no ``--config``, ``--methods``, ``--strengths``, ``--seeds``, ``--batch-sizes`` or
-``--grid``), ``oblique study`` runs **the main job** (:mod:`oblique.study.main_job`): every method at its
+With no grid (no ``--config``, ``--methods``, ``--strengths``, ``--seeds``, ``--batch-sizes``,
+``--optimizers`` or ``--grid``), ``oblique study`` runs **the main job** (:mod:`oblique.study.main_job`): every method at its
 default strength, Norm Loss and weight decay over the strength and the batch size, three seeds each; the
 run flags given (``--epochs 5``) apply to every run of it. Any grid flag makes the study that one grid.
 After the runs, the study process benches one training step of every method of the study alone on the
@@ -57,14 +57,14 @@ __all__ = [
 ]
 
 #: the flags that say which grid to run; with none of them (and no --config), the main job runs
-GRID_FLAGS = ("methods", "strengths", "seeds", "batch_sizes", "grid")
+GRID_FLAGS = ("methods", "strengths", "seeds", "batch_sizes", "optimizers", "grid")
 
 
 def setup_study(p: argparse.ArgumentParser) -> None:
     """The ``oblique study`` flags."""
     p.add_argument(
         "--config",
-        help="TOML study file: [study] methods/strengths/seeds/batch_sizes/workers/out, "
+        help="TOML study file: [study] methods/strengths/seeds/batch_sizes/optimizers/workers/out, "
         "[run] fixed run settings, [grid] NAME = [values]; flags override it",
     )
     p.add_argument("--methods", help="comma-separated method names, or 'all' (default: all)")
@@ -74,6 +74,13 @@ def setup_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=parse_seeds, help="N (seeds 0..N-1) or a comma list; default 3")
     p.add_argument(
         "--batch-sizes", dest="batch_sizes", type=parse_csv(int, "integers"), help="batch sizes; default 100"
+    )
+    p.add_argument(
+        "--optimizers",
+        type=parse_csv(str, "optimizer names"),
+        metavar="OPT1,OPT2",
+        help="optimizers as a grid axis (sgd, adam, adamw, muon), the grid variable optimizer; a method with "
+        "its own Riemannian optimizer runs with those of them it takes (sgd, adam); default: the run's",
     )
     p.add_argument(
         "--grid",

@@ -33,12 +33,15 @@ from oblique.methods.base import (
     training_step,
 )
 from oblique.methods.baseline import Baseline
+from oblique.methods.fwn import FWN
 from oblique.methods.norm_loss import NormLoss, add_norm_loss_grad_, norm_loss
 from oblique.methods.oblique_rsgd import ObliqueRSGD
 from oblique.methods.olm import OLM
 from oblique.methods.oni import ONI
+from oblique.methods.parseval import Parseval
 from oblique.methods.pbwn import PBWN
 from oblique.methods.soft_orthogonality import SRIP, SoftOrthogonality
+from oblique.methods.stiefel_rsgd import StiefelRSGD
 from oblique.methods.weight_decay import WeightDecay, weight_decay_penalty
 from oblique.methods.weight_norm import WeightNorm
 
@@ -75,8 +78,11 @@ REGISTRY: dict[str, type[Method]] = {
         WeightDecay,
         NormLoss,
         WeightNorm,
+        FWN,
         ObliqueRSGD,
+        StiefelRSGD,
         PBWN,
+        Parseval,
         ONI,
         OLM,
         SoftOrthogonality,

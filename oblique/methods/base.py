@@ -27,14 +27,15 @@ import math
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
 from oblique.errors import ObliqueError
-from oblique.layers import Target, TargetsError, parse_targets, resolve_targets
+from oblique.layers import ROWS, Layout, Target, TargetsError, parse_targets, resolve_targets
+from oblique.methods.muon import MUON_LR, MUON_MOMENTUM, FilterMuon, filter_muon_defaults, muon_class
 from oblique.options import Option, OptionError
 
 __all__ = [
@@ -46,8 +47,10 @@ __all__ = [
     "CostTarget",
     "Hyper",
     "Method",
+    "OPTIMIZERS",
     "OptimizerConfig",
     "StepMarks",
+    "build_filter_muon",
     "build_torch_optimizer",
     "param_groups",
     "training_step",
@@ -76,6 +79,14 @@ _STEPS_TO_MOVE = 3
 
 #: The kinds of method (docs/DESIGN.md, "Kinds of method").
 KINDS = ("none", "soft", "reparam", "riemannian", "projection")
+
+#: The optimizers a run may train with (:attr:`OptimizerConfig.name`); a method that brings its own takes
+#: fewer (:meth:`Method.accepted_optimizers`).
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
+#: What a Riemannian method's own optimizer can be: its Riemannian SGD or Adam.
+RIEMANNIAN_OPTIMIZERS = ("sgd", "adam")
+#: What steps the parameters Muon does not (``OptimizerConfig.others``).
+OTHERS_OPTIMIZERS = ("sgd", "adam", "adamw")
 
 #: The manifolds a method may aim at: unit-norm filters (``ddiag(FFᵀ) = I``) and orthonormal filters
 #: (``FFᵀ = I`` for a wide filter matrix, ``FᵀF = I`` for a tall one, within each group).
@@ -107,13 +118,23 @@ class OptimizerConfig:
     """What the trainer asks of the optimizer; methods that need their own optimizer read it.
 
     Attributes:
-        name: ``"sgd"`` or ``"adam"``.
-        lr: learning rate.
+        name: one of :data:`OPTIMIZERS`: ``"sgd"``, ``"adam"``, ``"adamw"`` (``torch.optim.AdamW``: its
+            decoupled weight decay is ``weight_decay``, on the untargeted parameters only) or ``"muon"``
+            (``torch.optim.Muon`` on the targeted filter matrices, ``others`` on every other parameter:
+            :class:`oblique.methods.muon.FilterMuon`). A method that brings its own optimizer takes fewer
+            (:meth:`Method.accepted_optimizers`).
+        lr: learning rate (with ``muon``: the other parameters').
         momentum: SGD momentum (ignored by Adam).
         nesterov: Nesterov momentum for SGD.
         weight_decay: the optimizer's own (decoupled-from-the-method) L2 on parameters the method does
             not target (biases, BN). 0 by default: the method is the regularizer under study.
         betas: Adam's betas.
+        others: with ``muon``, the optimizer of every parameter Muon does not step (``"sgd"``, ``"adam"``
+            or ``"adamw"``, with ``lr``, ``momentum``, ``weight_decay`` above); the trainer gives the model's
+            recipe's.
+        muon_lr: with ``muon``, Muon's learning rate on the filter matrices (Keller Jordan's 0.02; torch's
+            ``"original"`` adjustment, ``× sqrt(max(1, n/p))``); a scheduler scales it as it scales ``lr``.
+        muon_momentum: with ``muon``, Muon's (Nesterov) momentum.
     """
 
     name: str = "sgd"
@@ -122,6 +143,9 @@ class OptimizerConfig:
     nesterov: bool = True
     weight_decay: float = 0.0
     betas: tuple[float, float] = field(default=(0.9, 0.999))
+    others: str = "sgd"
+    muon_lr: float = MUON_LR
+    muon_momentum: float = MUON_MOMENTUM
 
 
 def param_groups(model: nn.Module, targets: list[torch.Tensor], cfg: OptimizerConfig) -> list[dict]:
@@ -136,7 +160,9 @@ def param_groups(model: nn.Module, targets: list[torch.Tensor], cfg: OptimizerCo
 
 
 def build_torch_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """Plain torch SGD or Adam over ``params`` (an iterable of tensors or param groups)."""
+    """Plain torch SGD, Adam or AdamW over ``params`` (an iterable of tensors or param groups; a group's
+    own ``weight_decay``, as :func:`param_groups` sets it, wins over ``cfg.weight_decay``). ``muon`` needs
+    the targets' filter layouts: :meth:`Method.make_optimizer` builds it (:func:`build_filter_muon`)."""
     if cfg.name == "sgd":
         return torch.optim.SGD(
             params,
@@ -147,7 +173,38 @@ def build_torch_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer
         )
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optimizer must be one of sgd, adam; got {cfg.name!r}")
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "muon":
+        raise ValueError(
+            "optimizer muon steps the targets' filter matrices: build it with method.make_optimizer(model, cfg)"
+        )
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {cfg.name!r}")
+
+
+def build_filter_muon(
+    model: nn.Module, filters: list[tuple[torch.Tensor, Layout]], cfg: OptimizerConfig
+) -> torch.optim.Optimizer:
+    """``cfg.name == "muon"``: ``torch.optim.Muon`` on ``filters`` (each trainable tensor and the layout of
+    its filter matrix; no weight decay, ``cfg.muon_lr``, ``cfg.muon_momentum``) and ``cfg.others`` on every
+    other trainable parameter of ``model`` (``cfg.weight_decay``), as one
+    :class:`~oblique.methods.muon.FilterMuon`.
+
+    Raises:
+        oblique.options.OptionError: the installed torch has no ``torch.optim.Muon``; ``others`` is not
+            sgd, adam or adamw.
+    """
+    muon_class()  # no torch.optim.Muon: one line, before anything is built
+    if cfg.others not in OTHERS_OPTIMIZERS:
+        raise OptionError(
+            f"optimizer muon steps the other parameters with sgd, adam or adamw; got others={cfg.others!r}",
+            settings=("optimizer",),
+        )
+    weights = [w for w, _ in filters]
+    ids = {id(w) for w in weights}
+    rest = [g for g in param_groups(model, weights, cfg) if not ids.intersection(map(id, g["params"]))]
+    others = build_torch_optimizer(rest, replace(cfg, name=cfg.others)) if rest else None
+    return FilterMuon(filters, others, **filter_muon_defaults(cfg.muon_lr, cfg.muon_momentum))
 
 
 #: How a :class:`CostTarget` can be measured (:mod:`oblique.cost.targets` holds each procedure) → the
@@ -156,6 +213,7 @@ COST_MEASURES = {
     "foreach_norm_floor": ("ratio", "overhead_pct"),
     "fused_optimizer": ("speedup",),
     "batched": ("overhead_pct", "speedup"),
+    "overhead": ("overhead_pct",),
 }
 
 
@@ -169,7 +227,8 @@ class CostTarget:
             closed-form gradient (``before_step``) against one ``torch._foreach_norm`` over the same weights,
             and the step overhead; ``"fused_optimizer"``, the method's fused optimizer step (``impl=fused``)
             against geoopt's (``impl=geoopt``); ``"batched"``, the step overhead, and the batched form against
-            its per-layer reference (``batched=false``) in isolated regularizer time.
+            its per-layer reference (``batched=false``) in isolated regularizer time; ``"overhead"``, the step
+            overhead alone.
         overhead_pct: the largest step overhead, % of the baseline step (None: no bound).
         ratio: the largest ratio to the floor (``foreach_norm_floor``).
         speedup: the smallest speedup over the reference (``fused_optimizer``, ``batched``).
@@ -228,7 +287,7 @@ class Method:
     #: one of :data:`KINDS`
     kind: ClassVar[str] = "none"
     #: the manifold it aims at, one of :data:`MANIFOLDS` (the row of the summary's grid; ``""``: none — plain
-    #: training, weight decay); :attr:`kind` is the column
+    #: training, weight decay); ``kind`` is the column
     manifold: ClassVar[str] = ""
     #: one-line description for ``oblique methods``
     summary: ClassVar[str] = ""
@@ -261,6 +320,47 @@ class Method:
     #: whether :meth:`Method.prepare` replaces the targeted parameters (a parametrization, a manifold parameter):
     #: then a weight tied to another layer is refused (Note [shared weights] in :mod:`oblique.layers`)
     replaces_weights: ClassVar[bool] = False
+    #: the optimizers (of :data:`OPTIMIZERS`) it trains with; empty: by its kind
+    #: (:meth:`Method.accepted_optimizers`)
+    optimizers: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def accepted_optimizers(cls) -> tuple[str, ...]:
+        """The optimizers (:attr:`OptimizerConfig.name`) the method trains with: its :attr:`optimizers`
+        where it declares them, else by its kind — a Riemannian method brings its own optimizer, Riemannian
+        SGD or Adam (:data:`RIEMANNIAN_OPTIMIZERS`); every other method takes any of :data:`OPTIMIZERS`.
+
+        >>> from oblique.methods import get_method_class
+        >>> get_method_class("oblique-rsgd").accepted_optimizers(), get_method_class("nl").accepted_optimizers()
+        (('sgd', 'adam'), ('sgd', 'adam', 'adamw', 'muon'))
+        """
+        if cls.optimizers:
+            return cls.optimizers
+        return RIEMANNIAN_OPTIMIZERS if cls.kind == "riemannian" else OPTIMIZERS
+
+    @classmethod
+    def check_optimizer(cls, name: str) -> None:
+        """Whether the method trains with the optimizer ``name`` here (``muon``: the installed torch has
+        ``torch.optim.Muon``).
+
+        Raises:
+            oblique.options.OptionError: one line naming the ``optimizer`` setting: an unknown optimizer,
+                one the method does not take, or ``muon`` where torch has none.
+        """
+        accepted = cls.accepted_optimizers()
+        if name not in OPTIMIZERS:
+            raise OptionError(
+                f"optimizer must be one of {', '.join(accepted)}; got {name!r}", settings=("optimizer",)
+            )
+        if name not in accepted:
+            either = " or ".join([", ".join(accepted[:-1]), accepted[-1]] if len(accepted) > 1 else accepted)
+            why = "brings its own Riemannian optimizer" if cls.kind == "riemannian" else "trains with"
+            raise OptionError(
+                f"optimizer {name} does not apply to method {cls.name}: it {why}, {either}",
+                settings=("optimizer",),
+            )
+        if name == "muon":
+            muon_class()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # every hook does what the interface promises around a subclass's own (Note [hook guards])
@@ -427,9 +527,43 @@ class Method:
         return model
 
     def make_optimizer(self, model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-        """The optimizer for ``model``: plain SGD/Adam over all trainable parameters, the optimizer's own
-        weight decay on the untargeted ones only (:func:`param_groups`)."""
+        """The optimizer for ``model``: plain SGD/Adam/AdamW over all trainable parameters, the optimizer's
+        own weight decay on the untargeted ones only (:func:`param_groups`); ``muon``: ``torch.optim.Muon``
+        on the targeted filter matrices (:meth:`muon_filters`), ``cfg.others`` on every other parameter
+        (:func:`build_filter_muon`).
+
+        Raises:
+            oblique.options.OptionError: an optimizer the method does not take (:meth:`check_optimizer`,
+                for every method's own ``make_optimizer`` too: Note [hook guards]).
+        """
+        if cfg.name == "muon":
+            return build_filter_muon(model, self.muon_filters(model), cfg)
         return build_torch_optimizer(param_groups(model, self.target_weights(model), cfg), cfg)
+
+    def muon_filters(self, model: nn.Module) -> list[tuple[torch.Tensor, Layout]]:
+        """What Muon steps (:mod:`oblique.methods.muon`): every trainable tensor of :meth:`target_weights`
+        with the layout its filter matrix is read through — the targeted layer's where the tensor has the
+        weight's shape (the weight itself, ``wn``'s direction, ONI's ``Z``), rows where it is 2-D and of the
+        filter matrix's shape.
+
+        Raises:
+            MethodUseError: a trainable tensor of another shape (its filter matrix cannot be read).
+        """
+        out = []
+        with torch.no_grad():
+            for w, t in zip(self.target_weights(model), self.target_modules(model), strict=True):
+                if not w.requires_grad:
+                    continue
+                if w.shape == t.weight.shape:
+                    out.append((w, t.layout))
+                elif w.dim() == 2 and w.shape == t.filters().shape:
+                    out.append((w, ROWS))
+                else:
+                    raise MethodUseError(
+                        f"{self.name}: optimizer muon cannot read the filter matrix of {t.name} from its "
+                        f"trainable tensor of shape {tuple(w.shape)} (the weight is {tuple(t.weight.shape)})"
+                    )
+        return out
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         """The regularization term to add to the loss (already multiplied by the strength), or None."""
@@ -572,7 +706,9 @@ def _guard(name: str, own: Callable) -> Callable:
 
     Note [hook guards]: the interface's promises that hold whatever a method's own hooks do, wrapped around
     every method class's hooks (the base class's too): ``prepare`` checks the targets first
-    (:meth:`Method.check_targets`); ``penalty`` computes in full precision under a caller's autocast
+    (:meth:`Method.check_targets`); ``make_optimizer`` refuses an optimizer the method does not take
+    (:meth:`Method.check_optimizer`: a Riemannian method brings its own); ``penalty`` computes in full
+    precision under a caller's autocast
     (:func:`full_precision`); the first ``before_step`` / ``after_step`` pairs check that the optimizer
     steps the parameters the method trains (of those with a gradient, a version counter or one of the first
     entries moved, within ``_STEPS_TO_MOVE`` steps: a GradScaler skips steps, a warm-up may start at lr 0, a
@@ -598,6 +734,12 @@ def _guard(name: str, own: Callable) -> Callable:
             self._before_first_step(model)
             return own(self, model, *args, **kwargs)
 
+    elif name == "make_optimizer":
+
+        def hook(self, model, cfg, *args, **kwargs):
+            self.check_optimizer(cfg.name)
+            return own(self, model, cfg, *args, **kwargs)
+
     else:  # after_step
 
         def hook(self, model, step, *args, **kwargs):
@@ -611,7 +753,7 @@ def _guard(name: str, own: Callable) -> Callable:
     return hook
 
 
-_GUARDS = ("prepare", "penalty", "before_step", "after_step")
+_GUARDS = ("prepare", "make_optimizer", "penalty", "before_step", "after_step")
 for _name in _GUARDS:
     setattr(Method, _name, _guard(_name, Method.__dict__[_name]))
 

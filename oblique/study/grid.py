@@ -36,21 +36,25 @@ _KIND_LABELS = {
 _MANIFOLD_LABELS = {"oblique": "oblique", "stiefel": "Stiefel", "": "neither (reference)"}
 
 
-def grid_frame(study: Study | str | os.PathLike):
+def grid_frame(study: Study | str | os.PathLike, results=None):
     """One row per method at the reference setting (pandas DataFrame): ``method``, ``manifold``, ``kind``,
     ``seeds`` (finished runs), ``error_mean``, ``error_std``, ``norm_dev_mean``, ``offdiag_dev`` (means over
     seeds of the final drift) and ``overhead_pct`` (the study's bench; NaN without one). Methods the
-    registry does not know have manifold and kind ``""``."""
+    registry does not know have manifold and kind ``""``. ``results``: the study's
+    :func:`~oblique.study.results_frame`, when the caller has it (else read here)."""
     import pandas as pd
 
     from oblique.methods import REGISTRY
     from oblique.study.bench import read_study_bench
     from oblique.study.reference import method_order, reference_runs
-    from oblique.study.tables import results_frame
 
     if not isinstance(study, Study):
         study = load_study(study)
-    ref = reference_runs(study, results_frame(study), ("ok",))
+    if results is None:
+        from oblique.study import results_frame  # (oblique.study.tables imports this module)
+
+        results = results_frame(study)
+    ref = reference_runs(study, results, ("ok",))
     bench = read_study_bench(study)
     overheads = (bench or {}).get("methods", {})
     rows = []
@@ -86,11 +90,11 @@ def _cell(r) -> str:
     )
 
 
-def grid_markdown(study: Study | str | os.PathLike) -> str:
+def grid_markdown(study: Study | str | os.PathLike, results=None) -> str:
     """The grid as a markdown section (module docstring): rows the manifolds, columns the kinds, each cell
     its methods; the methods that aim at neither manifold on a line below. Empty when no finished method of
-    the study aims at a manifold."""
-    frame = grid_frame(study)
+    the study aims at a manifold. ``results`` as :func:`grid_frame`'s."""
+    frame = grid_frame(study, results)
     placed = frame[frame["manifold"] != ""] if not frame.empty else frame
     if placed.empty:
         return ""

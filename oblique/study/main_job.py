@@ -11,7 +11,7 @@ grids share — Norm Loss at λ = 0.01, batch 100 — is trained once):
 2. **the regularization factor**: Norm Loss and weight decay at λ ∈ :data:`STRENGTHS` (five values,
    four decades, 1e-4 … 1), batch 100, seeds 0–2 (27 new runs): claim 4;
 3. **the batch size**: Norm Loss and weight decay at their default strengths, batch ∈ :data:`BATCH_SIZES`,
-   seeds 0–2 (12 new runs): claim 5.
+   seeds 0–2 (18 new runs): claim 5.
 
 Claim 2 (cost) is not a grid: after the runs, :func:`oblique.study.bench.bench_study` times one training
 step of every method in the study process alone (``bench.json`` in the study folder).

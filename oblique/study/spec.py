@@ -1,9 +1,12 @@
 """Planning a study: the grid (:class:`StudySpec`), its runs (:func:`expand`), and the study file.
 
-The grid is methods × strengths × seeds × batch sizes × any other run setting. A method whose
+The grid is methods × strengths × seeds × batch sizes × optimizers × any other run setting. A method whose
 ``uses_strength`` is false (``baseline``, the hard constraints) ignores the strengths and runs once per
-other grid point; its rows say ``strength_applies = False``. :func:`expand` checks the grid and every
-run's settings (:meth:`oblique.config.RunConfig.validate`) before anything is written.
+other grid point; its rows say ``strength_applies = False``. The optimizers (``--optimizers sgd,muon``) are
+the grid variable ``optimizer``, the same as ``[grid] optimizer = [...]`` (the same runs, the same names);
+a method that brings its own optimizer (a Riemannian one: sgd or adam) runs with those of them it takes.
+:func:`expand` checks the grid and every run's settings (:meth:`oblique.config.RunConfig.validate`) before
+anything is written.
 
 A study file (``oblique study --config FILE``; flags override it), read by :func:`spec_from_tables`::
 
@@ -12,6 +15,7 @@ A study file (``oblique study --config FILE``; flags override it), read by :func
     strengths = [1e-3, 1e-2, 1e-1]       # omit: each method's default
     seeds = 3                            # or [0, 1, 2]
     batch_sizes = [50, 100]
+    optimizers = ["sgd", "muon"]         # omit: the run's optimizer (the model's recipe's)
     workers = 2
     out = "studies/sweep"
     [run]                                # fixed settings of every run (the `oblique run` flags)
@@ -31,7 +35,7 @@ import itertools
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oblique.config import RUN_OPTIONS, SEED_LIMIT, RunConfig, settings_from
@@ -67,7 +71,7 @@ MAX_RUNS = 100_000
 #: The most worker processes a study may ask for.
 MAX_WORKERS = 1024
 #: The keys of a study file's ``[study]`` table.
-STUDY_KEYS = ("methods", "strengths", "seeds", "batch_sizes", "workers", "out")
+STUDY_KEYS = ("methods", "strengths", "seeds", "batch_sizes", "optimizers", "workers", "out")
 
 
 class StudyError(ObliqueError, ValueError):
@@ -83,6 +87,10 @@ class StudySpec:
         strengths: λ values; ``None`` = each method's default. Ignored by methods without a strength.
         seeds: seeds, one run each.
         batch_sizes: batch sizes; ``None`` = the ``base`` setting (RunConfig's default unless given).
+        optimizers: optimizers (``"sgd"``, ``"adam"``, ``"adamw"``, ``"muon"``), the grid variable
+            ``optimizer``; ``None`` = the ``base`` setting (the model's recipe's unless given). A method
+            that brings its own optimizer runs with those of them it takes
+            (:meth:`oblique.methods.base.Method.accepted_optimizers`).
         grid: any other run setting as a grid axis: RunConfig field (or ``hp.NAME``) -> values.
         base: the fixed run settings (RunConfig fields) every run shares.
     """
@@ -93,6 +101,7 @@ class StudySpec:
     batch_sizes: list[int] | None = None
     grid: dict[str, list] = field(default_factory=dict)
     base: dict[str, Any] = field(default_factory=dict)
+    optimizers: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,8 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
     declared = {m: {h.name for h in cls.hyperparameters} for m, cls in classes.items()}
     _check_hyperparameters(spec, declared)
     batch_sizes = spec.batch_sizes or [spec.base.get("batch_size")]  # None: the model's recipe
-    per_method = len(batch_sizes) * math.prod(len(v) for v in spec.grid.values()) * len(spec.seeds)
+    grid = _grid_axes(spec)
+    per_method = len(batch_sizes) * math.prod(len(v) for v in grid.values()) * len(spec.seeds)
     total = sum(
         per_method * (len(spec.strengths or [None]) if c.uses_strength else 1) for c in classes.values()
     )
@@ -136,10 +146,43 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
     data_checked: set = set()
     for method, cls in classes.items():
         strengths = (spec.strengths or [None]) if cls.uses_strength else [None]
-        for strength, bs, *extra in itertools.product(strengths, batch_sizes, *spec.grid.values()):
-            values = dict(zip(spec.grid, extra, strict=True))
+        axes = _method_axes(grid, cls)
+        for strength, bs, *extra in itertools.product(strengths, batch_sizes, *axes.values()):
+            values = dict(zip(axes, extra, strict=True))
             runs += _planned_runs(spec, method, cls, declared[method], strength, bs, values, data_checked)
     return runs
+
+
+def _grid_axes(spec: StudySpec) -> dict[str, list]:
+    """The grid variables beyond method, strength, batch size and seed: the optimizers (as the grid
+    variable ``optimizer``, first), then :attr:`StudySpec.grid`."""
+    if spec.optimizers is None:
+        return dict(spec.grid)
+    return {"optimizer": list(spec.optimizers), **spec.grid}
+
+
+def _method_axes(grid: dict[str, list], cls) -> dict[str, list]:
+    """``grid`` for the method ``cls``: a method that brings its own optimizer keeps the optimizers it takes
+    (one it takes none of is refused); a value that is no optimizer at all is left for the run's check.
+
+    Raises:
+        StudyError: none of the optimizers applies to the method.
+    """
+    from oblique.methods.base import OPTIMIZERS
+
+    if "optimizer" not in grid:
+        return grid
+    accepted = cls.accepted_optimizers()
+    kept = [v for v in grid["optimizer"] if v in accepted or v not in OPTIMIZERS]
+    if not kept:
+        own = "brings its own Riemannian optimizer" if cls.kind == "riemannian" else "trains with"
+        raise StudyError(
+            f"method {cls.name} {own}, {' or '.join(accepted)}: none of the study's optimizers "
+            f"({', '.join(map(str, grid['optimizer']))}) applies to it: add {' or '.join(accepted)} to them, or "
+            f"leave {cls.name} out of the methods",
+            settings=("optimizers",),
+        )
+    return {**grid, "optimizer": kept}
 
 
 def _check_axes(spec: StudySpec) -> None:
@@ -155,11 +198,30 @@ def _check_axes(spec: StudySpec) -> None:
             )
         if not isinstance(values, list) or not values:
             raise StudyError(f"grid variable {key!r} needs a non-empty list of values; got {values!r}")
+    if spec.optimizers is not None:
+        if "optimizer" in spec.grid:
+            raise StudyError(
+                "the optimizer is given twice, as optimizers and as grid variable 'optimizer': give "
+                "optimizers only",
+                settings=("optimizers",),
+            )
+        if spec.base.get("optimizer") is not None:
+            raise StudyError(
+                f"optimizer {spec.base['optimizer']} is fixed for every run and optimizers is a grid "
+                "axis: give one of them",
+                settings=("optimizer", "optimizers"),
+            )
+        if not isinstance(spec.optimizers, list) or not all(isinstance(o, str) for o in spec.optimizers):
+            raise StudyError(
+                f"optimizers must be a list of optimizer names; got {_short(spec.optimizers)}",
+                settings=("optimizers",),
+            )
     axes = {
         "methods": spec.methods,
         "seeds": spec.seeds,
         **({"strengths": spec.strengths} if spec.strengths is not None else {}),
         **({"batch sizes": spec.batch_sizes} if spec.batch_sizes is not None else {}),
+        **({"optimizers": spec.optimizers} if spec.optimizers is not None else {}),
         **{f"grid variable {k!r}": v for k, v in spec.grid.items()},
     }
     for what, values in axes.items():
@@ -204,6 +266,8 @@ def _planned_runs(spec, method, cls, declared, strength, bs, values, data_checke
         cfg = RunConfig(**settings).resolved()
     except TypeError as e:
         raise StudyError(f"run settings: {e}") from None
+    if "optimizer" in values and cfg.optimizer != "muon" and "muon_lr" not in values:
+        cfg = replace(cfg, muon_lr=None)  # a fixed muon_lr applies to the Muon runs of an optimizer axis
     cfg.validate()
     if (cfg.dataset, cfg.data_root) not in data_checked:
         cfg.check_data(download=bool(spec.base.get("download")))  # downloads, if asked, once, up front
@@ -287,17 +351,18 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
                 settings=("seeds",),
             )
         seeds = list(range(seeds))
-    for key, what in (
-        ("seeds", "a count N >= 1 or a list of seeds"),
-        ("strengths", "a list of numbers"),
-        ("batch_sizes", "a list of integers"),
+    optimizers = study_t.get("optimizers")
+    if isinstance(optimizers, str):
+        optimizers = [o.strip() for o in optimizers.split(",") if o.strip()]
+    for key, what, example in (
+        ("seeds", "a count N >= 1 or a list of seeds", "[1]"),
+        ("strengths", "a list of numbers", "[0.1]"),
+        ("batch_sizes", "a list of integers", "[1]"),
+        ("optimizers", "a list of optimizer names", '["sgd", "muon"]'),
     ):
-        value = seeds if key == "seeds" else study_t.get(key)
+        value = {"seeds": seeds, "optimizers": optimizers}.get(key, study_t.get(key))
         if value is not None and not isinstance(value, list):
-            raise StudyError(
-                f"{key} must be {what} (e.g. [{1 if key != 'strengths' else 0.1}]); got {_short(value)}",
-                settings=(key,),
-            )
+            raise StudyError(f"{key} must be {what} (e.g. {example}); got {_short(value)}", settings=(key,))
     base = {k.replace("-", "_"): v for k, v in run_t.items()}
     for k in ("method", "strength", "seed", "batch_size"):
         if k in base:
@@ -316,6 +381,7 @@ def spec_from_tables(tables: Mapping[str, Any], source: str = "study file") -> t
         batch_sizes=study_t.get("batch_sizes"),
         grid={k.replace("-", "_"): v for k, v in grid_t.items()},
         base=base,
+        optimizers=optimizers,
     )
     return spec, {"workers": workers, "out": _study_out(study_t.get("out", "studies/default"))}
 

@@ -1,13 +1,13 @@
 """The study's tables, from the runs on disk: ``results.csv`` (one row per planned run) and ``summary.md``.
 
 ``results.csv``
-    One row per planned run: every grid variable, ``status`` (``ok``, ``diverged``, ``error`` or
-    ``pending``), ``test_error``, ``test_error_top5`` (%), the final drift means (the four
+    One row per planned run: every grid variable, the model, data set, targets, epochs and optimizer,
+    ``status`` (``ok``, ``diverged``, ``error`` or ``pending``), ``test_error``, ``test_error_top5`` (%), the final drift means (the four
     :data:`oblique.geometry.DRIFT_KEYS`, mean over layers), ``train_time_s``, ``regularizer_time_s``,
     ``diverged_step``.
 ``summary.md``
     Mean ± std over seeds of every group of runs that differ only in their seed (method × strength ×
-    batch size × any other grid variable), in the layout of the paper's tables (best, then the mean in
+    batch size × any other grid variable: the optimizer, where a study varies it), in the layout of the paper's tables (best, then the mean in
     parentheses); where the study's dataset and model are a published setting of the Norm Loss poster
     (:data:`oblique.study.published.PUBLISHED`), the published figures stand beside ours. Then the grid:
     the methods by manifold and kind (:mod:`oblique.study.grid`). When the study holds a finished Norm
@@ -53,9 +53,11 @@ def results_frame(study: Study | str | os.PathLike):
             dataset=settings.get("dataset"),
             targets=settings.get("targets"),
             epochs=settings.get("epochs"),
+            optimizer=settings.get("optimizer"),
         )
-        if "targets" in grid:
-            row["targets"] = grid["targets"]
+        for key in ("targets", "optimizer"):
+            if key in grid:
+                row[key] = grid[key]
         status = study.status(name)
         row["status"] = status
         summary: dict = {}
@@ -192,7 +194,7 @@ def summary_markdown(study: Study | str | os.PathLike, claims: bool = True, grid
     if grid:
         from oblique.study.grid import grid_markdown
 
-        section = grid_markdown(study)
+        section = grid_markdown(study, results_frame(study))
         text += "\n" + section if section else ""
     if claims and ((sf["method"] == "nl") & (sf["ok"] > 0)).any():  # a finished Norm Loss run
         from oblique.study.claims import claims_markdown
