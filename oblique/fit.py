@@ -13,7 +13,9 @@ non-finite loss is found there and reported with its exact step: the records sto
 ``log_every > 1`` the steps after it, up to the flush, were taken but are not recorded; with
 ``log_every = 1`` the diverged step is checked before its update). The regularizer's own time is measured
 with CUDA events on a GPU, read at flush points (:mod:`oblique.clock`).
-The values written do not depend on ``log_every``.
+The values written do not depend on ``log_every``. The one exception: with ``precision="fp16"`` (CUDA),
+``torch.amp.GradScaler.step`` reads its inf check on the host every step (torch's own code), so an fp16
+step waits for the device once.
 
 Note [exact resume]: a checkpoint holds the model, the optimizer, the schedule, every random state (torch
 CPU and CUDA, numpy, Python, the data order and augmentation, see :mod:`oblique.batches`), the step, the
@@ -352,6 +354,7 @@ class _Loop:
         self.dist = dist
         self.scheduler, self.writer, self.state, self.device = scheduler, writer, state, device
         self.steps_per_epoch, self.log_every = len(batches), log_every
+        method.at_step(state.step)  # a resumed run: a strength schedule goes on from its step
         self.autocast_dtype = _AUTOCAST[precision]
         self.autocast = self.autocast_dtype is not None
         # fp16: the gradients scaled (and unscaled before before_step), its scale carried in the state

@@ -177,6 +177,8 @@ def test_weights_an_eigendecomposition_cannot_take_end_the_run_as_diverged(tmp_p
 def test_a_strength_schedule_is_recorded_at_every_logged_step(name, tmp_path):
     """Each step record carries the λ the step used; the regularizer is divided by that step's λ, not the
     one of the step the records were flushed at. A constant λ writes no column (config.json has it)."""
+    import oblique.fit as fitting
+
     g = torch.Generator().manual_seed(0)
     data = TensorData(torch.randn(60, 1, 40, generator=g), torch.randint(10, (60,), generator=g))
 
@@ -195,6 +197,14 @@ def test_a_strength_schedule_is_recorded_at_every_logged_step(name, tmp_path):
     constant = run(0.03, tmp_path / "constant")  # the same weights at step 1: the same regularizer value
     assert "strength" not in constant[0]
     assert scheduled[0]["reg"] == pytest.approx(constant[0]["reg"], rel=1e-6)
+    # a resumed fit (a fresh method, the state of step 6) goes on with step 7's λ, not step 1's
+    method = get_method(name, strength=lambda s: 0.01 * s)
+    model = method.prepare(get_model("cnn", num_classes=10, in_channels=1))
+    optimizer = method.make_optimizer(model, OptimizerConfig(lr=0.01))
+    batches = Batches(data, 10, generator=torch.Generator().manual_seed(0), drop_last=True)
+    done = fitting.FitState(step=6, epochs_done=1)
+    fit(model, method, optimizer, batches, epochs=1, state=done)
+    assert method.strength == pytest.approx(0.07)
 
 
 def test_fp16_steps_through_a_grad_scaler_whose_scale_the_checkpoint_keeps(tmp_path, monkeypatch):

@@ -21,7 +21,8 @@ from oblique.layers import Transposed
 from oblique.methods import REGISTRY, OptimizerConfig, training_step
 from oblique.methods.muon import FilterMuon
 from oblique.options import OptionError
-from oblique.study import RESULTS_FILE, StudySpec, expand, load_study, spec_from_tables
+from oblique.study import RESULTS_FILE, StudySpec, expand, load_study, results_frame, spec_from_tables
+from oblique.study.reference import reference_runs
 from oblique.train import resume, train
 
 #: a few quick steps: 240 training samples of MNIST-1D, batches of 80 (3 steps an epoch)
@@ -321,6 +322,56 @@ def test_oblique_study_optimizers_runs_and_records_both(tmp_path, capsys):
     assert main(both) == 2
     err = capsys.readouterr().err
     assert "--optimizer adam is fixed for every run and --optimizers is a grid axis" in err
+
+
+@pytest.mark.parametrize("move", ["double", "channels_last"])
+def test_after_model_to_muon_steps_the_weights_the_model_computes_with(move):
+    """A view read at construction would step the old storage after model.to(...): the filters would never
+    train (channels_last) or the step would crash (float64). After the move the steps are those of the run
+    that never moved, momentum carried over."""
+
+    def pieces():
+        torch.manual_seed(0)
+        method = get_method("nl")
+        model = method.prepare(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 2)))
+        return method, model
+
+    def one_step(model, opt, x):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+
+    x = torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    to = {"double": {"dtype": torch.float64}, "channels_last": {"memory_format": torch.channels_last}}[move]
+    method, model = pieces()
+    opt = method.make_optimizer(model, OptimizerConfig(name="muon"))
+    one_step(model, opt, x)  # momentum in the state, then the move
+    model.to(**to)
+    xs = x.to(torch.float64) if move == "double" else x
+    before = model[0].weight.detach().clone()
+    one_step(model, opt, xs)
+    assert (model[0].weight - before).abs().max() > 0
+    method2, plain = pieces()  # the same two steps, never moved: the same weights, to float32 rounding
+    opt2 = method2.make_optimizer(plain, OptimizerConfig(name="muon"))
+    one_step(plain, opt2, x)
+    one_step(plain, opt2, x)
+    torch.testing.assert_close(model[0].weight.float(), plain[0].weight, rtol=1e-4, atol=1e-5)
+
+
+def test_a_riemannian_method_keeps_its_place_when_the_axis_starts_with_an_optimizer_it_refuses(tmp_path):
+    """--optimizers muon,sgd runs oblique-rsgd with sgd alone: the reference setting (the grid, the claims,
+    the figures) takes each method at its own first optimizer, not the study's first."""
+    out = tmp_path / "s"
+    argv = ["study", "--methods", "baseline,oblique-rsgd", "--optimizers", "muon,sgd", "--seeds", "1"]
+    argv += ["--epochs", "1", "--data-option", "num_samples=400", "--batch-sizes", "80", "--workers", "0"]
+    assert main([*argv, "--out", str(out), "--no-progress", "--no-figures", "--no-bench"]) == 0
+    study = load_study(out)
+    ref = reference_runs(study, results_frame(study))
+    assert sorted(zip(ref["method"], ref["optimizer"], strict=True)) == [
+        ("baseline", "muon"),
+        ("oblique-rsgd", "sgd"),
+    ]
+    assert "**oblique-rsgd**" in (out / "summary.md").read_text()  # in the grid
 
 
 def test_a_grad_scaler_unscales_the_filters_gradients_before_muon_sees_them():

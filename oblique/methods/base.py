@@ -417,6 +417,11 @@ class Method:
             return self._strength
         return STRENGTH.convert(schedule(getattr(self, "_step", 0) + 1))
 
+    def at_step(self, step: int) -> None:
+        """Tell the method that ``step`` optimizer steps are done (a resumed run; ``fit`` calls it): a strength
+        schedule reads step ``step + 1``'s λ next. ``after_step`` keeps it up to date as training goes."""
+        self._step = step
+
     @property
     def scheduled(self) -> bool:
         """Whether :attr:`strength` is a schedule (a function of the step): then ``fit`` records its value in

@@ -34,7 +34,10 @@ is ``ḡ_i − v_i⟨v_i, ḡ_i⟩``, the tangent projection. So ``fused`` keeps
 Note [fwn zero filter]), then renormalizes after the step: a few in-place operations per layer, no
 parametrization, no autograd graph (the step overhead of the parametrization, computed per layer, was
 10–18 % of ResNet-110's step on the CPU; the fused form's is 1.5 %). The optimizer sees exactly the
-gradient the parametrization would give it. With a gain ``g ≠ 1`` the two would differ (the gradient of
+gradient the parametrization would give it — unless something between the backward pass and
+``before_step`` reads the gradient: a loop that clips gradients there (the Hugging Face ``Trainer`` with
+``max_grad_norm``) clips the fused form's Euclidean gradient, radial part included, and the parametrized
+form's tangent one, so the two then differ (``impl=parametrize`` where that matters). With a gain ``g ≠ 1`` the two would differ (the gradient of
 ``g·v/‖v‖`` is ``g`` times the tangent one, and the stored norm would have to be ``g``), so ``fused``
 takes gain 1 only.
 

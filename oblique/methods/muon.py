@@ -159,6 +159,7 @@ class FilterMuon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         group = self.param_groups[-1]
+        self._follow(group["params"])
         self._muon.param_groups[0].update({k: v for k, v in group.items() if k != "params"})
         entries = list(zip(group["params"], self._layouts, self._matrices, self._views, strict=True))
         for w, layout, f, view in entries:
@@ -176,6 +177,24 @@ class FilterMuon(torch.optim.Optimizer):
         if self._others is not None:
             self._others.step()
         return loss
+
+    def _follow(self, weights: list[torch.Tensor]) -> None:
+        """The filter matrices again for tensors that moved since they were read (``model.to(float64)``,
+        another device, ``channels_last``: new storage, so a view would step the old one), Muon's state
+        carried over to them (cast to their dtype and device)."""
+        params = self._muon.param_groups[0]["params"]
+        for i, (w, layout) in enumerate(zip(weights, self._layouts, strict=True)):
+            f = self._matrices[i]
+            same = (f.dtype, f.device) == (w.dtype, w.device)
+            if same and (not self._views[i] or f.data_ptr() == layout.filters(w.detach()).data_ptr()):
+                continue
+            fresh = layout.filters(w.detach())
+            view = fresh.dim() == 2 and _shares_storage(fresh, w)
+            new = fresh if view else fresh.clone(memory_format=torch.contiguous_format)
+            old = self._muon.state.pop(f, {})
+            self._muon.state[new] = {k: v.to(new) if torch.is_tensor(v) else v for k, v in old.items()}
+            params[i] = self._matrices[i] = new
+            self._views[i] = view
 
     def state_dict(self) -> dict[str, Any]:
         """Both parts' states and the Muon group's hyperparameters (tensors and plain containers)."""

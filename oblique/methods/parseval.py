@@ -64,7 +64,14 @@ Differences from upstream (the paper; no code was released with it):
   of the toolkit does, so that its drift and cost compare with theirs; the architecture is left as it is.
 - **Initialization.** Projected onto the Stiefel manifold once at ``prepare`` (Note [Parseval at prepare]).
 - **Tall layers.** The update is applied as written to a tall ``F`` as well; it drives its columns, not
-  its rows, to orthonormality (Note [singular values under the retraction]).
+  its rows, to orthonormality (Note [singular values under the retraction]), so its filters leave unit
+  norm (``oni``, ``olm`` and ``stiefel-rsgd`` split a tall layer into groups of orthonormal rows instead).
+  A grouped convolution, and an attention layer's packed q/k/v, is one filter matrix here, as the paper's
+  layers are (``so`` and ``srip`` do the same).
+- **The polar variant in float32** computes in the weights' dtype: a filter whose singular direction is
+  below about ``√(max(n, p)·ε)`` of the layer's largest singular value (about 1 % for a 64 × 576 layer) is
+  treated as rank-deficient and left near zero. It does not arise from unit-norm filters, which ``prepare``
+  starts from (``init=keep`` and near-zero filters aside).
 """
 
 from __future__ import annotations

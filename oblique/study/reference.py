@@ -83,10 +83,17 @@ def _extras(study: Study) -> list[str]:
 
 
 def at_first_extras(study: Study, results):
-    """``results`` at the first value of every grid variable other than method, strength, batch size."""
+    """``results`` at the first value of every grid variable other than method, strength, batch size; a
+    method the study ran without that value at its own first (an optimizer axis runs a Riemannian method
+    only with the optimizers it takes: ``--optimizers muon,sgd`` runs ``oblique-rsgd`` with sgd alone)."""
     for key in _extras(study):
         if key in results and len(results):
-            results = results[results[key] == results[key].iloc[0]]
+            keep = results[key] == results[key].iloc[0]
+            for method in results["method"].unique():
+                mine = results["method"] == method
+                if not (keep & mine).any():
+                    keep |= mine & (results[key] == results.loc[mine, key].iloc[0])
+            results = results[keep]
     return results
 
 
