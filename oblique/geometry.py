@@ -38,6 +38,7 @@ from torch import nn
 from oblique.layers import ROWS, Target, resolve_targets
 
 __all__ = [
+    "worst_gram_deviation",
     "drift_record",
     "drift_terms",
     "model_drift_tensor",
@@ -113,6 +114,31 @@ def project_oblique_(weights: Iterable[torch.Tensor | Target], eps: float = EPS)
             f.div_(norms.clamp_min(eps))  # f is a view of w
         else:
             w.copy_(layout.weight(f / norms.clamp_min(eps), w.shape))
+
+
+def worst_gram_deviation(blocks: Iterable[tuple[str, torch.Tensor]]) -> tuple[float, str]:
+    """The largest ``max |GGᵀ − I|`` over named matrices ``G`` (``GᵀG`` when tall: the smaller Gram), in
+    float64, read in one transfer: ``(worst, name)``; ``(nan, name)`` for the first matrix that is not finite;
+    ``(0.0, "")`` for none. What the checks of the Stiefel promises measure (ONI/OLM per group over their
+    scale, ``stiefel-rsgd`` per group, ``parseval``'s polar variant per layer).
+
+    >>> worst_gram_deviation([("a", torch.eye(2, 3)), ("b", torch.tensor([[2.0, 0.0]]))])
+    (3.0, 'b')
+    """
+    names, devs = [], []
+    for name, g in blocks:
+        g = g.double()
+        gram = g @ g.mT if g.shape[0] <= g.shape[1] else g.mT @ g
+        devs.append((gram - torch.eye(len(gram), dtype=gram.dtype, device=gram.device)).abs().max())
+        names.append(name)
+    values = torch.stack([d.to(devs[0].device) for d in devs]).tolist() if devs else []
+    worst, where = 0.0, ""
+    for name, dev in zip(names, values, strict=True):
+        if not math.isfinite(dev):
+            return math.nan, name
+        if dev >= worst:
+            worst, where = dev, name
+    return worst, where
 
 
 def drift(weight: torch.Tensor) -> dict[str, float]:

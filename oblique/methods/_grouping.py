@@ -77,7 +77,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from oblique.geometry import filter_matrix
+from oblique.geometry import filter_matrix, worst_gram_deviation
 from oblique.layers import ROWS, Layout, Target
 from oblique.methods.base import Hyper, Method, full_precision
 
@@ -518,20 +518,16 @@ class GroupedReparamMethod(Method):
         ``max |(W_g W_gᵀ)/(γγᵀ) − I|`` within ``1000·ε`` of the dtype (1.2e-4 for float32). ONI's
         Newton iteration is approximate: at few iterations on small groups it is not within (the result
         says by how much). With ``scale=1`` (γ = 1) orthonormal rows are also on the oblique manifold."""
-        worst, where, tol = 0.0, "", 0.0
+        blocks, tol = [], 0.0
         with torch.no_grad():
             for t, par in zip(self.target_modules(model), self.parametrizations(model), strict=True):
-                f = t.filters().double()  # (n, p)
-                if not torch.isfinite(f).all():
-                    return False, f"{self.name}: {t.name} has non-finite weights"
                 gamma = par.scale if self.hp["learn_scale"] else torch.full_like(par.scale, self.hp["scale"])
-                f = f / gamma.double().unsqueeze(1)  # the promised scale: the learned γ, or the hp scale
+                f = t.filters().double() / gamma.double().unsqueeze(1)  # the promised scale: γ learned, or hp
                 tol = max(tol, 1000 * torch.finfo(t.weight.dtype).eps)
-                for g in f.split(par.sizes):
-                    gram = g @ g.T  # (m, m)
-                    dev = (gram - torch.eye(len(g), dtype=gram.dtype, device=gram.device)).abs().max().item()
-                    if dev >= worst:
-                        worst, where = dev, t.name
+                blocks += [(t.name, g) for g in f.split(par.sizes)]  # (m, p) each, m ≤ p
+            worst, where = worst_gram_deviation(blocks)
+        if not math.isfinite(worst):
+            return False, f"{self.name}: {where} has non-finite weights"
         ok = worst <= tol
         return ok, (
             f"{self.name}: rows per group {'orthonormal' if ok else 'not orthonormal'} (times γ): "

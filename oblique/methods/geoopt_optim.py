@@ -9,7 +9,7 @@ from __future__ import annotations
 import geoopt
 import torch
 
-__all__ = ["RiemannianAdam", "RiemannianSGD"]
+__all__ = ["RiemannianAdam", "RiemannianSGD", "riemannian_optimizer"]
 
 
 class RiemannianSGD(geoopt.optim.RiemannianSGD):
@@ -46,3 +46,30 @@ class RiemannianAdam(geoopt.optim.RiemannianAdam):
             return super().state_dict()
         finally:
             self.state.update(saved)
+
+
+def riemannian_optimizer(
+    groups: list[dict], cfg, stabilize: int | None, fused: type[torch.optim.Optimizer] | None = None
+) -> torch.optim.Optimizer:
+    """A Riemannian method's optimizer over ``groups`` (its manifold parameters without weight decay, the
+    rest Euclidean with the run's; ``cfg`` an :class:`~oblique.methods.base.OptimizerConfig`).
+
+    SGD: ``fused`` when given (:class:`oblique.optim.ObliqueSGD` or :class:`~oblique.optim.StiefelSGD`, the
+    corrected steps fused; the ``impl=fused`` of ``oblique-rsgd`` and ``stiefel-rsgd``), else geoopt's
+    :class:`RiemannianSGD` (momentum started at zero, as the fused ones). Adam: geoopt's
+    :class:`RiemannianAdam` (corrected) in both.
+    """
+    if cfg.name == "sgd":
+        kind = fused if fused is not None else RiemannianSGD
+        extra = {"momentum_init": "zero"} if fused is not None else {}
+        return kind(
+            groups,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            stabilize=stabilize,
+            **extra,
+        )
+    if cfg.name == "adam":
+        return RiemannianAdam(groups, lr=cfg.lr, betas=cfg.betas, stabilize=stabilize)
+    raise ValueError(f"a Riemannian optimizer is sgd or adam; got {cfg.name!r}")

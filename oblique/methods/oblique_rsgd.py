@@ -51,8 +51,6 @@ geoopt's) or ``"geoopt"`` (the reference path).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -96,49 +94,9 @@ def project_rows_safe(f: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     return f / torch.linalg.vector_norm(f, dim=1, keepdim=True)
 
 
-def _geoopt_optimizer(
-    groups: list[dict], cfg: OptimizerConfig, stabilize: int | None
-) -> torch.optim.Optimizer:
-    """geoopt's Riemannian SGD/Adam: filters on the sphere (no weight decay), the rest Euclidean."""
-    from oblique.methods.geoopt_optim import RiemannianAdam, RiemannianSGD
-
-    if cfg.name == "sgd":
-        return RiemannianSGD(
-            groups,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov and cfg.momentum > 0,
-            stabilize=stabilize,
-        )
-    if cfg.name == "adam":
-        return RiemannianAdam(groups, lr=cfg.lr, betas=cfg.betas, stabilize=stabilize)
-    raise ValueError(f"oblique-rsgd: optimizer must be one of sgd, adam; got {cfg.name!r}")
-
-
-def _fused_optimizer(
-    groups: list[dict], cfg: OptimizerConfig, stabilize: int | None
-) -> torch.optim.Optimizer:
-    """SGD: :class:`oblique.optim.ObliqueSGD`, the same steps as the corrected ``RiemannianSGD`` (momentum started at
-    zero), fused over filters of equal length. Adam: geoopt's, as in the ``geoopt`` implementation."""
-    if cfg.name != "sgd":
-        return _geoopt_optimizer(groups, cfg, stabilize)
-    from oblique.optim import ObliqueSGD
-
-    return ObliqueSGD(
-        groups,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,
-        stabilize=stabilize,
-        momentum_init="zero",
-    )
-
-
-#: impl name -> builder(sphere params, other params, cfg, stabilize). Add an implementation here.
-IMPLS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "geoopt": _geoopt_optimizer,
-    "fused": _fused_optimizer,
-}
+#: ``impl``: geoopt's optimizers (the reference) or the fused ones of :mod:`oblique.optim` (ObliqueSGD with SGD;
+#: Adam is geoopt's in both): :func:`oblique.methods.geoopt_optim.riemannian_optimizer`.
+IMPLS = ("geoopt", "fused")
 
 
 class ObliqueRSGD(Method):
@@ -168,7 +126,7 @@ class ObliqueRSGD(Method):
             "impl",
             "fused",
             "optimizer: fused (oblique.optim.ObliqueSGD) or geoopt (reference)",
-            choices=tuple(IMPLS),
+            choices=IMPLS,
         ),
         Hyper(
             "stabilize",
@@ -208,7 +166,11 @@ class ObliqueRSGD(Method):
     def make_optimizer(self, model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
         # filters on the sphere (no weight decay: the projection would remove it), the rest Euclidean
         groups = param_groups(model, self.target_weights(model), cfg)
-        return IMPLS[self.hp["impl"]](groups, cfg, self.hp["stabilize"] or None)
+        from oblique.methods.geoopt_optim import riemannian_optimizer  # geoopt: only here
+        from oblique.optim import ObliqueSGD
+
+        fused = ObliqueSGD if self.hp["impl"] == "fused" else None
+        return riemannian_optimizer(groups, cfg, self.hp["stabilize"] or None, fused)
 
     def analytic_flops(self, model: nn.Module) -> float:
         # over plain SGD, per entry: egrad2rgrad (inner 2 + axpy 2), retraction's norm and division (3),

@@ -76,11 +76,13 @@ Differences from upstream (the paper; no code was released with it):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from oblique.geometry import worst_gram_deviation
 from oblique.layers import Target
 from oblique.methods._grouping import BATCHED_HYPER
 from oblique.methods.base import CostTarget, Hyper, Method
@@ -230,17 +232,12 @@ class Parseval(Method):
         and OLM's check (scale 1). With the Parseval retraction: ``(True, the drift)``."""
         if self.promise() != "orthogonal":
             return super().check(model)
-        worst, where, tol = 0.0, "", 0.0
+        filters = self.effective_filters(model)
+        tol = max((1000 * torch.finfo(f.dtype).eps for f in filters.values()), default=0.0)
         with torch.no_grad():
-            for name, f in self.effective_filters(model).items():
-                if not torch.isfinite(f).all():
-                    return False, f"{self.name}: {name} has non-finite weights"
-                tol = max(tol, 1000 * torch.finfo(f.dtype).eps)
-                g = f.double()
-                gram = g @ g.T if g.shape[0] <= g.shape[1] else g.T @ g
-                dev = (gram - torch.eye(len(gram), dtype=gram.dtype, device=gram.device)).abs().max().item()
-                if dev >= worst:
-                    worst, where = dev, name
+            worst, where = worst_gram_deviation(filters.items())
+        if not math.isfinite(worst):
+            return False, f"{self.name}: {where} has non-finite weights"
         if not where:
             return False, f"{self.name}: no targeted layer"
         ok = worst <= tol

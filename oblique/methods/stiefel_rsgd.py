@@ -81,13 +81,12 @@ as reference.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from oblique.geometry import EPS
+from oblique.geometry import EPS, worst_gram_deviation
 from oblique.layers import ROWS, Layout, Target
 from oblique.methods._grouping import _batches, group_sizes
 from oblique.methods.base import CostTarget, Hyper, Method, MethodUseError, OptimizerConfig, param_groups
@@ -151,47 +150,9 @@ def orthonormalize_rows_safe(z: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     return u @ vh  # (K, m, p)
 
 
-def _geoopt_optimizer(
-    groups: list[dict], cfg: OptimizerConfig, stabilize: int | None
-) -> torch.optim.Optimizer:
-    """geoopt's Riemannian SGD (momentum started at zero) or Adam: Stiefel groups, the rest Euclidean."""
-    from oblique.methods.geoopt_optim import RiemannianAdam, RiemannianSGD
-
-    if cfg.name == "sgd":
-        return RiemannianSGD(
-            groups,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov and cfg.momentum > 0,
-            stabilize=stabilize,
-        )
-    return RiemannianAdam(groups, lr=cfg.lr, betas=cfg.betas, stabilize=stabilize)
-
-
-def _fused_optimizer(
-    groups: list[dict], cfg: OptimizerConfig, stabilize: int | None
-) -> torch.optim.Optimizer:
-    """SGD: :class:`oblique.optim.StiefelSGD` (the corrected geoopt steps, batched by group shape). Adam:
-    geoopt's, as in the ``geoopt`` implementation."""
-    if cfg.name != "sgd":
-        return _geoopt_optimizer(groups, cfg, stabilize)
-    from oblique.optim import StiefelSGD
-
-    return StiefelSGD(
-        groups,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,
-        stabilize=stabilize,
-        momentum_init="zero",
-    )
-
-
-#: impl name -> builder(param groups, cfg, stabilize). Add an implementation here.
-IMPLS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "geoopt": _geoopt_optimizer,
-    "fused": _fused_optimizer,
-}
+#: ``impl``: geoopt's optimizers (the reference) or the fused ones of :mod:`oblique.optim` (StiefelSGD with SGD;
+#: Adam is geoopt's in both): :func:`oblique.methods.geoopt_optim.riemannian_optimizer`.
+IMPLS = ("geoopt", "fused")
 
 
 class StiefelRSGD(Method):
@@ -226,7 +187,7 @@ class StiefelRSGD(Method):
             "impl",
             "fused",
             "optimizer: fused (oblique.optim.StiefelSGD, batched by group shape) or geoopt (reference)",
-            choices=tuple(IMPLS),
+            choices=IMPLS,
         ),
         Hyper(
             "stabilize",
@@ -289,30 +250,24 @@ class StiefelRSGD(Method):
         # (cfg.name is sgd or adam: the hook guard refuses any other, Method.check_optimizer)
         # Stiefel groups without weight decay, the rest Euclidean with the run's
         groups = param_groups(model, self.target_weights(model), cfg)
-        return IMPLS[self.hp["impl"]](groups, cfg, self.hp["stabilize"] or None)
+        from oblique.methods.geoopt_optim import riemannian_optimizer  # geoopt: only here
+        from oblique.optim import StiefelSGD
+
+        fused = StiefelSGD if self.hp["impl"] == "fused" else None
+        return riemannian_optimizer(groups, cfg, self.hp["stabilize"] or None, fused)
 
     def check(self, model: nn.Module) -> tuple[bool, str]:
         """Whether every group's effective filters are orthonormal now (promise ``"orthogonal"``, scale 1):
         ``max |F_g F_gᵀ − I|`` within ``100·ε`` of the weight's dtype (1.2e-5 for float32; the QR
         retraction is exact to rounding). Orthonormal rows are also on the oblique manifold."""
-        names, devs, tol = [], [], 0.0
-        with torch.no_grad():  # every group's deviation (NaN where not finite), read in one transfer
+        blocks, tol = [], 0.0
+        with torch.no_grad():
             for t, view in zip(self.target_modules(model), self.views(model), strict=True):
-                f = t.filters().double()  # (n, p)
                 tol = max(tol, 100 * torch.finfo(t.weight.dtype).eps)
-                for g in f.split(view.sizes):
-                    eye = torch.eye(len(g), dtype=g.dtype, device=g.device)
-                    devs.append(
-                        (g @ g.T - eye).abs().max() + g.sum() * 0
-                    )  # + 0·Σg: NaN where g is not finite
-                    names.append(t.name)
-        values = torch.stack([d.to(devs[0].device) for d in devs]).tolist() if devs else []
-        worst, where = 0.0, ""
-        for name, dev in zip(names, values, strict=True):
-            if not math.isfinite(dev):
-                return False, f"{self.name}: {name} has non-finite weights"
-            if dev >= worst:
-                worst, where = dev, name
+                blocks += [(t.name, g) for g in t.filters().split(view.sizes)]  # (m, p) each
+            worst, where = worst_gram_deviation(blocks)
+        if not math.isfinite(worst):
+            return False, f"{self.name}: {where} has non-finite weights"
         if not where:
             return False, f"{self.name}: no targeted layer"
         ok = worst <= tol
