@@ -241,10 +241,8 @@ def fit(
         drift_every: record drift every N steps (and before the first and after the last).
         eval_every: test error every N epochs (and after the last).
         log_every: flush the buffered records every N steps, in one transfer (Note [sync-free step]).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast around the forward pass and the loss; every
-            parametrized weight is computed in float32 first, outside autocast). fp16 only on a CUDA device,
-            with a ``torch.amp.GradScaler`` (:func:`~oblique.methods.base.training_step`; its scale is kept
-            in the state and in checkpoints); on the CPU it is refused.
+        precision: ``"fp32"``, ``"bf16"``, or ``"fp16"`` on CUDA with a GradScaler (:data:`FP16_DEVICES`):
+            autocast around the forward pass and the loss, every parametrized weight computed in float32 first.
         state: a :class:`FitState` to update in place; one with ``step > 0`` (a resumed run) continues
             where it stands.
         checkpoint_every: with a ``writer`` and :class:`Batches`, a checkpoint every N epochs (0: none
@@ -285,7 +283,8 @@ def fit(
     return loop.run(epochs, test_loader, drift_every, eval_every, checkpoint_every, stop, progress=progress)
 
 
-#: The devices :func:`fit` trains fp16 on (with a GradScaler): CUDA GPUs. The CPU has bf16.
+#: The devices :func:`fit` trains fp16 on: CUDA GPUs (the CPU has bf16). A ``torch.amp.GradScaler`` scales
+#: the gradients (:func:`~oblique.methods.base.training_step`), its scale kept in the state and checkpoints.
 FP16_DEVICES = ("cuda",)
 
 #: precision -> the autocast dtype (None: no autocast).

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from oblique.layers import ROWS, Target, resolve_targets
+from oblique.layers import ROWS, Layout, Target, resolve_targets
 
 __all__ = [
     "worst_gram_deviation",
@@ -98,16 +98,22 @@ def project_oblique(weight: torch.Tensor, eps: float = EPS) -> torch.Tensor:
 
 
 @torch.no_grad()
-def project_oblique_(weights: Iterable[torch.Tensor | Target], eps: float = EPS) -> None:
+def project_oblique_(
+    weights: Iterable[torch.Tensor | Target | tuple[torch.Tensor, Layout]], eps: float = EPS
+) -> None:
     """Project every filter of every weight onto the unit sphere, in place.
 
-    ``weights``: tensors (their filters are the rows of ``W.reshape(C_out, -1)``) or :class:`Target` s (their
+    ``weights``: tensors (their filters are the rows of ``W.reshape(C_out, -1)``), :class:`Target` s (their
     filters are read and written through the target's layout: a transposed convolution's output filters,
-    the columns of a ``Conv1D``). A filter matrix that is a view of the weight is scaled in place; any other
-    is scaled and written back.
+    the columns of a ``Conv1D``) or ``(tensor, layout)`` pairs (a parametrization's weight-shaped
+    ``original``, read through its layer's layout). A filter matrix that is a view of the weight is scaled
+    in place; any other is scaled and written back.
     """
     for item in weights:
-        w, layout = (item.weight, item.layout) if isinstance(item, Target) else (item, ROWS)
+        if isinstance(item, Target):
+            w, layout = item.weight, item.layout
+        else:
+            w, layout = item if isinstance(item, tuple) else (item, ROWS)
         f = layout.filters(w)
         norms = torch.linalg.vector_norm(f, dim=1, keepdim=True)  # (n, 1)
         if f.untyped_storage().data_ptr() == w.untyped_storage().data_ptr():

@@ -226,17 +226,11 @@ class FWN(Method):
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, step: int) -> None:
+        targets = self.target_modules(model)
         if self.hp["impl"] == "fused":
-            project_oblique_(self.target_modules(model))
-            return
-        for t in self.target_modules(model):
-            v = t.parametrizations.original
-            f = t.layout.filters(v)
-            norms = torch.linalg.vector_norm(f, dim=1, keepdim=True).clamp_min(EPS)  # (n, 1)
-            if f.untyped_storage().data_ptr() == v.untyped_storage().data_ptr():
-                f.div_(norms)  # a view of v
-            else:
-                v.copy_(t.layout.weight(f / norms, v.shape))
+            project_oblique_(targets)
+        else:  # the stored v, read through its layer's layout
+            project_oblique_((t.parametrizations.original, t.layout) for t in targets)
 
     def describe_cost(self) -> str:
         """Where the cost goes, for the implementation in use (``oblique bench``'s last column)."""
