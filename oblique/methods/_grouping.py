@@ -461,6 +461,15 @@ class BatchedOrthogonalization:
         return computed
 
 
+def independent_blocks(t: Target) -> int:
+    """How many independent matrices target ``t``'s filter matrix stacks: a grouped (or transposed grouped)
+    convolution's groups, which see disjoint input channels; ``nn.MultiheadAttention``'s packed q, k and v
+    (``in_proj_weight``); else 1."""
+    if t.param == "in_proj_weight":
+        return 3
+    return getattr(t.module, "groups", 1) if t.kind in ("conv", "conv_transpose") else 1
+
+
 class GroupedReparamMethod(Method):
     """Shared ``prepare`` / ``target_weights`` / ``analytic_flops`` of ``oni`` and ``olm``.
 
@@ -484,10 +493,10 @@ class GroupedReparamMethod(Method):
         its groups (``conv_groups``), and ``nn.MultiheadAttention``'s packed ``in_proj_weight`` within each of
         q, k and v; a depthwise convolution (one input channel per group) is centred only with
         ``center_depthwise`` (Note [depthwise centring])."""
-        groups = getattr(t.module, "groups", 1) if t.kind in ("conv", "conv_transpose") else 1
-        depthwise = groups > 1 and t.module.in_channels // groups == 1
-        if t.param == "in_proj_weight":  # nn.MultiheadAttention's packed q, k and v: three matrices
-            groups = 3
+        groups = independent_blocks(t)
+        depthwise = (
+            t.kind in ("conv", "conv_transpose") and groups > 1 and t.module.in_channels // groups == 1
+        )
         return {
             "center": self.hp["center"] and (not depthwise or self.hp["center_depthwise"]),
             "conv_groups": groups if self.hp["conv_groups"] else 1,

@@ -88,7 +88,7 @@ from torch.nn.utils import parametrize
 
 from oblique.geometry import EPS, worst_gram_deviation
 from oblique.layers import ROWS, Layout, Target
-from oblique.methods._grouping import _batches, group_sizes
+from oblique.methods._grouping import _batches, group_sizes, independent_blocks
 from oblique.methods.base import CostTarget, Hyper, Method, MethodUseError, OptimizerConfig, param_groups
 
 __all__ = ["StiefelRSGD", "StiefelView", "orthonormalize_rows_safe"]
@@ -209,11 +209,7 @@ class StiefelRSGD(Method):
     def layer_sizes(self, t: Target) -> list[int]:
         """The rows of every group of target ``t``'s filter matrix (Note [Stiefel groups])."""
         n, p = t.filters().shape
-        blocks = getattr(t.module, "groups", 1) if t.kind in ("conv", "conv_transpose") else 1
-        if t.param == "in_proj_weight":  # nn.MultiheadAttention's packed q, k and v: three matrices
-            blocks = 3
-        if not self.hp["conv_groups"]:
-            blocks = 1
+        blocks = independent_blocks(t) if self.hp["conv_groups"] else 1
         return group_sizes(n // blocks, p, self.hp["group_size"], center=False) * blocks
 
     def views(self, model: nn.Module) -> list[StiefelView]:
